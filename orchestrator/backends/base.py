@@ -1,0 +1,57 @@
+"""The one small interface every deployment backend implements (local, netns, docker, colosseum).
+
+A backend knows how to bring up one agent per spec node somewhere (processes on loopback,
+network namespaces with shaped veth links, containers, Colosseum SRNs), how to reach them,
+how to reshape links while a run goes on, and how to tear everything down again, even after
+an interruption. Driving the experiment (configuring agents, running policies, collecting
+results) is the runner's job and is the same for every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from orchestrator.spec import ExperimentSpec, LinkParams
+
+
+@dataclass(frozen=True)
+class AgentEndpoint:
+    """How to reach the agent of one spec node."""
+
+    node: str
+    # ZeroMQ URL the orchestrator uses to configure and query the agent (control plane).
+    control: str
+    # For each neighbour: the ZeroMQ URL at which that neighbour reaches this agent (data plane).
+    # Backends with per-link subnets give a different address per neighbour.
+    data: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    run_id: str
+    run_dir: Path
+    seed: int = 0
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+
+    def up(self, spec: ExperimentSpec, ctx: RunContext) -> Mapping[str, AgentEndpoint]:
+        """Create the network, start an agent per node, return how to reach each one."""
+        ...
+
+    def set_link(self, a: str, b: str, params: LinkParams) -> None:
+        """Change a link's rate / delay / loss while the run goes on (no rebuild of the queues)."""
+        ...
+
+    def link_stats(self) -> list[dict[str, object]]:
+        """One sample of per-link counters (bytes, packets, drops, backlog), for the traces."""
+        ...
+
+    def down(self) -> None:
+        """Stop the agents and remove everything this run created. Idempotent; safe after Ctrl-C."""
+        ...
