@@ -20,10 +20,15 @@ host the profiles were measured on (2.0 = twice as fast), so a block range costs
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from pamdi_node.models.profile import ModelProfile
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,22 @@ class PeerView:
     delay_s: float = 0.0  # one-way propagation delay from here (0 for self)
     alive: bool = True
     success: float = 1.0  # probability the hop and the worker succeed (1 - P_fail)
+    # Queued seconds by task weight (gamma*alpha), excluding the job in service: lets a
+    # priority-aware policy count only the work that would be served before its own task.
+    # Empty = unknown: fall back to ``queue_s``.
+    queue_by_weight: tuple[tuple[float, float], ...] = ()
+    # Seconds left of the job in service (included in ``queue_s``; non-preemptive service).
+    residual_s: float = 0.0
+
+    def queue_ahead_s(self, weight: float) -> float:
+        """Seconds of queued work served before a task of ``weight`` under priority order.
+
+        Work of equal or higher weight is ahead (equal weights are FIFO); the job in service is
+        always ahead because service is not preempted.
+        """
+        if not self.queue_by_weight:
+            return self.queue_s
+        return self.residual_s + math.fsum(s for w, s in self.queue_by_weight if w >= weight)
 
 
 @dataclass(frozen=True)
@@ -101,6 +122,9 @@ class OffloadRequest:
     end: int
     index: float
     priority: float
+    # The sender's own best alternative (computing locally); a receiver that re-checks the
+    # request with its fresh queue may deny when it would do worse than this.
+    fallback_index: float = math.inf
 
 
 @dataclass(frozen=True)
@@ -128,3 +152,188 @@ class Policy(Protocol):
     def rank(self, task: TaskView, world: WorldView) -> Sequence[Placement]: ...
 
     def grant(self, requests: Sequence[OffloadRequest], world: WorldView) -> OffloadRequest | None: ...
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared pure helpers (used by the policies, the simulator, the allocator and the agent).
+
+# Shaped TCP goodput is this fraction of the configured link-layer rate (measured here with
+# htb/tbf; header overhead). Views carry goodput, so policies never apply it themselves.
+LINK_GOODPUT_FACTOR = 0.956
+
+
+def weight_of(source: SourceView) -> float:
+    """The priority weight gamma*alpha of a source's tasks."""
+    return source.priority * source.accuracy
+
+
+def split_blocks(costs: Sequence[float], parts: int | None) -> tuple[int, ...]:
+    """Cut ``len(costs)`` sequential blocks into ``parts`` contiguous partitions of ~equal cost.
+
+    Returns the boundaries ``(0, ..., n)``: partition p runs blocks ``[b[p], b[p+1])``. ``None``
+    (or ``parts >= n``) means one partition per block. Each cut is placed at the block boundary
+    whose cumulative cost is nearest the ideal ``total * p / parts``, while keeping every
+    partition non-empty; zero total cost falls back to equal block counts.
+    """
+    n = len(costs)
+    if n == 0:
+        raise ValueError("a model needs at least one block")
+    if parts is None or parts >= n:
+        return tuple(range(n + 1))
+    if parts < 1:
+        raise ValueError(f"partitions must be >= 1, got {parts}")
+    total = math.fsum(costs)
+    cum = [0.0]
+    for c in costs:
+        cum.append(cum[-1] + (c if total > 0 else 1.0))
+    total = cum[-1]
+    bounds = [0]
+    for p in range(1, parts):
+        target = total * p / parts
+        lo = bounds[-1] + 1  # partition p-1 non-empty
+        hi = n - (parts - p)  # leave one block for each remaining partition
+        best = min(range(lo, hi + 1), key=lambda i: (abs(cum[i] - target), i))
+        bounds.append(best)
+    bounds.append(n)
+    return tuple(bounds)
+
+
+def partition_end(source: SourceView, block: int) -> int:
+    """End (exclusive) of the partition that contains ``block``."""
+    i = bisect.bisect_right(source.bounds, block)
+    if i >= len(source.bounds):
+        return source.num_blocks
+    return source.bounds[i]
+
+
+def source_view_from_profile(
+    name: str,
+    node: str,
+    profile: ModelProfile,
+    *,
+    priority: float = 1.0,
+    accuracy: float = 1.0,
+    partitions: int | None = None,
+) -> SourceView:
+    """Build a ``SourceView`` from a measured ``ModelProfile``.
+
+    Partitions are cut to ~equal profiled time (FLOPs when the profile has no timings). A
+    profile without timings is refused: the simulator and the policies need seconds.
+    """
+    if any(b.time_s is None for b in profile.blocks):
+        raise ValueError(f"profile of {profile.model} has no block timings (profile it first)")
+    times = tuple(float(b.time_s or 0.0) for b in profile.blocks)
+    flops = [float(b.flops) for b in profile.blocks]
+    bounds = split_blocks(times if math.fsum(times) > 0 else flops, partitions)
+    return SourceView(
+        name=name,
+        node=node,
+        model=profile.model,
+        priority=float(priority),
+        accuracy=float(accuracy),
+        block_time_s=times,
+        block_out_bytes=tuple(int(b.out_bytes) for b in profile.blocks),
+        input_bytes=int(profile.input_bytes),
+        result_bytes=int(profile.result_bytes),
+        bounds=bounds,
+    )
+
+
+def transfer_s(nbytes: int, peer: PeerView) -> float:
+    """Time to move ``nbytes`` to ``peer`` (serialization at its goodput + propagation)."""
+    if math.isinf(peer.rate_bps):
+        return 0.0
+    return nbytes * 8.0 / peer.rate_bps + peer.delay_s
+
+
+def plan_chain(
+    start: str,
+    speeds: Mapping[str, float],
+    neighbours: Mapping[str, Sequence[str]],
+    *,
+    length: int = 0,
+    exclude: frozenset[str] = frozenset(),
+) -> tuple[str, ...]:
+    """A simple path of workers starting at ``start`` for a single-chain (AR-MDI) pipeline.
+
+    Greedy walk: from the last node, step to the fastest unvisited neighbour (ties by name); when
+    the graph has no adjacency information every node is a neighbour (full mesh). ``length`` caps
+    the chain (0 = as long as the walk goes); ``exclude`` removes known-dead workers.
+    """
+    nodes = sorted(set(speeds) | {start})
+    chain = [start]
+    seen = {start}
+    while length <= 0 or len(chain) < length:
+        last = chain[-1]
+        nbrs = neighbours.get(last) if neighbours else None
+        pool = nodes if nbrs is None else nbrs
+        options = [n for n in pool if n not in seen and n not in exclude]
+        if not options:
+            break
+        nxt = min(options, key=lambda n: (-speeds.get(n, 1.0), n))
+        chain.append(nxt)
+        seen.add(nxt)
+    return tuple(chain)
+
+
+def chain_shares(source: SourceView, chain: Sequence[str], speeds: Mapping[str, float]) -> tuple[Placement, ...]:
+    """Split all blocks of ``source`` over ``chain`` with profiled-time shares proportional to speed.
+
+    Worker i gets the contiguous range whose cumulative profiled time is nearest
+    ``total * sum(speed[:i+1]) / sum(speed)``; workers whose share rounds to zero blocks are
+    skipped. Returns one ``Placement`` per worker that got blocks (index = its compute seconds).
+    """
+    spd = [max(speeds.get(n, 1.0), 1e-9) for n in chain]
+    total_speed = math.fsum(spd)
+    shares = [s / total_speed for s in spd]
+    n = source.num_blocks
+    cum = [0.0]
+    for t in source.block_time_s:
+        cum.append(cum[-1] + t)
+    total = cum[-1] if cum[-1] > 0 else float(n)
+    if cum[-1] <= 0:
+        cum = [float(i) for i in range(n + 1)]
+    out: list[Placement] = []
+    start = 0
+    acc = 0.0
+    for i, node in enumerate(chain):
+        if start >= n:
+            break
+        acc += shares[i]
+        if i == len(chain) - 1:
+            end = n
+        else:
+            target = total * acc
+            end = min(range(start, n + 1), key=lambda j: (abs(cum[j] - target), j))
+        if end > start:
+            out.append(Placement(node, start, end, (cum[end] - cum[start]) / spd[i]))
+            start = end
+    return tuple(out)
+
+
+def shortest_paths(
+    start: str, neighbours: Mapping[str, Sequence[str]], cost: Callable[[str, str], float]
+) -> dict[str, tuple[str, ...]]:
+    """Dijkstra from ``start``: the cheapest path (as a node tuple) to every reachable node.
+
+    Ties between equal-cost paths are broken by the lexicographic order of the paths, so the
+    result is deterministic.
+    """
+    best: dict[str, tuple[float, tuple[str, ...]]] = {start: (0.0, (start,))}
+    heap: list[tuple[float, tuple[str, ...]]] = [(0.0, (start,))]
+    done: set[str] = set()
+    while heap:
+        d, path = heapq.heappop(heap)
+        node = path[-1]
+        if node in done:
+            continue
+        done.add(node)
+        for nb in neighbours.get(node, ()):
+            if nb in done:
+                continue
+            nd = d + cost(node, nb)
+            cand = (nd, (*path, nb))
+            if nb not in best or cand < best[nb]:
+                best[nb] = cand
+                heapq.heappush(heap, cand)
+    return {n: p for n, (_, p) in best.items()}

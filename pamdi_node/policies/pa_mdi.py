@@ -1,0 +1,163 @@
+"""PA-MDI: priority-aware, per-boundary greedy offloading with priority queues and RTC/CTC.
+
+At every partition boundary the worker ``n`` holding a task of source m scores itself and every
+live neighbour k with the paper's index (reconstructed, see ``reference/pa-mdi-paper.md``)::
+
+    I_k = ( b(p)/R(n,k) + d(n,k)  [both 0 for k = n]
+          + age
+          + W_k                                       # compute on k, profiled seconds / speed_k
+          + Q_k )                                     # queued seconds at k ahead of this task
+          / (gamma_m * alpha_m * s_k)                 # s_k: success probability (1 by default)
+
+and tries the candidates in increasing index order: itself (queue locally) or, via the RTC/CTC
+handshake, a neighbour. ``w(p+1)*c_k`` of the paper is expressed as profiled time / speed, and
+``Q_k*c_k`` as queued seconds reported in the beacon.
+
+Choices where the paper is unknown (all parameters, settable through the spec's ``policy_params``):
+
+- ``horizon`` ("rest", default | "partition"): W_k covers the rest of the model (the task will most
+  likely stay where it goes) or, literally, only the next partition. "rest" lets heterogeneous
+  speeds matter; on equal speeds both give the same choice.
+- ``priority_aware_queue`` (True): Q_k counts only the work that would be served before this task
+  under priority order (equal or higher weight, plus the job in service), from the per-weight
+  queue in the beacon. A TS task therefore sees NTS backlog as free capacity, while an NTS task
+  sees everything. This is how priorities steer placement (the γα divisor is common to all
+  candidates of one task, so on its own it cannot change the choice).
+- Queue order (``priority_queue``): each worker serves its queue by Smith's rule on the next
+  partition, ``t_next/(γα)``, with an aging credit: key ``t_next/(γα) + aging*born``. This is the
+  same order as ``t_next/(γα) - aging*age`` (the difference is common to all queued tasks), so it
+  can be evaluated once at enqueue time. ``aging`` (0.001 s per s of age) prevents starvation of
+  NTS work under overload: an NTS task that waited 10 s counts as 10 ms less weighted work. In a
+  stable system non-preemptive priority service never starves, so the default is small.
+- Service is non-preemptive at partition granularity. Since the task re-decides at every
+  boundary, a TS task waits at most the residual of one partition (use ``partitions`` in the
+  spec to trade decision overhead against that wait).
+- Age: in the index the age term is common to all candidates of one task; it matters between
+  tasks (grants), where it follows the paper's sign (older = larger index).
+- ``handshake`` (True): before offloading the sender sends an RTC; the receiver collects requests
+  over a short window and clears (CTC) the one with the smallest index, denies the others. With
+  ``recheck`` (True) the receiver re-scores each request with its *fresh* queue and also denies
+  requests it would serve worse than the sender's own local alternative (stale beacons would
+  otherwise herd tasks onto a node that looked idle). A refused sender tries its next candidate;
+  candidates ranked after itself are never tried (it computes locally).
+- ``use_success`` (True): divide by the candidate's success probability (1 unless the view says
+  otherwise); dead peers (missed beacons) are never candidates.
+- Ties: equal indices prefer the worker itself, then the smaller name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pamdi_node.policies.base import (
+    OffloadRequest,
+    PeerView,
+    Placement,
+    SourceView,
+    TaskView,
+    WorldView,
+    partition_end,
+    transfer_s,
+    weight_of,
+)
+
+HORIZONS = ("rest", "partition")
+
+
+class PAMDIPolicy:
+    name = "pa-mdi"
+
+    def __init__(
+        self,
+        *,
+        horizon: str = "rest",
+        priority_aware_queue: bool = True,
+        priority_queue: bool = True,
+        handshake: bool = True,
+        recheck: bool = True,
+        aging: float = 0.001,
+        use_success: bool = True,
+        use_priorities: bool = True,
+    ) -> None:
+        if horizon not in HORIZONS:
+            raise ValueError(f"horizon must be one of {HORIZONS}, got {horizon!r}")
+        if aging < 0:
+            raise ValueError(f"aging must be >= 0, got {aging}")
+        self.horizon = horizon
+        self.priority_aware_queue = bool(priority_aware_queue)
+        self.priority_queue = bool(priority_queue)
+        self.handshake = bool(handshake)
+        self.recheck = bool(recheck)
+        self.aging = float(aging)
+        self.use_success = bool(use_success)
+        self.use_priorities = bool(use_priorities)
+
+    # ------------------------------------------------------------------ helpers
+    def weight(self, source: SourceView) -> float:
+        return weight_of(source) if self.use_priorities else 1.0
+
+    def _horizon_end(self, source: SourceView, block: int) -> int:
+        return source.num_blocks if self.horizon == "rest" else partition_end(source, block)
+
+    def index(self, task: TaskView, source: SourceView, peer: PeerView, here: str, now_s: float,
+              sender: PeerView | None = None) -> float:
+        """The index of running the task's next partition on ``peer``.
+
+        ``sender`` is the link back to the worker holding the task when ``peer`` is the receiver
+        re-scoring a request (then ``peer`` is itself and the transfer cost is over ``sender``).
+        """
+        b = task.next_block
+        w = self.weight(source)
+        if sender is not None:
+            comm = transfer_s(source.bytes_into(b), sender)
+        elif peer.name == here:
+            comm = 0.0
+        else:
+            comm = transfer_s(source.bytes_into(b), peer)
+        compute = source.range_time_s(b, self._horizon_end(source, b)) / peer.speed
+        queue = peer.queue_ahead_s(w) if self.priority_aware_queue else peer.queue_s
+        age = max(0.0, now_s - task.born_s)
+        denom = w * (peer.success if self.use_success else 1.0)
+        return (comm + age + compute + queue) / max(denom, 1e-12)
+
+    # ------------------------------------------------------------------ Policy protocol
+    def queue_key(self, task: TaskView, world: WorldView) -> tuple[float, ...]:
+        source = world.sources[task.source]
+        me = world.peers.get(world.here)
+        speed = me.speed if me is not None else 1.0
+        b = task.next_block
+        t_next = source.range_time_s(b, partition_end(source, b)) / speed
+        return (t_next / self.weight(source) + self.aging * task.born_s, task.born_s)
+
+    def rank(self, task: TaskView, world: WorldView) -> Sequence[Placement]:
+        source = world.sources[task.source]
+        b = task.next_block
+        if b >= source.num_blocks:
+            return ()
+        e = partition_end(source, b)
+        scored: list[tuple[float, int, str]] = []
+        for name, peer in world.peers.items():
+            if not peer.alive or peer.speed <= 0:
+                continue
+            idx = self.index(task, source, peer, world.here, world.now_s)
+            scored.append((idx, 0 if name == world.here else 1, name))
+        scored.sort()
+        return tuple(Placement(name, b, e, idx) for idx, _, name in scored)
+
+    def grant(self, requests: Sequence[OffloadRequest], world: WorldView) -> OffloadRequest | None:
+        me = world.peers.get(world.here)
+        best: tuple[float, float, str, str] | None = None
+        chosen: OffloadRequest | None = None
+        for req in requests:
+            idx = req.index
+            if self.recheck and me is not None:
+                source = world.sources.get(req.task.source)
+                link = world.peers.get(req.sender)
+                if source is not None and link is not None:
+                    idx = self.index(req.task, source, me, world.here, world.now_s, sender=link)
+                    if idx > req.fallback_index * (1.0 + 1e-9):
+                        continue  # the sender does better keeping it
+            key = (idx, req.task.born_s, req.sender, req.task.task_id)
+            if best is None or key < best:
+                best, chosen = key, req
+        return chosen

@@ -1,0 +1,180 @@
+"""Decision policies: pure, deterministic, and doing what their docstrings say."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from pamdi_node.models.profile import BlockProfile, ModelProfile
+from pamdi_node.policies import POLICIES, get_policy, params_for
+from pamdi_node.policies.base import (
+    OffloadRequest,
+    PeerView,
+    Policy,
+    SourceView,
+    TaskView,
+    WorldView,
+    chain_shares,
+    partition_end,
+    plan_chain,
+    shortest_paths,
+    source_view_from_profile,
+    split_blocks,
+)
+
+
+def _source(name: str = "ts", node: str = "a", priority: float = 10.0, times=(0.01,) * 8,
+            out_bytes: int = 100_000, partitions: int | None = None) -> SourceView:
+    return SourceView(
+        name=name, node=node, model="tiny", priority=priority, accuracy=1.0,
+        block_time_s=tuple(times), block_out_bytes=(out_bytes,) * len(times), input_bytes=50_000,
+        result_bytes=40, bounds=split_blocks(times, partitions),
+    )
+
+
+def _peer(name: str, queue: float = 0.0, speed: float = 1.0, rate: float = 20e6, delay: float = 0.001,
+          alive: bool = True, by_weight: tuple = (), residual: float = 0.0) -> PeerView:
+    return PeerView(name=name, speed=speed, queue_s=queue, rate_bps=rate, delay_s=delay, alive=alive,
+                    queue_by_weight=by_weight, residual_s=residual)
+
+
+def _world(here: str, peers: list[PeerView], sources: list[SourceView], now: float = 1.0) -> WorldView:
+    return WorldView(here=here, now_s=now, peers={p.name: p for p in peers}, sources={s.name: s for s in sources},
+                     speeds={p.name: p.speed for p in peers})
+
+
+def test_split_blocks_equal_time_and_nonempty() -> None:
+    assert split_blocks([1, 1, 1, 1], 2) == (0, 2, 4)
+    assert split_blocks([3, 1, 1, 1], 2) == (0, 1, 4)
+    assert split_blocks([1.0] * 5, None) == (0, 1, 2, 3, 4, 5)
+    b = split_blocks([0.0, 0.0, 5.0, 0.0], 3)
+    assert b[0] == 0 and b[-1] == 4 and all(x < y for x, y in itertools.pairwise(b))
+    with pytest.raises(ValueError):
+        split_blocks([], 1)
+
+
+def test_source_view_from_profile_refuses_untimed_and_cuts_partitions() -> None:
+    blocks = tuple(BlockProfile(index=i, name=f"b{i}", flops=10, param_bytes=0, out_shape=(1,), out_bytes=4 * (i + 1),
+                                time_s=t) for i, t in enumerate([0.1, 0.1, 0.2, 0.2]))
+    prof = ModelProfile(model="tiny", batch=1, input_shape=(1,), input_bytes=8, result_bytes=4, blocks=blocks)
+    sv = source_view_from_profile("s", "a", prof, priority=3, partitions=2)
+    assert sv.bounds == (0, 3, 4) or sv.bounds == (0, 2, 4)
+    assert sv.bytes_into(0) == 8 and sv.bytes_into(2) == 8
+    assert partition_end(sv, 0) == sv.bounds[1]
+    untimed = prof.model_copy(update={"blocks": tuple(b.model_copy(update={"time_s": None}) for b in blocks)})
+    with pytest.raises(ValueError, match="no block timings"):
+        source_view_from_profile("s", "a", untimed)
+
+
+def test_chain_shares_follow_speed() -> None:
+    src = _source(times=(0.01,) * 12)
+    chain = plan_chain("a", {"a": 1.0, "b": 2.0, "c": 1.0}, {})
+    assert chain == ("a", "b", "c")
+    shares = chain_shares(src, chain, {"a": 1.0, "b": 2.0, "c": 1.0})
+    assert [(p.node, p.start, p.end) for p in shares] == [("a", 0, 3), ("b", 3, 9), ("c", 9, 12)]
+    # multi-hop: the walk only steps to neighbours
+    nbrs = {"a": ("b",), "b": ("a", "c", "d"), "c": ("b",), "d": ("b",)}
+    assert plan_chain("a", {"a": 1, "b": 1, "c": 1, "d": 3}, nbrs) == ("a", "b", "d")
+
+
+def test_shortest_paths_deterministic() -> None:
+    nbrs = {"a": ("b", "c"), "b": ("a", "d"), "c": ("a", "d"), "d": ("b", "c")}
+    paths = shortest_paths("a", nbrs, lambda u, v: 1.0)
+    assert paths["d"] == ("a", "b", "d")
+
+
+def test_all_policies_satisfy_protocol_and_are_deterministic() -> None:
+    ts, nts = _source(), _source("nts", "b", priority=1.0)
+    peers = [_peer("a", queue=0.05), _peer("b", queue=0.2), _peer("c", queue=0.0, speed=2.0)]
+    task = TaskView("ts-3", "ts", 2, 0.5, "a")
+    for name in POLICIES:
+        p1, p2 = get_policy(name), get_policy(name)
+        assert isinstance(p1, Policy)
+        w = _world("a", peers, [ts, nts])
+        r1, r2 = p1.rank(task, w), p2.rank(task, w)
+        assert r1 == r2 and len(r1) >= 1
+        assert all(pl.end > pl.start == 2 or name == "ddi" for pl in r1)
+
+
+def test_pa_mdi_ts_sees_nts_backlog_as_free_but_nts_does_not() -> None:
+    ts, nts = _source(), _source("nts", "b", priority=1.0)
+    # Neighbour c is busy with 1 s of NTS work (weight 1); a's own queue has 0.3 s of TS work.
+    peers = [_peer("a", queue=0.3, by_weight=((10.0, 0.3),)), _peer("c", queue=1.0, by_weight=((1.0, 1.0),))]
+    pol = get_policy("pa-mdi")
+    ts_rank = pol.rank(TaskView("ts-1", "ts", 1, 0.9, "a"), _world("a", peers, [ts, nts]))
+    nts_rank = pol.rank(TaskView("nts-1", "nts", 1, 0.9, "a"), _world("a", peers, [ts, nts]))
+    assert ts_rank[0].node == "c"  # TS jumps c's NTS backlog
+    assert nts_rank[0].node == "a"  # NTS would wait behind it
+    # MS-MDI (no priorities) sees c's full queue for the TS task too
+    assert get_policy("ms-mdi").rank(TaskView("ts-1", "ts", 1, 0.9, "a"), _world("a", peers, [ts, nts]))[0].node == "a"
+    # index value: (comm + age + compute + queue) / gamma for c
+    comm = 100_000 * 8 / 20e6 + 0.001
+    expected = (comm + 0.1 + 7 * 0.01 + 0.0) / 10.0
+    assert ts_rank[0].index == pytest.approx(expected)
+
+
+def test_pa_mdi_excludes_dead_and_queue_order_prefers_ts() -> None:
+    ts, nts = _source(), _source("nts", "b", priority=1.0)
+    peers = [_peer("a", queue=5.0), _peer("c", alive=False), _peer("d", queue=0.5)]
+    pol = get_policy("pa-mdi")
+    ranked = pol.rank(TaskView("ts-1", "ts", 0, 0.0, "a"), _world("a", peers, [ts, nts]))
+    assert [p.node for p in ranked] == ["d", "a"]
+    w = _world("a", peers, [ts, nts])
+    k_ts = pol.queue_key(TaskView("ts-9", "ts", 0, 5.0, "a"), w)
+    k_nts = pol.queue_key(TaskView("nts-1", "nts", 0, 4.0, "a"), w)
+    assert k_ts < k_nts
+    # aging: a very old NTS task eventually goes first
+    k_old = pol.queue_key(TaskView("nts-0", "nts", 0, -1000.0, "a"), w)
+    assert k_old < k_ts
+
+
+def test_pa_mdi_grant_smallest_index_and_recheck() -> None:
+    ts, nts = _source(), _source("nts", "b", priority=1.0)
+    here = "c"
+    peers = [_peer("c", queue=0.0), _peer("a"), _peer("b")]
+    w = _world(here, peers, [ts, nts])
+    pol = get_policy("pa-mdi")
+    r_ts = OffloadRequest(TaskView("ts-1", "ts", 2, 0.9, "a"), "a", "c", 2, 3, 0.02, 10.0, fallback_index=1.0)
+    r_nts = OffloadRequest(TaskView("nts-1", "nts", 2, 0.9, "b"), "b", "c", 2, 3, 0.2, 1.0, fallback_index=5.0)
+    assert pol.grant([r_nts, r_ts], w) is r_ts
+    assert pol.grant([r_ts, r_nts], w) is r_ts
+    # receiver is actually loaded (stale beacon): fresh index exceeds the sender's local option
+    busy = _world(here, [_peer("c", queue=10.0), _peer("a"), _peer("b")], [ts, nts])
+    tight = OffloadRequest(TaskView("ts-1", "ts", 2, 0.9, "a"), "a", "c", 2, 3, 0.02, 10.0, fallback_index=0.05)
+    assert pol.grant([tight], busy) is None
+
+
+def test_static_policy_follows_routes_in_fraction() -> None:
+    src = _source(times=(0.01,) * 6)
+    plan = {"ts": [[0.75, [["a", 0, 6]]], [0.25, [["a", 0, 2], ["b", 2, 2], ["c", 2, 6]]]]}
+    pol = get_policy("pa-mdi-static", plan=plan)
+    peers = [_peer("a"), _peer("b")]
+    counts = {"a": 0, "b": 0}
+    for i in range(400):
+        first = pol.rank(TaskView(f"ts-{i}", "ts", 0, 0.0, "a"), _world("a", peers, [src]))[0]
+        if first.end == 6:
+            counts["a"] += 1
+        else:
+            nxt = pol.rank(TaskView(f"ts-{i}", "ts", 2, 0.0, "a"), _world("a", peers, [src]))[0]
+            assert (nxt.node, nxt.start, nxt.end) == ("b", 2, 2)
+            relay = pol.rank(TaskView(f"ts-{i}", "ts", 2, 0.0, "b"), _world("b", [_peer("b"), _peer("c")], [src]))[0]
+            assert (relay.node, relay.start, relay.end) == ("c", 2, 6)
+            counts["b"] += 1
+    assert abs(counts["a"] / 400 - 0.75) < 0.01
+    with pytest.raises(ValueError, match=r"plan\['ts'\]\[0\]"):
+        get_policy("pa-mdi-static", plan={"ts": [[0.5]]})
+
+
+def test_get_policy_and_params_errors_name_the_fault() -> None:
+    with pytest.raises(ValueError, match="unknown policy 'x'"):
+        get_policy("x")
+    with pytest.raises(ValueError, match="no parameter 'agin'"):
+        get_policy("pa-mdi", agin=1)
+    assert params_for("pa-mdi", {"aging": 0.1, "chain_length": 2, "pa-mdi.horizon": "partition"}) == {
+        "aging": 0.1, "horizon": "partition"}
+    assert params_for("ar-mdi", {"aging": 0.1, "chain_length": 2}) == {"chain_length": 2}
+    with pytest.raises(ValueError, match=r"policy_params\.bogus"):
+        params_for("pa-mdi", {"bogus": 1})
+    assert math.isinf(OffloadRequest(TaskView("t-1", "ts", 0, 0, "a"), "a", "b", 0, 1, 0, 1).fallback_index)
