@@ -1,0 +1,153 @@
+"""Discrete-event simulation of an experiment spec under one policy.
+
+``simulate(spec, policy)`` builds the workers, links and sources of a spec (profiles scaled by each
+node's speed), runs the engine (``engine.py``; model and rationale there) and returns a
+``SimResult`` with one ``TaskRecord`` per task. ``run_policies`` runs several policies and returns
+the ``metrics.summarize`` JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from orchestrator.metrics import summarize_run
+from orchestrator.simulator.devices import device_speed
+from orchestrator.simulator.engine import (
+    FailureConfig,
+    LinkConfig,
+    NodeConfig,
+    SimOptions,
+    SimResult,
+    SimulationError,
+    Simulator,
+    SourceConfig,
+)
+from orchestrator.spec import ExperimentSpec, Node
+from pamdi_node.models.profile import ModelProfile
+from pamdi_node.policies import get_policy, params_for
+from pamdi_node.policies.base import Policy, SourceView, source_view_from_profile
+
+__all__ = [
+    "SimOptions",
+    "SimResult",
+    "SimulationError",
+    "Simulator",
+    "build_simulator",
+    "load_profiles",
+    "make_policy",
+    "node_speed",
+    "run_policies",
+    "simulate",
+    "source_views",
+]
+
+
+def node_speed(node: Node) -> float:
+    """A node's speed: explicit ``speed`` wins over a named ``device``."""
+    if node.device is not None and "speed" not in node.model_fields_set:
+        return device_speed(node.device)
+    return node.speed
+
+
+def load_profiles(
+    spec: ExperimentSpec,
+    *,
+    base_dir: str | Path | None = None,
+    overrides: Mapping[str, ModelProfile] | None = None,
+) -> dict[str, ModelProfile]:
+    """One profile per source (keyed by source name): ``overrides`` by model name, else the spec's
+    ``profiles`` folder (relative to ``base_dir``), else the shipped profiles. Profiles are per
+    batch at one thread; node speeds scale them."""
+    from pamdi_node.models.profile import load_profile_from, load_shipped_profile
+
+    out: dict[str, ModelProfile] = {}
+    for src in spec.sources:
+        if overrides and src.model in overrides:
+            out[src.name] = overrides[src.model]
+            continue
+        try:
+            if spec.profiles:
+                folder = Path(spec.profiles)
+                if not folder.is_absolute() and base_dir is not None:
+                    folder = Path(base_dir) / folder
+                out[src.name] = load_profile_from(folder, src.model, src.batch, 1)
+            else:
+                out[src.name] = load_shipped_profile(src.model, src.batch, 1)
+        except (FileNotFoundError, ValueError) as err:
+            raise SimulationError(f"sources.{src.name}: no usable profile for model {src.model!r}: {err}") from None
+    return out
+
+
+def source_views(spec: ExperimentSpec, profiles: Mapping[str, ModelProfile]) -> dict[str, SourceView]:
+    views: dict[str, SourceView] = {}
+    for src in spec.sources:
+        try:
+            views[src.name] = source_view_from_profile(
+                src.name, src.node, profiles[src.name], priority=src.priority,
+                accuracy=spec.accuracy_of(src.model), partitions=src.partitions,
+            )
+        except ValueError as err:
+            raise SimulationError(f"sources.{src.name}: {err}") from None
+    return views
+
+
+def make_policy(spec: ExperimentSpec, name: str, views: Mapping[str, SourceView]) -> Policy:
+    """The policy object for ``name`` with the spec's ``policy_params``; ``pa-mdi-static`` gets
+    its plan from the allocator."""
+    try:
+        params: dict[str, Any] = params_for(name, spec.policy_params)
+        if name == "pa-mdi-static" and "plan" not in params:
+            from orchestrator.allocator import allocate
+
+            params["plan"] = allocate(spec, views).plan
+        return get_policy(name, **params)
+    except ValueError as err:
+        raise SimulationError(str(err)) from None
+
+
+def build_simulator(
+    spec: ExperimentSpec,
+    policy: str,
+    *,
+    seed: int | None = None,
+    profiles: Mapping[str, ModelProfile] | None = None,
+    options: SimOptions | None = None,
+    base_dir: str | Path | None = None,
+) -> Simulator:
+    if profiles is None or set(profiles) != {s.name for s in spec.sources}:
+        profiles = load_profiles(spec, base_dir=base_dir, overrides=profiles)
+    views = source_views(spec, profiles)
+    nodes = [NodeConfig(n.name, node_speed(n)) for n in spec.nodes]
+    links = {
+        (lk.a, lk.b): LinkConfig(rate_bps=lk.rate_mbit * 1e6, delay_s=lk.delay_ms / 1000.0, loss=lk.loss)
+        for lk in spec.resolved_links()
+    }
+    sources = [
+        SourceConfig(view=views[s.name], samples=s.samples, interval_s=s.interval_s, arrival=s.arrival,
+                     start_s=s.start_ms / 1000.0)
+        for s in spec.sources
+    ]
+    failures = [FailureConfig(f.node, f.at_s, f.recover_after_s) for f in spec.failures]
+    opts = options or SimOptions(beacon_period_s=spec.beacon_period_ms / 1000.0)
+    return Simulator(nodes, links, sources, make_policy(spec, policy, views), options=opts, failures=failures,
+                     seed=spec.seed if seed is None else seed)
+
+
+def simulate(spec: ExperimentSpec, policy: str, **kwargs: Any) -> SimResult:
+    return build_simulator(spec, policy, **kwargs).run()
+
+
+def run_policies(
+    spec: ExperimentSpec, policies: Sequence[str], **kwargs: Any
+) -> tuple[dict[str, Any], dict[str, SimResult]]:
+    """Simulate each policy; return the summary JSON and the raw results by policy."""
+    priorities = {s.name: s.priority for s in spec.sources}
+    results: dict[str, SimResult] = {}
+    runs = []
+    for name in policies:
+        res = simulate(spec, name, **kwargs)
+        results[name] = res
+        runs.append(summarize_run(name, res.records, priorities))
+    return {"runs": runs}, results
