@@ -69,3 +69,77 @@ class ModelProfile(BaseModel):
     @classmethod
     def load(cls, path: str | Path) -> ModelProfile:
         return cls.model_validate(json.loads(Path(path).read_text()))
+
+
+# ------------------------------------------------------------------------------ shipped profiles
+# Measured profiles ship as package data: ``pamdi_node/models/profiles/<host-tag>/<model>_b<B>_t<T>.json``
+# (``<host-tag>`` names the CPU and its core count, e.g. ``amd-epyc-2c``). ``DEFAULT_HOST`` is the host the
+# repository's profiles were measured on; the simulator and allocator scale them by each node's speed.
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "profiles"
+DEFAULT_HOST = "amd-epyc-2c"
+
+
+class ProfileNotFoundError(FileNotFoundError):
+    """No profile file for the requested model / batch / threads (the message lists what exists)."""
+
+
+def profile_filename(model: str, batch: int = 1, threads: int | None = 1) -> str:
+    return f"{model}_b{batch}_t{threads if threads is not None else 'x'}.json"
+
+
+def cpu_model_name() -> str:
+    """The CPU model string of this machine (``/proc/cpuinfo``, falling back to ``platform``)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown-cpu"
+
+
+def host_tag(cpu: str | None = None, cores: int | None = None) -> str:
+    """A file-system-safe name for this host's CPU: lower-case model words + logical core count."""
+    import os
+    import re
+
+    cpu = cpu if cpu is not None else cpu_model_name()
+    cores = cores if cores is not None else (os.cpu_count() or 1)
+    words = re.sub(r"\(r\)|\(tm\)|cpu|processor|@.*$|\d+-core", " ", cpu.lower())
+    slug = re.sub(r"[^a-z0-9]+", "-", words).strip("-") or "cpu"
+    return f"{slug}-{cores}c"
+
+
+def shipped_hosts() -> list[str]:
+    return sorted(p.name for p in SHIPPED_DIR.iterdir() if p.is_dir()) if SHIPPED_DIR.is_dir() else []
+
+
+def load_profile_from(folder: str | Path, model: str, batch: int = 1, threads: int | None = 1) -> ModelProfile:
+    """Load ``<model>_b<batch>_t<threads>.json`` from ``folder`` (a profile set, e.g. a spec's ``profiles``)."""
+    folder = Path(folder)
+    path = folder / profile_filename(model, batch, threads)
+    if not path.is_file():
+        existing = sorted(p.name for p in folder.glob("*.json")) if folder.is_dir() else []
+        raise ProfileNotFoundError(
+            f"no profile {path.name} in {folder}; available: {', '.join(existing) or 'none'}"
+            " (measure one with `pamdi profile MODEL --batch B --threads T --out FILE`)"
+        )
+    profile = ModelProfile.load(path)
+    if profile.model != model or profile.batch != batch:
+        raise ValueError(f"{path}: holds model={profile.model!r} batch={profile.batch}, expected {model!r}/{batch}")
+    return profile
+
+
+def load_shipped_profile(model: str, batch: int = 1, threads: int = 1, host: str | None = None) -> ModelProfile:
+    """A measured profile shipped with pamdi (``host`` defaults to this machine's tag if shipped, else
+    :data:`DEFAULT_HOST`)."""
+    hosts = shipped_hosts()
+    if host is None:
+        host = host_tag() if host_tag() in hosts else DEFAULT_HOST
+    if host not in hosts:
+        shown = ", ".join(hosts) or "none"
+        raise ProfileNotFoundError(f"no shipped profiles for host {host!r}; shipped hosts: {shown}")
+    return load_profile_from(SHIPPED_DIR / host, model, batch, threads)

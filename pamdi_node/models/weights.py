@@ -1,0 +1,73 @@
+"""Loading real weights (torchvision / Hugging Face state_dicts) into full or partial models.
+
+A node that builds blocks ``i..j`` reads the checkpoint and keeps only the tensors of its blocks.
+Accepted files: ``torch.save`` state_dicts (``.pt``, ``.pth``, ``.bin``; optionally wrapped in
+``{"state_dict": ...}`` or ``{"model": ...}`` and with a ``module.`` DataParallel prefix) and
+``.safetensors`` files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+
+
+class WeightsError(ValueError):
+    """A weights file is unreadable or lacks / mis-shapes a tensor the built blocks need."""
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError as err:  # pragma: no cover - safetensors ships with transformers
+            raise WeightsError(f"{path}: reading .safetensors needs the 'safetensors' package") from err
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise WeightsError(f"{path}: not a readable torch state_dict ({err})") from err
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path}: expected a mapping of tensor names to tensors")
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def select(
+    state: dict[str, torch.Tensor],
+    wanted: Iterable[tuple[str, torch.Size]],
+    *,
+    alternatives: Callable[[str], list[str]],
+    source: str,
+) -> dict[str, torch.Tensor]:
+    """Pick the tensors for the ``(full key, shape)`` pairs in ``wanted`` out of ``state``.
+
+    ``alternatives(key)`` lists other names the same tensor may have in a checkpoint (e.g. HF base-model
+    files without the ``transformer.`` prefix, or a tied LM head stored only as ``wte``).
+    """
+    picked: dict[str, torch.Tensor] = {}
+    missing: list[str] = []
+    for key, shape in wanted:
+        for candidate in (key, *alternatives(key)):
+            if candidate in state:
+                tensor = state[candidate]
+                if tuple(tensor.shape) != tuple(shape):
+                    raise WeightsError(
+                        f"{source}: tensor {candidate!r} has shape {tuple(tensor.shape)}, block expects {tuple(shape)}"
+                    )
+                picked[key] = tensor
+                break
+        else:
+            missing.append(key)
+    if missing:
+        shown = ", ".join(missing[:8]) + (f" (+{len(missing) - 8} more)" if len(missing) > 8 else "")
+        raise WeightsError(f"{source}: missing {len(missing)} tensor(s) needed by the built blocks: {shown}")
+    return picked
