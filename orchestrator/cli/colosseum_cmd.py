@@ -126,7 +126,7 @@ def upload_image_cmd(
 @rf_app.command("start")
 def rf_start_cmd(
     scenario: int | None = typer.Argument(None, help="RF scenario ID (default: the config's `scenario`)."),
-    cycle: bool | None = typer.Option(None, "--cycle/--no-cycle", "-c", help="Repeat the scenario (default: config)."),
+    cycle: bool | None = typer.Option(None, "--cycle/--no-cycle", help="Repeat the scenario (default: config)."),
     config: Path | None = ConfigOpt,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:

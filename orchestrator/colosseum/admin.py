@@ -91,7 +91,13 @@ async def inspect_srn(session: Session, srn: int) -> SrnReport:
         rep.problems.append(f"no data-plane address ({want}): is the radio stack up?")
     if rep.control is None:
         rep.problems.append(f"no {cfg.control_interface} address")
-    ver = await session.colosseumcli(srn, "--version")
+    try:
+        ver = await session.colosseumcli(srn, "--version")
+    except SrnError as err:
+        if err.kind != "missing-cli":
+            raise
+        rep.problems.append(f"missing-cli: {err.detail}")
+        return rep
     try:
         rep.colosseumcli = parse_version(ver.stdout + ver.stderr)
     except CliOutputError as err:
