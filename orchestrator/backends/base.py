@@ -34,6 +34,39 @@ class RunContext:
     run_id: str
     run_dir: Path
     seed: int = 0
+    # CurveZMQ key folder of the run (orchestrator/keys.py layout) or None for plaintext. A backend
+    # passes ``--keys`` to every agent (shipping ``keys.node_key_folder`` to remote devices).
+    keys_dir: Path | None = None
+    # Where agents write their JSONL traces when the backend can give them a shared folder.
+    trace_dir: Path | None = None
+
+
+def agent_argv(
+    node: str,
+    listen: str,
+    *,
+    python: str = "python3",
+    threads: int | None = None,
+    device: str = "cpu",
+    keys_dir: str | Path | None = None,
+    trace_dir: str | Path | None = None,
+    insecure: bool = False,
+) -> list[str]:
+    """The command line that starts one agent (``python -m pamdi_node`` = ``pamdi node``).
+
+    The agent prints ``pamdi-agent ready name=N listen=URL`` on stdout once it is bound (with
+    ``tcp://ADDR:*`` the URL shows the port it got). See ``pamdi_node/cli.py`` for every option.
+    """
+    argv = [python, "-m", "pamdi_node", "--listen", listen, "--name", node, "--device", device]
+    if threads:
+        argv += ["--threads", str(threads)]
+    if keys_dir is not None:
+        argv += ["--keys", str(keys_dir)]
+    if trace_dir is not None:
+        argv += ["--trace-dir", str(trace_dir)]
+    if insecure:
+        argv.append("--insecure")
+    return argv
 
 
 @runtime_checkable
@@ -54,4 +87,17 @@ class Backend(Protocol):
 
     def down(self) -> None:
         """Stop the agents and remove everything this run created. Idempotent; safe after Ctrl-C."""
+        ...
+
+
+@runtime_checkable
+class SupportsFailures(Protocol):
+    """Optional: backends that can fail and restore one agent (for the spec's ``failures``)."""
+
+    def kill(self, node: str) -> None:
+        """Stop ``node``'s agent abruptly (SIGKILL or equivalent): a device leaving."""
+        ...
+
+    def restart(self, node: str) -> AgentEndpoint:
+        """Start ``node``'s agent again at the same addresses (the runner re-configures it)."""
         ...

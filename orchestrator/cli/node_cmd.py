@@ -1,9 +1,11 @@
-"""Placeholder: filled in by its issue."""
+"""``pamdi node``: the node agent's own CLI (``pamdi_node/cli.py``) mounted in the pamdi app."""
 
 from __future__ import annotations
 
 import typer
 
+from pamdi_node.cli import node_app
+
 
 def register(app: typer.Typer) -> None:
-    del app
+    app.add_typer(node_app, name="node")

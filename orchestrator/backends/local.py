@@ -1,0 +1,139 @@
+"""The ``local`` backend: one agent process per spec node on loopback (127.0.0.x), no root needed.
+
+Node i listens on ``tcp://127.0.0.(2+i):PORT`` (the kernel picks PORT; the agent reports it on its
+ready line). Links are not shaped: every node reaches every other over loopback, while the agents'
+policies still see the spec's link rates. Use the netns or docker backends for shaped links.
+Agents run in their own session (so a Ctrl-C in the terminal reaches only the orchestrator, which
+stops them cleanly); ``down`` sends SIGTERM (agents flush their traces), then SIGKILL after a grace
+period. Logs go to ``<run_dir>/logs/<node>.log``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from orchestrator.backends.base import AgentEndpoint, RunContext, agent_argv
+from orchestrator.spec import ExperimentSpec, LinkParams
+
+log = logging.getLogger(__name__)
+
+READY = re.compile(r"pamdi-agent ready name=(\S+) listen=(\S+)")
+
+
+class LocalBackend:
+    name = "local"
+    default_curve = False  # loopback only; the runner turns Curve on with --curve
+
+    def __init__(self, *, python: str | None = None, start_timeout_s: float = 60.0, device: str = "cpu",
+                 first_host: int = 2) -> None:
+        self.python = python or sys.executable
+        self.start_timeout_s = start_timeout_s
+        self.device = device
+        self.first_host = first_host
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.listen: dict[str, str] = {}
+        self.ctx: RunContext | None = None
+        self.spec: ExperimentSpec | None = None
+        self._logs: dict[str, object] = {}
+
+    # ------------------------------------------------------------------------------------ Backend
+    def up(self, spec: ExperimentSpec, ctx: RunContext) -> Mapping[str, AgentEndpoint]:
+        if len(spec.nodes) > 250:
+            raise ValueError("the local backend gives each node its own 127.0.0.x address: at most 250 nodes")
+        self.spec, self.ctx = spec, ctx
+        try:
+            for i, node in enumerate(spec.nodes):
+                self._start(node.name, f"tcp://127.0.0.{self.first_host + i}:*")
+            for node in spec.nodes:
+                self._wait_ready(node.name)
+        except BaseException:
+            self.down()
+            raise
+        return {n: self.endpoint(n) for n in self.listen}
+
+    def endpoint(self, node: str) -> AgentEndpoint:
+        url = self.listen[node]
+        assert self.spec is not None
+        return AgentEndpoint(node=node, control=url, data={k: url for k in self.spec.neighbours()[node]})
+
+    def set_link(self, a: str, b: str, params: LinkParams) -> None:
+        log.warning("local backend: links are not shaped (%s-%s %s ignored); use netns or docker", a, b, params)
+
+    def link_stats(self) -> list[dict[str, object]]:
+        return []
+
+    def down(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.time() + 5.0
+        for node, proc in self.procs.items():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                log.warning("agent %s ignored SIGTERM; killing it", node)
+                proc.kill()
+                proc.wait()
+        self.procs = {}
+        for f in self._logs.values():
+            f.close()  # type: ignore[attr-defined]
+        self._logs = {}
+
+    # ------------------------------------------------------------------------- SupportsFailures
+    def kill(self, node: str) -> None:
+        proc = self.procs.get(node)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def restart(self, node: str) -> AgentEndpoint:
+        self.kill(node)
+        self._start(node, self.listen[node])  # same address and port: peers reconnect by themselves
+        self._wait_ready(node)
+        return self.endpoint(node)
+
+    def pid(self, node: str) -> int:
+        return self.procs[node].pid
+
+    # ---------------------------------------------------------------------------------- helpers
+    def _start(self, node: str, listen: str) -> None:
+        assert self.ctx is not None and self.spec is not None
+        logs = Path(self.ctx.run_dir) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        argv = agent_argv(node, listen, python=self.python, threads=self.spec.node(node).threads, device=self.device,
+                          keys_dir=self.ctx.keys_dir, trace_dir=self.ctx.trace_dir)
+        if node not in self._logs:
+            self._logs[node] = (logs / f"{node}.log").open("ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(self.spec.node(node).threads))
+        self.procs[node] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._logs[node],  # type: ignore[arg-type]
+                                            stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+        self.listen[node] = listen
+
+    def _wait_ready(self, node: str) -> None:
+        proc = self.procs[node]
+        assert proc.stdout is not None
+        deadline = time.time() + self.start_timeout_s
+        buf = b""
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"agent {node} exited with code {proc.returncode} before it was ready "
+                                   f"(see {Path(self.ctx.run_dir) / 'logs' / (node + '.log')})")  # type: ignore[union-attr]
+            ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+            if not ready:
+                continue
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            buf += chunk
+            m = READY.search(buf.decode(errors="replace"))
+            if m:
+                self.listen[node] = m.group(2)
+                return
+        raise RuntimeError(f"agent {node} was not ready within {self.start_timeout_s:.0f}s")

@@ -1,0 +1,392 @@
+"""The experiment runner: drives a spec over any backend, one policy after another.
+
+The runner is the same for every backend (local processes, netns, docker, Colosseum): the backend
+only brings agents up and down (``Backend.up/down``, optionally ``kill/restart``) and shapes links;
+the runner then
+
+1. generates the run's Curve keys (when on) before ``up`` so the backend can hand ``--keys`` out,
+2. waits for every agent to answer a ping and estimates its clock offset NTP-style,
+3. per policy: sends each agent its run configuration (``build_configs``), starts the agents
+   (sources last), applies the spec's ``failures`` (kill / restart through the backend), polls the
+   source nodes until every task has completed or failed (or the run times out), collects task
+   records and spans from every agent, shifts spans onto the orchestrator clock, and writes
+   ``<run_dir>/<policy>/{tasks,spans}.jsonl`` and ``agents.json``,
+4. stops the agents and calls ``down`` (also after Ctrl-C: what was measured is kept).
+
+The result is ``metrics.summarize``'s JSON (the same shape as ``pamdi simulate``); a task that never
+came back is reported failed with a reason, never dropped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.backends.base import AgentEndpoint, Backend, RunContext, SupportsFailures
+from orchestrator.metrics import COMPLETED, FAILED, TaskRecord, summarize_run
+from orchestrator.spec import DEFAULT_POLICIES, ExperimentSpec
+from pamdi_node.agent.client import AgentClient, AgentError
+from pamdi_node.agent.config import task_id
+from pamdi_node.policies.base import LINK_GOODPUT_FACTOR, SourceView
+
+log = logging.getLogger(__name__)
+
+
+class RunError(RuntimeError):
+    """The run could not be carried out (agents unreachable, refused config, ...)."""
+
+
+@dataclass
+class RunOptions:
+    policies: Sequence[str] | None = None  # None = the spec's; ("all",) = the paper's five
+    curve: bool | None = None  # None = the backend's default (``backend.default_curve``)
+    keep_outputs: bool = False  # ship every result tensor back (identity tests)
+    emulate_speed: bool = True  # pad compute on nodes with speed < 1 (agents sharing one host)
+    task_timeout_s: float = 60.0
+    run_timeout_s: float | None = None  # per policy; None = from the spec's arrival schedule
+    agent_timeout_s: float = 90.0  # for agents to come up / build their blocks
+    beacon_period_s: float | None = None  # None = the spec's
+    extra_config: Mapping[str, Any] = field(default_factory=dict)  # merged into every agent config
+
+
+@dataclass
+class PolicyRun:
+    policy: str
+    records: list[TaskRecord]
+    spans: list[dict[str, Any]]
+    outputs: dict[str, Any]
+    summary: dict[str, Any]
+    stats: dict[str, Any]
+    timed_out: bool = False
+
+
+# ------------------------------------------------------------------------------ configurations
+def policy_params(spec: ExperimentSpec, policy: str, views: Mapping[str, SourceView]) -> dict[str, Any]:
+    """The parameters of ``policy`` from the spec (pa-mdi-static gets the allocator's plan)."""
+    from pamdi_node.policies import params_for
+
+    params: dict[str, Any] = params_for(policy, spec.policy_params)
+    if policy == "pa-mdi-static" and "plan" not in params:
+        from orchestrator.allocator import allocate
+
+        params["plan"] = allocate(spec, views, rho_max=params.get("rho_max")).plan
+    return params
+
+
+def build_configs(
+    spec: ExperimentSpec,
+    policy: str,
+    endpoints: Mapping[str, AgentEndpoint],
+    views: Mapping[str, SourceView],
+    *,
+    run_id: str = "run",
+    options: RunOptions | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """One agent configuration per node (``pamdi_node.agent.config.RunConfig`` as a dict)."""
+    from orchestrator.simulator import node_speed
+
+    opts = options or RunOptions()
+    params = dict(params if params is not None else policy_params(spec, policy, views))
+    graph = spec.neighbours()
+    speeds = {n.name: node_speed(n) for n in spec.nodes}
+    by_name = {s.name: s for s in spec.sources}
+    sources = []
+    for name, v in views.items():
+        s = by_name[name]
+        sources.append({
+            "name": name, "node": v.node, "model": v.model, "priority": v.priority, "accuracy": v.accuracy,
+            "samples": s.samples, "interval_s": s.interval_s, "arrival": s.arrival, "start_s": s.start_ms / 1000.0,
+            "batch": s.batch, "data": s.data, "block_time_s": list(v.block_time_s),
+            "block_out_bytes": list(v.block_out_bytes), "input_bytes": v.input_bytes,
+            "result_bytes": v.result_bytes, "bounds": list(v.bounds),
+        })
+    beacon = opts.beacon_period_s if opts.beacon_period_s is not None else spec.beacon_period_ms / 1000.0
+    configs: dict[str, dict[str, Any]] = {}
+    for node in spec.nodes:
+        n = node.name
+        peers = {}
+        for k in graph[n]:
+            link = spec.link(n, k)
+            assert link is not None
+            ep = endpoints[k]
+            peers[k] = {
+                "address": ep.data.get(n, ep.control),
+                # Views carry goodput (the policies never apply the factor themselves).
+                "rate_bps": link.rate_mbit * 1e6 * LINK_GOODPUT_FACTOR,
+                "delay_s": link.delay_ms / 1000.0,
+            }
+        # Under "local" nobody else's model ever runs here: build only this node's own models.
+        blocks = {v.model: (0, len(v.block_time_s)) for v in views.values() if policy != "local" or v.node == n}
+        configs[n] = {
+            "node": n, "run_id": run_id, "seed": spec.seed, "policy": policy, "policy_params": params,
+            "speed": speeds[n], "emulate_speed": opts.emulate_speed, "threads": node.threads,
+            "beacon_period_s": beacon, "task_timeout_s": opts.task_timeout_s, "peers": peers,
+            "graph": {k: list(v) for k, v in graph.items()}, "speeds": speeds, "sources": sources,
+            "blocks": {m: list(r) for m, r in blocks.items()}, "keep_outputs": opts.keep_outputs,
+            **dict(opts.extra_config),
+        }
+    return configs
+
+
+def expected_duration_s(spec: ExperimentSpec) -> float:
+    """When the last task is submitted (seconds after start), plus its mean gap."""
+    return max(s.start_ms / 1000.0 + s.samples * s.interval_s for s in spec.sources)
+
+
+# ------------------------------------------------------------------------------------ the runner
+class Runner:
+    def __init__(self, spec: ExperimentSpec, backend: Backend, run_dir: str | Path,
+                 options: RunOptions | None = None, base_dir: str | Path | None = None) -> None:
+        self.spec = spec
+        self.backend = backend
+        self.run_dir = Path(run_dir)
+        self.opts = options or RunOptions()
+        self.base_dir = base_dir
+        self.run_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self.clients: dict[str, AgentClient] = {}
+        self.endpoints: dict[str, AgentEndpoint] = {}
+        self.offsets: dict[str, float] = {}
+        self.keys_dir: Path | None = None
+        self.results: list[PolicyRun] = []
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------------------------- helpers
+    def policies(self) -> list[str]:
+        pols = list(self.opts.policies or self.spec.policy)
+        if pols == ["all"]:
+            pols = list(DEFAULT_POLICIES)
+        return pols
+
+    def _client(self, node: str, ep: AgentEndpoint) -> AgentClient:
+        return AgentClient(ep.control, keys=str(self.keys_dir) if self.keys_dir else None, server=node,
+                           timeout_s=10.0)
+
+    def _wait_agents(self) -> None:
+        deadline = time.time() + self.opts.agent_timeout_s
+        for node, c in self.clients.items():
+            while True:
+                try:
+                    c.ping(timeout_s=1.0)
+                    break
+                except AgentError as err:
+                    if time.time() > deadline:
+                        raise RunError(f"agent {node} at {c.address} does not answer: {err}") from None
+        for node, c in self.clients.items():
+            self.offsets[node] = c.clock_offset()["offset_s"]
+
+    def _parallel(self, fn: Any, nodes: Sequence[str]) -> dict[str, Any]:
+        with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+            futs = {n: pool.submit(fn, n) for n in nodes}
+            return {n: f.result() for n, f in futs.items()}
+
+    # --------------------------------------------------------------------------------- lifecycle
+    def run(self) -> dict[str, Any]:
+        """Run every policy; returns ``{"runs": [...]}`` (partial after Ctrl-C, which is re-raised)."""
+        from orchestrator.simulator import load_profiles, source_views
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        views = source_views(self.spec, load_profiles(self.spec, base_dir=self.base_dir))
+        curve = self.opts.curve if self.opts.curve is not None else getattr(self.backend, "default_curve", True)
+        if curve:
+            from orchestrator.keys import generate_run_keys
+
+            self.keys_dir = generate_run_keys(self.run_dir / "keys", [n.name for n in self.spec.nodes])
+        ctx = RunContext(self.run_id, self.run_dir, self.spec.seed, keys_dir=self.keys_dir,
+                         trace_dir=self.run_dir / "agents")
+        try:
+            self.endpoints = dict(self.backend.up(self.spec, ctx))
+            self.clients = {n: self._client(n, ep) for n, ep in self.endpoints.items()}
+            self._wait_agents()
+            (self.run_dir / "clocks.json").write_text(json.dumps(self.offsets, indent=2) + "\n")
+            for policy in self.policies():
+                self.results.append(self._run_policy(policy, views))
+        finally:
+            self._write_summary(views)
+            self._stop_all()
+            self.backend.down()
+        return self.summary(views)
+
+    def summary(self, views: Mapping[str, SourceView]) -> dict[str, Any]:
+        prios = {name: v.priority for name, v in views.items()}
+        return {"runs": [dict(r.summary, **({"timed_out": True} if r.timed_out else {})) for r in self.results]
+                if self.results else [], "run_id": self.run_id, "backend": getattr(self.backend, "name", "?"),
+                "priorities": prios}
+
+    def _write_summary(self, views: Mapping[str, SourceView]) -> None:
+        try:
+            (self.run_dir / "summary.json").write_text(json.dumps(self.summary(views), indent=2, default=str) + "\n")
+        except OSError:
+            log.exception("cannot write the summary")
+
+    def _stop_all(self) -> None:
+        for node, c in self.clients.items():
+            try:
+                c.stop(timeout_s=3.0)
+            except Exception as err:  # a dead agent cannot be stopped; down() cleans it up
+                log.debug("stop %s: %s", node, err)
+            c.close()
+        self.clients = {}
+
+    # ---------------------------------------------------------------------------------- a policy
+    def _run_policy(self, policy: str, views: Mapping[str, SourceView]) -> PolicyRun:
+        log.info("run %s: policy %s", self.run_id, policy)
+        params = policy_params(self.spec, policy, views)
+        configs = build_configs(self.spec, policy, self.endpoints, views, run_id=self.run_id, options=self.opts,
+                                params=params)
+        self._configs = configs
+        nodes = [n.name for n in self.spec.nodes]
+        try:
+            self._parallel(lambda n: self.clients[n].configure(configs[n], timeout_s=self.opts.agent_timeout_s), nodes)
+        except AgentError as err:
+            raise RunError(f"policy {policy}: configuring the agents failed: {err}") from None
+        time.sleep(max(0.3, 3 * configs[nodes[0]]["beacon_period_s"]))  # a few beacons before the first task
+        source_nodes = {v.node for v in views.values()}
+        for n in sorted(nodes, key=lambda n: n in source_nodes):  # sources last
+            self.clients[n].start(offset_s=self.offsets.get(n, 0.0))
+        t_start = time.time()
+        failures = self._schedule_failures(t_start, views, policy)
+        budget = self.opts.run_timeout_s
+        if budget is None:
+            budget = expected_duration_s(self.spec) * 1.5 + self.opts.task_timeout_s + 30.0
+        timed_out = False
+        interrupted: BaseException | None = None
+        try:
+            while True:
+                if self._sources_done(source_nodes):
+                    break
+                if time.time() - t_start > budget:
+                    timed_out = True
+                    log.warning("policy %s: run timed out after %.0fs", policy, budget)
+                    break
+                time.sleep(0.2)
+        except KeyboardInterrupt as err:
+            interrupted = err
+        for t in failures:
+            t.cancel()
+        result = self._collect(policy, views, timed_out or interrupted is not None,
+                               "interrupted (Ctrl-C)" if interrupted else "run timed out")
+        if interrupted is not None:
+            self.results.append(result)
+            raise interrupted
+        return result
+
+    def _sources_done(self, source_nodes: set[str]) -> bool:
+        for n in source_nodes:
+            try:
+                st = self.clients[n].stats()
+            except AgentError:
+                continue  # a dead source node: its tasks are reported failed at collection
+            if not all(s["done"] for s in st.get("sources", {}).values()):
+                return False
+        return True
+
+    def _schedule_failures(self, t0: float, views: Mapping[str, SourceView], policy: str) -> list[threading.Timer]:
+        timers: list[threading.Timer] = []
+        if not self.spec.failures:
+            return timers
+        if not isinstance(self.backend, SupportsFailures):
+            log.warning("backend %s cannot kill agents: the spec's failures are ignored",
+                        getattr(self.backend, "name", "?"))
+            return timers
+        backend = self.backend
+        for f in self.spec.failures:
+            def fail(node: str = f.node) -> None:
+                log.info("failure: killing %s", node)
+                backend.kill(node)
+
+            timers.append(threading.Timer(max(0.0, f.at_s - (time.time() - t0)), fail))
+            if f.recover_after_s is not None:
+                def recover(node: str = f.node) -> None:
+                    log.info("failure: restarting %s", node)
+                    ep = backend.restart(node)
+                    with self._lock:
+                        self.clients[node].close()
+                        self.clients[node] = self._client(node, ep)
+                    try:
+                        self.clients[node].configure(self._configs[node], timeout_s=self.opts.agent_timeout_s)
+                        self.clients[node].start(offset_s=self.offsets.get(node, 0.0))
+                    except AgentError as err:
+                        log.error("restarted agent %s could not rejoin: %s", node, err)
+
+                timers.append(threading.Timer(f.at_s + f.recover_after_s, recover))
+        for t in timers:
+            t.daemon = True
+            t.start()
+        return timers
+
+    # ---------------------------------------------------------------------------------- collect
+    def _collect(self, policy: str, views: Mapping[str, SourceView], incomplete: bool, why: str) -> PolicyRun:
+        records_raw: list[dict[str, Any]] = []
+        spans: list[dict[str, Any]] = []
+        outputs: dict[str, Any] = {}
+        stats: dict[str, Any] = {}
+        for node, c in self.clients.items():
+            try:
+                stats[node] = c.stats()
+                recs, sp, outs = c.collect(outputs=self.opts.keep_outputs)
+            except AgentError as err:
+                stats[node] = {"error": str(err)}
+                continue
+            records_raw += recs
+            spans += sp
+            outputs.update(outs)
+        records = self._records(records_raw, views, why if incomplete else "no record at its source node")
+        spans = [self._align(s) for s in spans]
+        out_dir = self.run_dir / policy
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with (out_dir / "tasks.jsonl").open("w") as f:
+            for r in records:
+                f.write(json.dumps({"policy": policy, **r.to_dict()}) + "\n")
+        with (out_dir / "spans.jsonl").open("w") as f:
+            for s in spans:
+                f.write(json.dumps({"policy": policy, **s}) + "\n")
+        (out_dir / "agents.json").write_text(json.dumps(stats, indent=2, default=str) + "\n")
+        prios = {name: v.priority for name, v in views.items()}
+        summary = summarize_run(policy, records, prios)
+        return PolicyRun(policy, records, spans, outputs, summary, stats, timed_out=incomplete)
+
+    def _align(self, span: dict[str, Any]) -> dict[str, Any]:
+        """Shift a span onto the orchestrator clock (offset = agent clock - orchestrator clock)."""
+        s = dict(span)
+        end_off = self.offsets.get(s.get("node", ""), 0.0)
+        start_off = self.offsets.get(s["peer"], 0.0) if s.get("kind") in ("transfer", "result") and "peer" in s \
+            else end_off
+        s["start"] = s["start"] - start_off
+        s["end"] = s["end"] - end_off
+        return s
+
+    def _records(self, raw: list[dict[str, Any]], views: Mapping[str, SourceView], missing_reason: str
+                 ) -> list[TaskRecord]:
+        by_id: dict[str, dict[str, Any]] = {}
+        for r in raw:
+            by_id.setdefault(r["task"], r)
+        out: list[TaskRecord] = []
+        for src in self.spec.sources:
+            off = self.offsets.get(src.node, 0.0)
+            for i in range(src.samples):
+                tid = task_id(src.name, i)
+                r = by_id.get(tid)
+                if r is None:
+                    out.append(TaskRecord(src.name, tid, math.nan, None, FAILED, missing_reason,
+                                          extra={"index": i}))
+                    continue
+                placements = tuple((str(p[0]), int(p[1]), int(p[2])) for p in r.get("placements", []))
+                nodes = [src.node, *[p[0] for p in placements], src.node]
+                hops = sum(1 for a, b in itertools.pairwise(nodes) if a != b)
+                ok = r["status"] == "completed"
+                out.append(TaskRecord(
+                    src.name, tid, r["born"] - off, (r["done"] - off) if ok else None, COMPLETED if ok else FAILED,
+                    r.get("reason") or "", placements, hops, extra={"index": i, "model": src.model},
+                ))
+        return out

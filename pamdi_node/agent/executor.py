@@ -1,0 +1,161 @@
+"""The executor: one thread that runs torch, so that the network loop never waits on compute.
+
+Work items (a task and a block range) wait in a queue served in the policy's order
+(``policy.queue_key`` when ``policy.priority_queue``, FIFO otherwise), using the latest world snapshot
+the I/O loop published. Blocks are built once per node from the model zoo (only the blocks this node
+may run) and kept on the chosen device; activations come in and go out as CPU tensors (the wire
+format), moved to the device only around the compute.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pamdi_node.agent.tasks import WorkItem
+from pamdi_node.policies.base import Policy, TaskView, WorldView
+
+log = logging.getLogger(__name__)
+
+
+class BlockStore:
+    """Modules for single blocks, built lazily (or all at once by ``prebuild``) from the model zoo."""
+
+    def __init__(self, seed: int, device: str, weights: dict[str, str] | None = None) -> None:
+        self.seed = seed
+        self.device = device
+        self.weights = weights or {}
+        self._blocks: dict[tuple[str, int], Any] = {}
+
+    def prebuild(self, allowed: dict[str, tuple[int, int]]) -> None:
+        for model, (lo, hi) in allowed.items():
+            for i in range(lo, hi):
+                self.block(model, i)
+
+    def block(self, model: str, index: int) -> Any:
+        key = (model, index)
+        mod = self._blocks.get(key)
+        if mod is None:
+            from pamdi_node.models import zoo
+
+            mod = zoo.build_blocks(model, index, index + 1, seed=self.seed, weights=self.weights.get(model),
+                                   device=self.device)
+            mod.eval()
+            self._blocks[key] = mod
+        return mod
+
+    def run(self, model: str, start: int, end: int, x: Any) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            x = map_tensors(x, lambda t: t.to(self.device))
+            for i in range(start, end):
+                x = self.block(model, i)(x)
+            # Back to CPU, contiguous: the wire format (frames reference this memory).
+            return map_tensors(x, lambda t: t.to("cpu").contiguous())
+
+
+def map_tensors(x: Any, fn: Callable[[Any], Any]) -> Any:
+    """Apply ``fn`` to a tensor or to each tensor of a tuple (the GPT-2 top-k head returns a pair)."""
+    return tuple(fn(t) for t in x) if isinstance(x, tuple | list) else fn(x)
+
+
+class Executor(threading.Thread):
+    def __init__(
+        self,
+        policy: Policy,
+        world: Callable[[], WorldView],
+        store: BlockStore,
+        on_done: Callable[[WorkItem, Any, float, float, str | None], None],
+        speed: float,
+        emulate_speed: bool,
+    ) -> None:
+        super().__init__(name="pamdi-executor", daemon=True)
+        self.policy = policy
+        self.world = world
+        self.store = store
+        self.on_done = on_done
+        self.speed = speed
+        self.emulate_speed = emulate_speed
+        self._cv = threading.Condition()
+        self._queue: list[WorkItem] = []
+        self._running: WorkItem | None = None
+        self._running_since = 0.0
+        self._stop = False
+        self.busy_s = 0.0
+        self.ran = 0
+
+    # ------------------------------------------------------------------ called from other threads
+    def submit(self, item: WorkItem) -> None:
+        with self._cv:
+            self._queue.append(item)
+            self._cv.notify()
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+
+    def queue_s(self, now: float) -> float:
+        """Seconds of work queued here at this node's speed (what the beacons advertise)."""
+        return self.queue_detail(now)[0]
+
+    def queue_detail(self, now: float) -> tuple[float, tuple[tuple[float, float], ...], float]:
+        """(total seconds, seconds per task weight, seconds left of the job in service)."""
+        with self._cv:
+            by_weight: dict[float, float] = {}
+            for w in self._queue:
+                by_weight[w.weight] = by_weight.get(w.weight, 0.0) + w.est_s
+            residual = 0.0
+            if self._running is not None:
+                residual = max(0.0, self._running.est_s - (now - self._running_since))
+        return residual + sum(by_weight.values()), tuple(sorted(by_weight.items())), residual
+
+    def __len__(self) -> int:
+        with self._cv:
+            return len(self._queue) + (self._running is not None)
+
+    # ------------------------------------------------------------------------- the thread itself
+    def _pop(self) -> WorkItem:
+        if not self.policy.priority_queue or len(self._queue) == 1:
+            best = min(range(len(self._queue)), key=lambda i: self._queue[i].seq)
+        else:
+            world = self.world()
+
+            def key(i: int) -> tuple[Any, ...]:
+                w = self._queue[i]
+                view = TaskView(w.task.id, w.task.source, w.start, w.task.born, world.here)
+                return (*self.policy.queue_key(view, world), w.seq)
+
+            best = min(range(len(self._queue)), key=key)
+        return self._queue.pop(best)
+
+    def run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._stop:
+                    self._cv.wait()
+                if self._stop:
+                    return
+                item = self._pop()
+                self._running, self._running_since = item, time.time()
+            t0 = time.time()
+            err: str | None = None
+            out: Any = None
+            try:
+                out = self.store.run(item.task.model, item.start, item.end, item.task.tensor)
+                if self.emulate_speed and self.speed < 1.0:
+                    # A slower device: stretch the measured compute to elapsed / speed.
+                    time.sleep((time.time() - t0) * (1.0 / self.speed - 1.0))
+            except Exception as e:  # a bad activation must fail the task, not the agent
+                log.exception("compute of %s blocks [%d,%d) failed", item.task.id, item.start, item.end)
+                err = f"compute of blocks [{item.start},{item.end}) failed: {type(e).__name__}: {e}"[:1000]
+            t1 = time.time()
+            with self._cv:
+                self._running = None
+                self.busy_s += t1 - t0
+                self.ran += 1
+            self.on_done(item, out, t0, t1, err)

@@ -1,0 +1,101 @@
+"""What an agent knows about its neighbours (from beacons) and how it turns that into a WorldView.
+
+The simulator builds its ``WorldView`` from simulated state; the agent builds the same structure from
+the last beacon of every neighbour, so the shared policy code sees the same kind of facts in both.
+A neighbour whose last beacon is older than ``dead_after`` seconds is marked ``alive=False`` (and the
+agent also filters it out of the candidates); when its beacons resume it is used again.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pamdi_node.agent.config import RunConfig
+from pamdi_node.policies.base import PeerView, SourceView, WorldView
+
+
+@dataclass
+class PeerState:
+    name: str
+    rate_bps: float
+    delay_s: float
+    speed: float
+    queue_s: float = 0.0
+    by_weight: tuple[tuple[float, float], ...] = ()
+    residual_s: float = 0.0
+    last_beacon: float | None = None  # local clock
+    beacons: int = 0
+    deaths: int = 0
+    was_alive: bool = False
+
+
+class PeerTable:
+    def __init__(self, cfg: RunConfig, now: float) -> None:
+        self.cfg = cfg
+        self.here = cfg.node
+        self.started = now
+        self.peers: dict[str, PeerState] = {
+            name: PeerState(name, p.rate_bps, p.delay_s, speed=cfg.speeds.get(name, 1.0))
+            for name, p in cfg.peers.items()
+        }
+        self.sources: dict[str, SourceView] = {s.name: s.view() for s in cfg.sources}
+        self.graph = {k: tuple(v) for k, v in cfg.graph.items()}
+
+    def on_beacon(self, name: str, body: dict, now: float) -> bool:
+        """Record a beacon; returns True if the peer (re)joined."""
+        p = self.peers.get(name)
+        if p is None:
+            return False
+        p.speed, p.queue_s, p.last_beacon = body["speed"], body["queue_s"], now
+        p.residual_s = float(body.get("residual_s", 0.0))
+        try:
+            p.by_weight = tuple((float(w), float(s)) for w, s in body.get("by_weight", ()))
+        except (TypeError, ValueError):
+            p.by_weight = ()  # malformed detail: fall back to the total queue
+        p.beacons += 1
+        rejoined = not p.was_alive
+        p.was_alive = True
+        return rejoined
+
+    def alive(self, name: str, now: float) -> bool:
+        p = self.peers.get(name)
+        return p is not None and p.last_beacon is not None and now - p.last_beacon <= self.cfg.dead_after
+
+    def newly_dead(self, now: float) -> list[str]:
+        """Peers that were alive and have now missed their beacons (reported once per death)."""
+        out = []
+        for p in self.peers.values():
+            if p.was_alive and not self.alive(p.name, now):
+                p.was_alive = False
+                p.deaths += 1
+                out.append(p.name)
+        return out
+
+    def world(
+        self,
+        now: float,
+        own_speed: float,
+        own_queue: tuple[float, tuple[tuple[float, float], ...], float],
+        exclude: frozenset[str] = frozenset(),
+    ) -> WorldView:
+        q, by_weight, residual = own_queue
+        views = {self.here: PeerView(self.here, own_speed, q, math.inf, 0.0, True, 1.0, by_weight, residual)}
+        speeds = {self.here: own_speed}
+        for p in self.peers.values():
+            alive = self.alive(p.name, now) and p.name not in exclude
+            views[p.name] = PeerView(p.name, p.speed, p.queue_s, p.rate_bps, p.delay_s, alive,
+                                     1.0 if alive else 0.0, p.by_weight, p.residual_s)
+            speeds[p.name] = p.speed
+        for name, speed in self.cfg.speeds.items():
+            speeds.setdefault(name, speed)
+        return WorldView(
+            here=self.here, now_s=now, peers=views, sources=self.sources, speeds=speeds, neighbours=self.graph
+        )
+
+    def summary(self, now: float) -> dict[str, dict[str, float | int | bool]]:
+        return {
+            p.name: {"alive": self.alive(p.name, now), "speed": p.speed, "queue_s": p.queue_s,
+                     "beacons": p.beacons, "deaths": p.deaths}
+            for p in self.peers.values()
+        }

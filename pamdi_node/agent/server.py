@@ -1,0 +1,441 @@
+"""The agent process: one ZeroMQ ROUTER socket, an I/O loop that never waits on compute.
+
+Sockets:
+
+- ``ROUTER`` bound at ``--listen``: every message to this agent arrives here, from the orchestrator
+  (config, start, stats, collect, stop, ping) and from peers (beacon, rtc, ctc, deny, task, result,
+  ack, release). Replies to control messages go back through it.
+- one ``DEALER`` per neighbour (routing id = this node's name), connected to the neighbour's address
+  from the config: every peer-to-peer message leaves through it (``IMMEDIATE`` so nothing queues for
+  a dead peer; ZeroMQ reconnects by itself when the peer comes back).
+- an ``inproc`` PULL that wakes the loop when the executor or a source thread posts an event.
+
+Every frame list is decoded by ``wire.decode`` inside a guard: a malformed message is counted,
+answered with an ``error`` when it came with a routing id, and never stops the loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import queue
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from pamdi_node import __version__, wire
+from pamdi_node.agent.config import RunConfig, parse_config
+from pamdi_node.agent.flow import RunState
+from pamdi_node.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+PEER_TYPES = frozenset({wire.BEACON, wire.RTC, wire.CTC, wire.DENY, wire.TASK, wire.RESULT, wire.ACK, wire.RELEASE})
+MAX_BATCH = 256  # messages drained from one socket before the loop looks at the others
+
+
+def recv_frames(sock: zmq.Socket) -> tuple[list[zmq.Frame], int]:
+    """Receive one multipart message without copying; parts beyond the protocol limit are dropped
+    (counted in the second value) so that a flood of frames cannot grow memory."""
+    first = sock.recv(flags=zmq.NOBLOCK, copy=False)
+    parts = [first]
+    dropped = 0
+    more = first.more
+    while more:
+        f = sock.recv(copy=False)
+        more = f.more
+        if len(parts) <= wire.MAX_FRAMES + 1:  # identity + the protocol's maximum
+            parts.append(f)
+        else:
+            dropped += 1
+    return parts, dropped
+
+
+class Agent:
+    def __init__(
+        self,
+        listen: str,
+        name: str | None = None,
+        device: str = "cpu",
+        threads: int | None = None,
+        keys: str | None = None,
+        trace_dir: str | None = None,
+    ) -> None:
+        self.listen = listen
+        self.name = name
+        self.device = device
+        self.threads = threads
+        self.keys = keys
+        self.trace_dir = trace_dir
+        self.ctx = zmq.Context()
+        self.auth = None
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.router.setsockopt(zmq.MAXMSGSIZE, wire.MAX_FRAME_BYTES)
+        self.router.setsockopt(zmq.RCVHWM, 10000)
+        if keys:
+            if not name:
+                raise ValueError("--keys needs --name (the agent's key is keys/private/<name>.key_secret)")
+            from pamdi_node.agent.security import secure_server
+
+            self.auth = secure_server(self.ctx, self.router, keys, name)
+        self.router.bind(listen)
+        self.endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        wake = f"inproc://pamdi-wake-{id(self)}"
+        self.wake_pull = self.ctx.socket(zmq.PULL)
+        self.wake_pull.bind(wake)
+        self._wake_push = self.ctx.socket(zmq.PUSH)
+        self._wake_push.connect(wake)
+        self._wake_lock = threading.Lock()
+        self.events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.poller = zmq.Poller()
+        self.poller.register(self.router, zmq.POLLIN)
+        self.poller.register(self.wake_pull, zmq.POLLIN)
+        self.state = "idle"  # idle -> building -> ready -> running -> (stopped)
+        self.run: RunState | None = None
+        self.cfg: RunConfig | None = None
+        self.peer_socks: dict[str, zmq.Socket] = {}
+        self.telemetry: Telemetry | None = None
+        self.bad_messages = 0
+        self.last_error = ""
+        self._stop = threading.Event()
+        self._next_beacon = math.inf
+        self._next_tick = 0.0
+        self._next_flush = 0.0
+        self._config_gen = 0
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+
+    # --------------------------------------------------------------------------- thread interface
+    def post(self, event: tuple[Any, ...]) -> None:
+        """Hand an event to the I/O loop (safe from any thread)."""
+        self.events.put(event)
+        # A full wake queue means the loop is awake already; a closed one means it is gone.
+        with self._wake_lock, contextlib.suppress(zmq.ZMQError):
+            self._wake_push.send(b"", flags=zmq.NOBLOCK)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self.post(("wake",))
+
+    # --------------------------------------------------------------------------------- main loop
+    def serve_forever(self) -> None:
+        log.info("agent %s listening on %s (curve %s)", self.name or "?", self.endpoint,
+                 "on" if self.keys else "off")
+        try:
+            while not self._stop.is_set():
+                now = time.time()
+                due = min(self._next_beacon, self._next_tick, self.run.next_deadline() if self.run else math.inf)
+                timeout_ms = max(0, min(50, int((due - now) * 1000) + 1))
+                for sock, _ in self.poller.poll(timeout_ms):
+                    if sock is self.router:
+                        self._drain_router()
+                    elif sock is self.wake_pull:
+                        self._drain_events()
+                    else:
+                        self._drain_peer(sock)
+                self._drain_events()
+                self._timers()
+        finally:
+            self._shutdown()
+
+    def _timers(self) -> None:
+        now = time.time()
+        run = self.run
+        if run is not None and self.state in ("ready", "running"):
+            if now >= self._next_beacon:
+                self._next_beacon = now + self.cfg.beacon_period_s  # type: ignore[union-attr]
+                self._guard(run.beacon)
+            if now >= self._next_tick or run.next_deadline() <= now:
+                self._next_tick = now + 0.02
+                self._guard(run.tick)
+        else:
+            self._next_tick = now + 0.05
+        if now >= self._next_flush and self.telemetry is not None:
+            self._next_flush = now + 1.0
+            self.telemetry.flush()
+
+    def _guard(self, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as err:
+            self.last_error = f"{type(err).__name__}: {err}"
+            log.exception("agent %s: internal error", self.name)
+
+    def _drain_events(self) -> None:
+        try:
+            while True:
+                self.wake_pull.recv(flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+        while True:
+            try:
+                ev = self.events.get_nowait()
+            except queue.Empty:
+                return
+            kind = ev[0]
+            if kind == "built":
+                try:
+                    self._finish_config(*ev[1:])
+                except Exception as err:
+                    log.exception("agent %s: configuration failed", self.name)
+                    self.state = "idle"
+                    self._bad(ev[2], f"configuration failed: {type(err).__name__}: {err}", ev[3].id)
+            elif self.run is not None and kind == "computed":
+                self._guard(self.run.computed, *ev[1:])
+            elif self.run is not None and kind == "new" and self.state == "running":
+                self._guard(self.run.new_task, *ev[1:])
+
+    def _drain_router(self) -> None:
+        for _ in range(MAX_BATCH):
+            try:
+                parts, dropped = recv_frames(self.router)
+            except zmq.Again:
+                return
+            t_recv = time.time()
+            ident = parts[0].bytes
+            if dropped:
+                self._bad(ident, f"{len(parts) - 1 + dropped} frames exceed the maximum {wire.MAX_FRAMES}", None)
+                continue
+            try:
+                msg = wire.decode(parts[1:])
+            except wire.WireError as err:
+                self._bad(ident, str(err), None)
+                continue
+            try:
+                self._dispatch(ident, msg, t_recv)
+            except wire.WireError as err:
+                self._bad(ident, str(err), msg.id)
+            except Exception as err:
+                log.exception("agent %s: failed to handle %s from %s", self.name, msg.type, msg.src)
+                self._bad(ident, f"internal error handling {msg.type!r}: {type(err).__name__}: {err}", msg.id)
+
+    def _drain_peer(self, sock: zmq.Socket) -> None:
+        # Peers answer on their own DEALER -> our ROUTER; only error replies come back here.
+        for _ in range(MAX_BATCH):
+            try:
+                parts, _ = recv_frames(sock)
+            except zmq.Again:
+                return
+            try:
+                msg = wire.decode(parts)
+                if msg.type == wire.ERROR:
+                    log.warning("agent %s: peer %s reports: %s", self.name, msg.src, msg.body.get("reason"))
+            except wire.WireError:
+                self.bad_messages += 1
+
+    def _bad(self, ident: bytes, reason: str, in_reply_to: str | None) -> None:
+        self.bad_messages += 1
+        self.last_error = reason
+        log.info("agent %s: refused a message: %s", self.name, reason)
+        self._reply(ident, wire.error_frames(self.name or "agent", reason, in_reply_to))
+
+    def _reply(self, ident: bytes, frames: list[Any]) -> None:
+        # A client that is gone or unreachable gets nothing: there is nobody to tell.
+        with contextlib.suppress(zmq.ZMQError):
+            self.router.send_multipart([ident, *frames], flags=zmq.NOBLOCK, copy=False)
+
+    def _reply_msg(self, ident: bytes, req: wire.Message, msg_type: str, body: dict[str, Any],
+                   tensors: list[Any] | None = None) -> None:
+        self._reply(ident, wire.encode(msg_type, self.name or "agent", body, tensors or [], msg_id=req.id))
+
+    # ---------------------------------------------------------------------------------- dispatch
+    def _dispatch(self, ident: bytes, msg: wire.Message, t_recv: float) -> None:
+        t = msg.type
+        if t in PEER_TYPES:
+            run = self.run
+            if run is None or self.state not in ("ready", "running"):
+                if t == wire.BEACON:
+                    return  # a peer configured before us: normal during start-up
+                raise wire.WireError(f"{t!r} refused: this agent has no run configuration yet")
+            if msg.src not in run.peers.peers or ident != msg.src.encode():
+                raise wire.WireError(f"{t!r} refused: {msg.src!r} is not a configured neighbour of {self.name}")
+            self._on_peer(run, msg, t_recv)
+            return
+        if t == wire.PING:
+            self._reply_msg(ident, msg, wire.PONG, {"t_recv": t_recv, "t_send": time.time(),
+                                                    "node": self.name or "agent", "state": self.state})
+        elif t == wire.CONFIG:
+            self._start_config(ident, msg)
+        elif t == wire.START:
+            if self.run is None or self.state != "ready":
+                raise wire.WireError(f"'start' refused: agent is {self.state}, not ready")
+            self.run.clock_offset = float(msg.body.get("offset", 0.0))
+            self.run.start_sources(time.time())
+            self.state = "running"
+            self._reply_msg(ident, msg, wire.STARTED, {})
+        elif t == wire.STATS:
+            self._reply_msg(ident, msg, wire.STATS_REPLY, {"stats": self.stats()})
+        elif t == wire.COLLECT:
+            self._collect(ident, msg)
+        elif t == wire.STOP:
+            if self.run is not None:
+                self.run.stop()
+            if self.telemetry is not None:
+                self.telemetry.flush()
+            self._reply_msg(ident, msg, wire.STOPPED, {})
+            self._stop.set()
+        else:
+            raise wire.WireError(f"message type {t!r} is not accepted by an agent")
+
+    def _on_peer(self, run: RunState, msg: wire.Message, t_recv: float) -> None:
+        t, b, src = msg.type, msg.body, msg.src
+        if t == wire.BEACON:
+            if run.peers.on_beacon(src, b, time.time()):
+                log.info("agent %s: peer %s is up", self.name, src)
+        elif t == wire.TASK:
+            run.on_task(src, msg, t_recv)
+        elif t == wire.ACK:
+            run.on_ack(src, b["hop"])
+        elif t == wire.RELEASE:
+            run.on_release(src, b["hop"])
+        elif t == wire.RTC:
+            run.on_rtc(src, msg)
+        elif t == wire.CTC:
+            run.on_ctc(src, b["hop"])
+        elif t == wire.DENY:
+            run.on_deny(src, b["hop"], b.get("reason"))
+        elif t == wire.RESULT:
+            run.on_result(src, msg, t_recv)
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"node": self.name, "state": self.state, "version": __version__,
+                               "bad_messages": self.bad_messages, "last_error": self.last_error[:500],
+                               "device": self.device}
+        if self.run is not None:
+            out.update(self.run.stats_dict())
+        return out
+
+    # ------------------------------------------------------------------------------ configuration
+    def _start_config(self, ident: bytes, msg: wire.Message) -> None:
+        try:
+            cfg = parse_config(msg.body["config"])
+        except ValueError as err:
+            raise wire.WireError(str(err)) from None
+        if self.name and cfg.node != self.name:
+            raise wire.WireError(f"bad config: node {cfg.node!r} but this agent is {self.name!r}")
+        from pamdi_node.policies import get_policy
+
+        try:
+            policy = get_policy(cfg.policy, **cfg.policy_params)
+        except Exception as err:
+            raise wire.WireError(f"bad config: policy {cfg.policy!r}: {err}") from None
+        self._teardown_run()
+        self.name = cfg.node
+        self.state = "building"
+        self._config_gen += 1
+        gen = self._config_gen
+
+        def build() -> None:  # off the I/O loop: building GPT-2 blocks takes seconds
+            from pamdi_node.agent.executor import BlockStore
+
+            t0 = time.time()
+            try:
+                if cfg.threads:
+                    import torch
+
+                    torch.set_num_threads(cfg.threads)
+                store = BlockStore(cfg.seed, self.device, cfg.weights)
+                store.prebuild(cfg.allowed_blocks())
+                self.post(("built", gen, ident, msg, cfg, policy, store, None, time.time() - t0))
+            except Exception as err:
+                log.exception("building blocks failed")
+                self.post(("built", gen, ident, msg, cfg, policy, None, f"{type(err).__name__}: {err}", 0.0))
+
+        threading.Thread(target=build, name="pamdi-build", daemon=True).start()
+
+    def _finish_config(self, gen: int, ident: bytes, msg: wire.Message, cfg: RunConfig, policy: Any, store: Any,
+                       err: str | None, build_s: float) -> None:
+        if gen != self._config_gen:
+            return  # superseded by a newer config
+        if err is not None:
+            self.state = "idle"
+            self._bad(ident, f"bad config: cannot build the model blocks: {err}", msg.id)
+            return
+        self.cfg = cfg
+        if self.telemetry is not None:
+            self.telemetry.close()
+        trace_dir = cfg.trace_dir or self.trace_dir
+        self.telemetry = Telemetry(cfg.node, trace_dir)
+        for name, peer in cfg.peers.items():
+            self.peer_socks[name] = self._connect_peer(name, peer.address)
+        self.run = RunState(cfg, policy, store, self.telemetry, self._send_peer, self.post)
+        self.state = "ready"
+        self._next_beacon = time.time()
+        self._reply_msg(ident, msg, wire.CONFIG_OK, {"node": cfg.node, "build_s": build_s})
+
+    def _connect_peer(self, name: str, address: str) -> zmq.Socket:
+        s = self.ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.IDENTITY, self.name.encode())  # type: ignore[union-attr]
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.IMMEDIATE, 1)
+        s.setsockopt(zmq.RECONNECT_IVL, 100)
+        s.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        s.setsockopt(zmq.SNDHWM, 1000)
+        s.setsockopt(zmq.MAXMSGSIZE, wire.MAX_FRAME_BYTES)
+        if self.keys:
+            from pamdi_node.agent.security import secure_client
+
+            secure_client(s, self.keys, self.name, name)  # type: ignore[arg-type]
+        s.connect(address)
+        self.poller.register(s, zmq.POLLIN)
+        return s
+
+    def _send_peer(self, name: str, frames: list[Any]) -> bool:
+        s = self.peer_socks.get(name)
+        if s is None:
+            return False
+        try:
+            s.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.ZMQError:
+            return False  # not connected (dead peer) or its queue is full
+
+    def _teardown_run(self) -> None:
+        if self.run is not None:
+            self.run.stop("superseded by a new configuration")
+            self.run = None
+        for s in self.peer_socks.values():
+            self.poller.unregister(s)
+            s.close(0)
+        self.peer_socks = {}
+        self._next_beacon = math.inf
+
+    # ------------------------------------------------------------------------------------ collect
+    def _collect(self, ident: bytes, msg: wire.Message) -> None:
+        import json
+
+        import numpy as np
+
+        offset = int(msg.body.get("offset", 0))
+        records, spans = self.telemetry.snapshot() if self.telemetry is not None else ([], [])
+        outputs = sorted(self.run.outputs) if self.run is not None else []
+        page = outputs[offset: offset + wire.MAX_TENSORS - 2]
+        tensors: list[Any] = []
+        if offset == 0:
+            for rows in (records, spans):
+                raw = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows).encode()
+                tensors.append(np.frombuffer(raw, dtype=np.uint8))
+        else:
+            tensors += [np.empty(0, np.uint8), np.empty(0, np.uint8)]
+        tensors += [self.run.outputs[k] for k in page]  # type: ignore[union-attr]
+        nxt = offset + len(page) if offset + len(page) < len(outputs) else -1
+        self._reply_msg(ident, msg, wire.COLLECT_REPLY,
+                        {"records": len(records) if offset == 0 else 0, "spans": len(spans) if offset == 0 else 0,
+                         "outputs": page, "next": nxt}, tensors)
+
+    def _shutdown(self) -> None:
+        self._teardown_run()
+        if self.telemetry is not None:
+            self.telemetry.close()
+        if self.auth is not None:
+            self.auth.stop()
+        self.ctx.destroy(linger=0)
+        log.info("agent %s stopped", self.name)

@@ -1,0 +1,66 @@
+"""Task state inside one agent: the task itself, a queued block range, and the custody of a hand-off."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Task:
+    """A data item of a source, as held by this node: the activation entering ``next_block``."""
+
+    id: str
+    source: str
+    origin: str  # node of the source: where the result goes
+    model: str
+    priority: float
+    born: float  # origin clock
+    next_block: int
+    tensor: Any  # CPU torch.Tensor, or a tuple of them (GPT-2's top-k head): the wire format
+    path: list[str] = field(default_factory=list)  # nodes that held the task, in order
+    placements: list[list[Any]] = field(default_factory=list)  # [[node, start, end], ...]
+    upstream: tuple[str, str] | None = None  # (peer, hop) to RELEASE once a downstream node has it
+    excluded: set[str] = field(default_factory=set)  # peers that failed this task: never retried for it
+    arrived: float = 0.0  # local clock
+
+
+@dataclass
+class WorkItem:
+    task: Task
+    start: int
+    end: int
+    enqueued: float
+    seq: int
+    est_s: float  # estimated run time at this node's speed (for the advertised queue)
+    weight: float = 1.0  # gamma*alpha of the task's source (for the per-weight queue in beacons)
+
+
+@dataclass
+class Custody:
+    """An activation (or result) handed to ``peer`` that this node keeps until released."""
+
+    hop: str
+    peer: str
+    task: Task
+    kind: str  # "task" or "result"
+    start: int
+    end: int
+    sent: float
+    acked: bool = False
+    ok: bool = True  # for results: success or failure report
+    reason: str | None = None
+
+
+@dataclass
+class PendingOffer:
+    """An RTC sent to ``placement.node``, waiting for CTC/DENY; ``rest`` are the next candidates."""
+
+    hop: str
+    task: Task
+    node: str
+    start: int
+    end: int
+    rest: list[Any]
+    deadline: float
+    decide_start: float

@@ -1,0 +1,388 @@
+"""The pamdi wire protocol, version 1: ZeroMQ multipart messages, one msgpack header + raw tensor frames.
+
+Every message is ``[header, tensor_0, tensor_1, ...]`` (plus the routing identity a ROUTER socket
+prepends). The header is a msgpack map::
+
+    {"v": 1,                 # protocol version (PROTOCOL_VERSION)
+     "t": "task",            # message type (MSG_TYPES)
+     "src": "n1",            # sending node (or client) name
+     "id": "ab12...",        # message / task id
+     "ts": 1732.5,           # sender's time.time() when the message was built (for spans)
+     "body": {...},          # type-specific fields, validated against BODY_SCHEMAS
+     "tensors": [{"dtype": "float32", "shape": [1, 16, 32, 32]}, ...]}   # one entry per tensor frame
+
+Tensor frames carry the raw C-contiguous bytes; they are sent with ``copy=False`` and received as
+numpy arrays over the ZeroMQ frame buffer (no copy). ``decode`` validates everything before it
+builds a single array: frame count, header size, msgpack limits, version, type, each body field's
+type and bounds, the dtype whitelist, shape × itemsize == frame length and the total message size.
+Errors raise ``WireError`` whose message names the frame and field at fault.
+
+This module imports neither torch nor anything from the orchestrator, so ``pamdi node ping`` and the
+orchestrator's control plane stay light.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+PROTOCOL_VERSION = 1
+
+# Limits (all checked before allocation). A frame above MAX_FRAME_BYTES is refused by ZeroMQ itself
+# (ZMQ_MAXMSGSIZE on the agent socket), so an oversized frame never reaches Python.
+MAX_HEADER_BYTES = 1 << 20  # 1 MiB: configs with profiles of a few models fit comfortably
+MAX_FRAME_BYTES = 256 << 20  # one tensor frame
+MAX_MESSAGE_BYTES = 512 << 20  # all frames together
+MAX_TENSORS = 16
+MAX_FRAMES = 1 + MAX_TENSORS
+MAX_NDIM = 8
+MAX_STR = 4096
+MAX_NAME = 64
+MAX_LIST = 65536
+MAX_MAP = 4096
+
+DTYPES: Mapping[str, np.dtype] = {
+    name: np.dtype(name)
+    for name in ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
+}
+
+# ----------------------------------------------------------------------------------- message types
+CONFIG = "config"  # orchestrator -> agent: the run configuration (reply: config_ok / error)
+CONFIG_OK = "config_ok"
+START = "start"  # orchestrator -> agent: start the sources (reply: started)
+STARTED = "started"
+BEACON = "beacon"  # peer -> peer: speed and queue, also the liveness signal
+RTC = "rtc"  # offload request (request-to-compute)
+CTC = "ctc"  # offload clear (clear-to-compute)
+DENY = "deny"  # offload refused
+TASK = "task"  # activations of a task + the block range to run
+RESULT = "result"  # final output (or failure) travelling back to the source
+ACK = "ack"  # receiver took a task/result (stops the sender's re-send timer)
+RELEASE = "release"  # receiver handed the task on: the sender may drop its copy
+PING = "ping"
+PONG = "pong"
+STATS = "stats"  # orchestrator -> agent: counters and progress (reply: stats_reply)
+STATS_REPLY = "stats_reply"
+COLLECT = "collect"  # orchestrator -> agent: per-task records and spans (reply: collect_reply)
+COLLECT_REPLY = "collect_reply"
+STOP = "stop"  # orchestrator -> agent: stop (reply: stopped)
+STOPPED = "stopped"
+ERROR = "error"  # reply to a message that could not be processed
+
+# Field kinds for the body schemas.
+_STR, _NAME, _INT, _NUM, _BOOL, _LIST, _MAP, _ANY = "str", "name", "int", "num", "bool", "list", "map", "any"
+
+
+@dataclass(frozen=True)
+class F:
+    """One body field: its kind, whether it must be present, numeric bounds, element kind for lists."""
+
+    kind: str
+    required: bool = True
+    lo: float = -math.inf
+    hi: float = math.inf
+    of: str | None = None
+    max_len: int | None = None
+
+
+_TASK_FIELDS: dict[str, F] = {
+    "task": F(_NAME),
+    "source": F(_NAME),
+    "origin": F(_NAME),  # node of the source (where the result goes)
+    "model": F(_NAME),
+    "priority": F(_NUM, lo=0, hi=1e12),
+    "born": F(_NUM),  # creation time on the origin's clock
+    "start": F(_INT, lo=0, hi=1 << 20),
+    "end": F(_INT, lo=0, hi=1 << 20),  # end == start: relay only (multi-hop move, no compute)
+}
+
+BODY_SCHEMAS: Mapping[str, Mapping[str, F]] = {
+    CONFIG: {"config": F(_MAP)},
+    CONFIG_OK: {"node": F(_NAME), "build_s": F(_NUM, lo=0)},
+    # ``offset``: the agent's clock minus the orchestrator's (NTP estimate), so task ages line up.
+    START: {"offset": F(_NUM, required=False, lo=-1e9, hi=1e9)},
+    STARTED: {},
+    BEACON: {
+        "speed": F(_NUM, lo=0, hi=1e9),
+        "queue_s": F(_NUM, lo=0, hi=1e9),
+        "seq": F(_INT, lo=0),
+        # Queued seconds per task weight (gamma*alpha) as [[weight, seconds], ...], and the seconds
+        # left of the job in service: priority-aware policies count only the work ahead of a task.
+        "by_weight": F(_LIST, of=_LIST, max_len=1024, required=False),
+        "residual_s": F(_NUM, lo=0, hi=1e9, required=False),
+    },
+    RTC: {**_TASK_FIELDS, "index": F(_NUM), "hop": F(_NAME), "fallback": F(_NUM, required=False)},
+    CTC: {"hop": F(_NAME), "task": F(_NAME)},
+    DENY: {"hop": F(_NAME), "task": F(_NAME), "reason": F(_STR, required=False)},
+    TASK: {
+        **_TASK_FIELDS,
+        "hop": F(_NAME),
+        "path": F(_LIST, of=_NAME, max_len=1024),
+        "sent": F(_NUM),  # sender clock when serialisation began (for transfer spans)
+        "tuple": F(_BOOL, required=False),  # the activation is a tuple of the tensor frames
+    },
+    RESULT: {
+        "task": F(_NAME),
+        "source": F(_NAME),
+        "origin": F(_NAME),
+        "hop": F(_NAME),
+        "ok": F(_BOOL),
+        "reason": F(_STR, required=False),
+        "path": F(_LIST, of=_NAME, max_len=1024),
+        "placements": F(_LIST, of=_LIST, max_len=4096),  # [[node, start, end], ...]
+        "done": F(_NUM),  # clock of the node that finished the last block
+        "tuple": F(_BOOL, required=False),
+    },
+    ACK: {"hop": F(_NAME)},
+    RELEASE: {"hop": F(_NAME)},
+    PING: {},
+    PONG: {"t_recv": F(_NUM), "t_send": F(_NUM), "node": F(_NAME), "state": F(_NAME)},
+    STATS: {},
+    STATS_REPLY: {"stats": F(_MAP)},
+    # Records and spans travel as two uint8 frames of JSON lines (offset 0 only); kept outputs
+    # (keep_outputs) follow as tensor frames, paged by ``offset``; ``next`` is -1 after the last page.
+    COLLECT: {"offset": F(_INT, required=False, lo=0)},
+    COLLECT_REPLY: {
+        "records": F(_INT, lo=0),
+        "spans": F(_INT, lo=0),
+        "outputs": F(_LIST, of=_NAME, max_len=MAX_TENSORS),
+        "next": F(_INT, lo=-1),
+    },
+    STOP: {},
+    STOPPED: {},
+    ERROR: {"reason": F(_STR), "in_reply_to": F(_STR, required=False)},
+}
+MSG_TYPES: frozenset[str] = frozenset(BODY_SCHEMAS)
+
+
+class WireError(ValueError):
+    """A message breaks the protocol; the message names the frame and field at fault."""
+
+
+@dataclass
+class Message:
+    type: str
+    src: str
+    id: str
+    ts: float
+    body: dict[str, Any] = field(default_factory=dict)
+    tensors: list[np.ndarray] = field(default_factory=list)
+    version: int = PROTOCOL_VERSION
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+# ------------------------------------------------------------------------------------------ encode
+def encode(
+    msg_type: str,
+    src: str,
+    body: Mapping[str, Any] | None = None,
+    tensors: Sequence[Any] = (),
+    *,
+    msg_id: str | None = None,
+    ts: float | None = None,
+    validate: bool = True,
+) -> list[Any]:
+    """Frames of one message. ``tensors`` are numpy arrays or anything exposing ``numpy()``
+    (CPU torch tensors). Frames reference the tensors' memory: send them with ``copy=False`` and do
+    not mutate the tensors until ZeroMQ has sent them."""
+    arrays = [_as_array(t, i) for i, t in enumerate(tensors)]
+    header = {
+        "v": PROTOCOL_VERSION,
+        "t": msg_type,
+        "src": src,
+        "id": msg_id or new_id(),
+        "ts": time.time() if ts is None else ts,
+        "body": dict(body or {}),
+        "tensors": [{"dtype": a.dtype.name, "shape": list(a.shape)} for a in arrays],
+    }
+    if validate:
+        _check_header(header, [a.nbytes for a in arrays])
+    raw = msgpack.packb(header, use_bin_type=True)
+    if len(raw) > MAX_HEADER_BYTES:
+        raise WireError(f"frame 0 (header): {len(raw)} bytes exceeds the maximum {MAX_HEADER_BYTES}")
+    return [raw, *(memoryview(a.reshape(-1)).cast("B") if a.nbytes else b"" for a in arrays)]
+
+
+def _as_array(t: Any, i: int) -> np.ndarray:
+    if isinstance(t, np.ndarray):
+        a = t
+    elif hasattr(t, "numpy"):  # a CPU torch tensor; detach is harmless for plain tensors
+        a = (t.detach() if hasattr(t, "detach") else t).numpy()
+    else:
+        raise WireError(f"tensor {i}: cannot send a {type(t).__name__}")
+    if a.dtype.name not in DTYPES:
+        raise WireError(f"tensor {i}: dtype {a.dtype.name} is not allowed (allowed: {', '.join(DTYPES)})")
+    return np.ascontiguousarray(a)
+
+
+# ------------------------------------------------------------------------------------------ decode
+def frame_len(frame: Any) -> int:
+    if isinstance(frame, bytes | bytearray):
+        return len(frame)
+    buf = getattr(frame, "buffer", None)
+    if buf is not None:
+        return buf.nbytes
+    return memoryview(frame).nbytes
+
+
+def _frame_view(frame: Any) -> memoryview:
+    buf = getattr(frame, "buffer", None)
+    return buf if buf is not None else memoryview(frame)
+
+
+def decode(frames: Sequence[Any]) -> Message:
+    """Validate and decode the frames of one message (without a routing identity)."""
+    if not frames:
+        raise WireError("empty message: no header frame")
+    if len(frames) > MAX_FRAMES:
+        raise WireError(f"{len(frames)} frames exceed the maximum {MAX_FRAMES}")
+    sizes = [frame_len(f) for f in frames]
+    if sizes[0] > MAX_HEADER_BYTES:
+        raise WireError(f"frame 0 (header): {sizes[0]} bytes exceeds the maximum {MAX_HEADER_BYTES}")
+    if sum(sizes) > MAX_MESSAGE_BYTES:
+        raise WireError(f"message of {sum(sizes)} bytes exceeds the maximum {MAX_MESSAGE_BYTES}")
+    try:
+        header = msgpack.unpackb(
+            _frame_view(frames[0]),
+            raw=False,
+            strict_map_key=True,
+            max_str_len=MAX_HEADER_BYTES,
+            max_bin_len=0,
+            max_array_len=MAX_LIST,
+            max_map_len=MAX_MAP,
+            max_ext_len=0,
+        )
+    except Exception as err:  # msgpack raises several unrelated types for bad input
+        raise WireError(f"frame 0 (header): not a valid msgpack map ({type(err).__name__}: {err})") from None
+    _check_header(header, sizes[1:])
+    arrays: list[np.ndarray] = []
+    for i, spec in enumerate(header["tensors"]):
+        dt = DTYPES[spec["dtype"]]
+        arr = np.frombuffer(_frame_view(frames[i + 1]), dtype=dt) if sizes[i + 1] else np.empty(0, dt)
+        arrays.append(arr.reshape(spec["shape"]))
+    return Message(
+        type=header["t"],
+        src=header["src"],
+        id=header["id"],
+        ts=float(header["ts"]),
+        body=header["body"],
+        tensors=arrays,
+        version=header["v"],
+    )
+
+
+def _check_header(header: Any, tensor_sizes: Sequence[int]) -> None:
+    if not isinstance(header, dict):
+        raise WireError(f"frame 0 (header): expected a msgpack map, got {type(header).__name__}")
+    v = header.get("v")
+    if v != PROTOCOL_VERSION:
+        raise WireError(
+            f"frame 0 field 'v': protocol version {v!r} not supported (this agent speaks {PROTOCOL_VERSION})"
+        )
+    unknown = set(header) - {"v", "t", "src", "id", "ts", "body", "tensors"}
+    if unknown:
+        raise WireError(f"frame 0: unknown header field(s) {sorted(unknown)}")
+    t = header.get("t")
+    if not isinstance(t, str) or t not in MSG_TYPES:
+        raise WireError(f"frame 0 field 't': unknown message type {t!r}")
+    for key in ("src", "id"):
+        _check_value(f"frame 0 field {key!r}", header.get(key), F(_NAME))
+    _check_value("frame 0 field 'ts'", header.get("ts"), F(_NUM))
+    body = header.get("body")
+    if not isinstance(body, dict):
+        raise WireError(f"frame 0 field 'body': expected a map, got {type(body).__name__}")
+    schema = BODY_SCHEMAS[t]
+    for name, spec in schema.items():
+        if name not in body:
+            if spec.required:
+                raise WireError(f"frame 0 body of {t!r}: missing field {name!r}")
+            continue
+        _check_value(f"frame 0 body of {t!r} field {name!r}", body[name], spec)
+    extra = set(body) - set(schema)
+    if extra:
+        raise WireError(f"frame 0 body of {t!r}: unknown field(s) {sorted(map(str, extra))}")
+    specs = header.get("tensors")
+    if not isinstance(specs, list):
+        raise WireError(f"frame 0 field 'tensors': expected a list, got {type(specs).__name__}")
+    if len(specs) != len(tensor_sizes):
+        raise WireError(
+            f"frame 0 field 'tensors': describes {len(specs)} tensor(s) but {len(tensor_sizes)} frame(s) follow"
+        )
+    for i, spec in enumerate(specs):
+        where = f"frame {i + 1} (tensors[{i}])"
+        if not isinstance(spec, dict) or set(spec) != {"dtype", "shape"}:
+            raise WireError(f"{where}: descriptor must be a map with exactly 'dtype' and 'shape'")
+        dt = spec["dtype"]
+        if not isinstance(dt, str) or dt not in DTYPES:
+            raise WireError(f"{where} field 'dtype': {dt!r} is not allowed (allowed: {', '.join(DTYPES)})")
+        shape = spec["shape"]
+        if (
+            not isinstance(shape, list)
+            or len(shape) > MAX_NDIM
+            or not all(type(d) is int and 0 <= d <= MAX_FRAME_BYTES for d in shape)
+        ):
+            raise WireError(f"{where} field 'shape': expected up to {MAX_NDIM} non-negative ints, got {shape!r}")
+        expected = math.prod(shape) * DTYPES[dt].itemsize
+        if expected != tensor_sizes[i]:
+            raise WireError(
+                f"{where}: shape {shape} x {dt} needs {expected} bytes but the frame has {tensor_sizes[i]}"
+            )
+        if expected > MAX_FRAME_BYTES:
+            raise WireError(f"{where}: {expected} bytes exceeds the maximum frame size {MAX_FRAME_BYTES}")
+
+
+def _check_value(where: str, value: Any, spec: F) -> None:
+    kind = spec.kind
+    if kind == _ANY:
+        return
+    if kind in (_STR, _NAME):
+        limit = MAX_NAME if kind == _NAME else MAX_STR
+        if not isinstance(value, str) or not value or len(value) > limit:
+            raise WireError(f"{where}: expected a non-empty string of at most {limit} characters, got {_short(value)}")
+        return
+    if kind == _BOOL:
+        if not isinstance(value, bool):
+            raise WireError(f"{where}: expected a bool, got {_short(value)}")
+        return
+    if kind in (_INT, _NUM):
+        ok = (type(value) is int) if kind == _INT else (type(value) in (int, float))
+        if not ok or (isinstance(value, float) and not math.isfinite(value)):
+            raise WireError(f"{where}: expected {'an int' if kind == _INT else 'a finite number'}, got {_short(value)}")
+        if not spec.lo <= value <= spec.hi:
+            raise WireError(f"{where}: {value} is outside [{spec.lo}, {spec.hi}]")
+        return
+    if kind == _MAP:
+        if not isinstance(value, dict):
+            raise WireError(f"{where}: expected a map, got {_short(value)}")
+        return
+    if kind == _LIST:
+        if not isinstance(value, list) or len(value) > (spec.max_len or MAX_LIST):
+            limit = spec.max_len or MAX_LIST
+            raise WireError(f"{where}: expected a list of at most {limit} items, got {_short(value)}")
+        if spec.of is not None:
+            for i, item in enumerate(value):
+                _check_value(f"{where}[{i}]", item, F(spec.of))
+        return
+    raise AssertionError(kind)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+def error_frames(src: str, reason: str, in_reply_to: str | None = None) -> list[Any]:
+    body: dict[str, Any] = {"reason": reason[:MAX_STR]}
+    if in_reply_to:
+        body["in_reply_to"] = in_reply_to[:MAX_STR]
+    return encode(ERROR, src, body)
