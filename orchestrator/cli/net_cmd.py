@@ -82,5 +82,8 @@ def cleanup(
 
 
 def register(app: typer.Typer) -> None:
+    from orchestrator.cli import scenarios_cmd
+
     app.add_typer(net_app, name="net")
     app.command("cleanup")(cleanup)
+    app.add_typer(scenarios_cmd.app, name="scenarios")
