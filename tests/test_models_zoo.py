@@ -181,3 +181,20 @@ def test_example_inputs_are_seeded_and_shaped() -> None:
     assert ids.shape == (2, 128) and ids.dtype == torch.int64 and int(ids.max()) < 50257
     assert torch.equal(example_input("tiny", seed=5), example_input("tiny", seed=5))
     assert not torch.equal(example_input("tiny", seed=5), example_input("tiny", seed=6))
+
+
+def test_resnet56_224_is_the_same_network_on_upsampled_cifar() -> None:
+    small, big = build_model("resnet56", seed=2).state_dict(), build_model("resnet56-224", seed=2).state_dict()
+    assert small.keys() == big.keys() and all(torch.equal(small[k], big[k]) for k in small)
+    x = example_input("resnet56-224", seed=9)
+    cifar = example_input("resnet56", seed=9)
+    # The 224 input is the seeded 32x32 image, bilinearly upsampled (7x per side).
+    assert torch.equal(
+        x, torch.nn.functional.interpolate(cifar, size=(224, 224), mode="bilinear", align_corners=False)
+    )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        build_blocks("tiny", 0, 1, device="cuda")
