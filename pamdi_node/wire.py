@@ -125,6 +125,7 @@ BODY_SCHEMAS: Mapping[str, Mapping[str, F]] = {
         **_TASK_FIELDS,
         "hop": F(_NAME),
         "path": F(_LIST, of=_NAME, max_len=1024),
+        "placements": F(_LIST, of=_LIST, max_len=4096, required=False),  # [[node, start, end], ...] so far
         "sent": F(_NUM),  # sender clock when serialisation began (for transfer spans)
         "tuple": F(_BOOL, required=False),  # the activation is a tuple of the tensor frames
     },

@@ -227,7 +227,7 @@ class RunState:
     def send_task(self, task: Task, node: str, start: int, end: int, hop: str, t0: float) -> bool:
         ts = time.time()
         body = self._task_fields(task, start, end)
-        body.update(hop=hop, path=list(task.path), sent=ts)
+        body.update(hop=hop, path=list(task.path), sent=ts, placements=[list(p) for p in task.placements])
         tensors, is_tuple = _tensors(task.tensor)
         if is_tuple:
             body["tuple"] = True
@@ -263,7 +263,8 @@ class RunState:
         self.counters["recv_tasks"] += 1
         task = Task(id=b["task"], source=b["source"], origin=b["origin"], model=b["model"], priority=b["priority"],
                     born=b["born"], next_block=b["start"], tensor=_activation(msg.tensors, bool(b.get("tuple"))),
-                    path=[*b["path"], self.here], upstream=(peer, hop), arrived=t_recv)
+                    path=[*b["path"], self.here], placements=list(b.get("placements", [])), upstream=(peer, hop),
+                    arrived=t_recv)
         now = time.time()
         self.tel.span("transfer", task.id, task.source, b["sent"], t_recv, peer=peer,
                       bytes=int(sum(a.nbytes for a in msg.tensors)), block=b["start"])
