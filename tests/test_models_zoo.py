@@ -116,6 +116,12 @@ def test_torchvision_style_checkpoint_without_bn_counters_and_wrapped_loads(tmp_
     torch.save({"state_dict": state, "epoch": torch.tensor(3)}, path)
     part = build_blocks("resnet56", 2, 4, weights=path).full_state_dict()
     assert torch.equal(part["layer1.1.conv1.weight"], state["module.layer1.1.conv1.weight"])
+    # The original torchvision files predate the zip format (cannot be memory-mapped): still loads.
+    legacy = tmp_path / "legacy.pth"
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    part = build_blocks("resnet56", 27, 29, weights=legacy).full_state_dict()
+    assert torch.equal(part["fc.weight"], state["module.fc.weight"])
+    assert int(part["layer3.8.bn1.num_batches_tracked"]) == 0
 
 
 def test_hf_base_model_checkpoint_without_prefix_or_lm_head_loads(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ Accepted files: ``torch.save`` state_dicts (``.pt``, ``.pth``, ``.bin``; optiona
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -18,31 +18,64 @@ class WeightsError(ValueError):
     """A weights file is unreadable or lacks / mis-shapes a tensor the built blocks need."""
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+class _LazySafetensors(Mapping[str, torch.Tensor]):
+    """A ``.safetensors`` file read tensor by tensor: a node reads only its blocks' tensors."""
+
+    def __init__(self, path: Path) -> None:
+        from safetensors import safe_open
+
+        self._file = safe_open(str(path), framework="pt", device="cpu")
+        self._keys = {_strip(k): k for k in self._file.keys()}  # noqa: SIM118 - safe_open is not a dict
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._file.get_tensor(self._keys[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def _strip(key: str) -> str:
+    return key[len("module.") :] if key.startswith("module.") else key
+
+
+def read_state_dict(path: str | Path) -> Mapping[str, torch.Tensor]:
+    """The tensors of a checkpoint, read lazily where the format allows it.
+
+    torch zip checkpoints are memory-mapped (``mmap=True``) and safetensors files are opened per
+    tensor, so building a few blocks touches only their bytes, however large the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
         try:
-            from safetensors.torch import load_file
+            return _LazySafetensors(path)
         except ImportError as err:  # pragma: no cover - safetensors ships with transformers
             raise WeightsError(f"{path}: reading .safetensors needs the 'safetensors' package") from err
-        state = load_file(str(path))
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
-            raise WeightsError(f"{path}: not a readable torch state_dict ({err})") from err
+            raise WeightsError(f"{path}: not a readable safetensors file ({err})") from err
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            state = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+    except Exception as err:
+        raise WeightsError(f"{path}: not a readable torch state_dict ({err})") from err
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path}: expected a mapping of tensor names to tensors")
-    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
+    return {_strip(k): v for k, v in state.items()}
 
 
 def select(
-    state: dict[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor],
     wanted: Iterable[tuple[str, torch.Size]],
     *,
     alternatives: Callable[[str], list[str]],

@@ -12,7 +12,7 @@ Every block takes and returns one tensor, except the GPT-2 head, whose default o
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,7 +237,11 @@ def _head_options(spec: ModelSpec, head_output: str | None, top_k: int | None) -
 
 
 def _load_into(
-    module: nn.Module, full_key: Callable[[str], str], spec: ModelSpec, state: dict[str, torch.Tensor], source: str
+    module: nn.Module,
+    full_key: Callable[[str], str],
+    spec: ModelSpec,
+    state: Mapping[str, torch.Tensor],
+    source: str,
 ) -> None:
     """Copy the checkpoint tensors of ``module`` (named by ``full_key``) into it."""
     local_state = module.state_dict()
