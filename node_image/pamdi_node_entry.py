@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Entry point of the pamdi node image (installed as /usr/local/bin/pamdi-node-entry).
+
+Standard library only: it runs before (and beside) the agent, inside the container.
+
+  pamdi-node-entry [ARGS...]
+      Start the agent: ``exec pamdi node ARGS``. When the environment variable
+      PAMDI_NODE_CONFIG names a node config file (what ``pamdi compose`` renders), this node's
+      links are shaped from it first and its ``agent_args`` come before ARGS.
+  pamdi-node-entry shape JSON
+      Shape links (a JSON list of link objects, below); prints what was done as JSON.
+      The docker backend runs this through ``docker exec`` so both paths share one shaper.
+  pamdi-node-entry stats
+      Print the counters of every shaped interface (``tc -s -j class show``) as JSON.
+
+A link object: ``{"peer": "b", "subnet": "10.77.3.0/24", "rate_mbit": 20, "delay_ms": 0,
+"loss": 0}``. The interface is the one whose IPv4 address lies in ``subnet`` (each spec link is
+its own Docker network, so each link has its own interface). Egress is shaped on both ends, so
+each direction of a link crosses exactly one shaper. Rate: an htb class (``class change`` later
+changes it without rebuilding the queue). Delay and loss: a netem child when the kernel has
+netem; otherwise they are reported as not emulated (this kernel has no netem).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+# Linux HZ-independent burst: 10 ms worth of bytes at the link rate, at least a few MTUs, so
+# that htb can keep up at high rates and does not overshoot at low ones.
+_MIN_BURST_BYTES = 16 * 1514
+
+
+def _run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def interface_for_subnet(subnet: str) -> str:
+    net = ipaddress.ip_network(subnet, strict=False)
+    for link in json.loads(_run(["ip", "-j", "addr", "show"]).stdout):
+        for addr in link.get("addr_info", []):
+            if addr.get("family") == "inet" and ipaddress.ip_address(addr["local"]) in net:
+                return str(link["ifname"])
+    raise RuntimeError(f"no interface has an address in {subnet}")
+
+
+def netem_available() -> bool:
+    """Whether this kernel can attach netem (probed on loopback, then removed)."""
+    probe = _run(["tc", "qdisc", "add", "dev", "lo", "root", "handle", "9999:", "netem", "delay", "0ms"], check=False)
+    if probe.returncode != 0:
+        return False
+    _run(["tc", "qdisc", "del", "dev", "lo", "root"], check=False)
+    return True
+
+
+def _rate_args(rate_mbit: float) -> list[str]:
+    rate_kbit = max(1, round(rate_mbit * 1000))
+    burst = max(_MIN_BURST_BYTES, int(rate_mbit * 1e6 / 8 * 0.010))
+    return ["rate", f"{rate_kbit}kbit", "ceil", f"{rate_kbit}kbit", "burst", str(burst), "cburst", str(burst)]
+
+
+def shape_link(link: dict[str, Any], have_netem: bool) -> dict[str, Any]:
+    dev = interface_for_subnet(str(link["subnet"]))
+    rate = float(link["rate_mbit"])
+    delay_ms = float(link.get("delay_ms", 0.0) or 0.0)
+    loss = float(link.get("loss", 0.0) or 0.0)
+    existing = _run(["tc", "-j", "class", "show", "dev", dev], check=False).stdout.strip() or "[]"
+    if any(c.get("handle") == "1:1" for c in json.loads(existing)):
+        # Rate change during a run: the queue and its backlog stay.
+        _run(["tc", "class", "change", "dev", dev, "parent", "1:", "classid", "1:1", "htb", *_rate_args(rate)])
+    else:
+        _run(["tc", "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "1"])
+        _run(["tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", *_rate_args(rate)])
+    emulated: dict[str, bool] = {"rate": True, "delay": delay_ms == 0, "loss": loss == 0}
+    if (delay_ms or loss) and have_netem:
+        netem = ["netem", "delay", f"{delay_ms}ms", "loss", f"{loss * 100}%", "limit", "10000"]
+        _run(["tc", "qdisc", "replace", "dev", dev, "parent", "1:1", "handle", "10:", *netem])
+        emulated = {"rate": True, "delay": True, "loss": True}
+    return {"peer": link.get("peer"), "dev": dev, "rate_mbit": rate, "delay_ms": delay_ms, "loss": loss,
+            "emulated": emulated}
+
+
+def shape(links: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    have_netem = any(float(link.get("delay_ms") or 0) or float(link.get("loss") or 0) for link in links) and (
+        netem_available()
+    )
+    return [shape_link(link, have_netem) for link in links]
+
+
+def stats() -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for link in json.loads(_run(["ip", "-j", "link", "show"]).stdout):
+        dev = str(link["ifname"])
+        out = _run(["tc", "-s", "-j", "class", "show", "dev", dev], check=False).stdout.strip()
+        for cls in json.loads(out or "[]"):
+            if cls.get("handle") != "1:1":
+                continue
+            st = cls.get("stats", {})
+            rows.append({"dev": dev, "bytes": st.get("bytes", 0), "packets": st.get("packets", 0),
+                         "drops": st.get("drops", 0), "backlog": st.get("backlog", 0),
+                         "overlimits": st.get("overlimits", 0)})
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["shape"]:
+        if len(argv) != 2:
+            print("usage: pamdi-node-entry shape JSON", file=sys.stderr)
+            return 2
+        print(json.dumps(shape(json.loads(argv[1]))))
+        return 0
+    if argv[:1] == ["stats"]:
+        print(json.dumps(stats()))
+        return 0
+    agent_args: list[str] = []
+    config_path = os.environ.get("PAMDI_NODE_CONFIG")
+    if config_path:
+        with open(config_path) as fh:
+            config = json.load(fh)
+        done = shape(list(config.get("links", [])))
+        print(json.dumps({"node": config.get("node"), "shaped": done}), file=sys.stderr, flush=True)
+        agent_args = [str(a) for a in config.get("agent_args", [])]
+    os.execvp("pamdi", ["pamdi", "node", *agent_args, *argv])
+    return 127  # pragma: no cover - execvp does not return
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
