@@ -101,9 +101,9 @@ def make_policy(spec: ExperimentSpec, name: str, views: Mapping[str, SourceView]
         if name == "pa-mdi-static" and "plan" not in params:
             from orchestrator.allocator import allocate
 
-            params["plan"] = allocate(spec, views).plan
+            params["plan"] = allocate(spec, views, rho_max=params.get("rho_max")).plan
         return get_policy(name, **params)
-    except ValueError as err:
+    except (ValueError, RuntimeError) as err:
         raise SimulationError(str(err)) from None
 
 

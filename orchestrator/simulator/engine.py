@@ -8,19 +8,22 @@ the loop is a plain ``heappop``/call; ``seq`` makes ties deterministic (FIFO in 
 Model (all times in seconds):
 
 - Workers compute one placement (a block range) at a time, non-preemptively, taking the profiled
-  time / speed. Waiting jobs are served FIFO, or by ``policy.queue_key`` when
-  ``policy.priority_queue`` (keys are evaluated at enqueue time with a world holding only the
-  worker itself; see the PA-MDI docstring for why its keys are clock-independent).
+  time / speed. Waiting jobs are served by ``policy.queue_key`` (keys are evaluated at enqueue
+  time with a world holding only the worker itself; see the PA-MDI docstring for why its keys
+  are clock-independent). The FIFO baselines key on the task's birth: FIFO at the task level.
 - Links: one serialization queue per direction (FIFO); ``bytes*8 / (rate * LINK_GOODPUT_FACTOR)``
   then the one-way delay. Control messages (RTC/CTC/DENY) are 64 bytes and bypass the data queue
   (they would be tiny frames interleaved with bulk TCP). Beacons cost no bandwidth.
 - Beacons: every worker snapshots (queue seconds, residual, per-weight queue) every period, with a
-  seeded random phase. A neighbour sees the latest snapshot older than the link delay (stale
-  views); no snapshot for ``dead_after`` periods = dead (dropped from the candidates).
+  seeded random phase. Queue seconds count what the tasks present still need to finish their
+  models there (queued job + the rest of the model, at the worker's speed): with per-partition
+  jobs a task that has landed on a worker mostly stays, so counting only the queued partition
+  would hide most of the committed work. A neighbour sees the latest snapshot older than the
+  link delay (stale views); no snapshot for ``dead_after`` periods = dead (not a candidate).
 - At every boundary the holder asks ``policy.rank``; it tries placements in order: itself (queue
-  locally), or a neighbour (after an RTC/CTC round trip when ``policy.handshake``; a DENY or a
-  timeout moves on to the next placement; exhausting the list computes the next partition
-  locally). ``start == end`` placements are relays (multi-hop moves without compute).
+  locally), or a neighbour (after an RTC/CTC round trip when ``policy.handshake``, or per task
+  ``policy.needs_handshake``; a DENY or a timeout moves on to the next placement; exhausting the
+  list computes the next partition locally). ``start == end`` placements are relays (multi-hop moves without compute).
 - After the last block the result goes back to the source along the cheapest path (serialization
   + delay per hop).
 - Failures: a failed worker loses its queue, job in service and anything arriving later. The
@@ -51,6 +54,7 @@ from pamdi_node.policies.base import (
     SourceView,
     TaskView,
     WorldView,
+    needs_handshake,
     partition_end,
     shortest_paths,
     weight_of,
@@ -103,7 +107,7 @@ class FailureConfig:
 
 
 class _Task:
-    __slots__ = ("attempt", "block", "born", "fallback", "holder", "hops", "id", "placements", "pos",
+    __slots__ = ("attempt", "block", "born", "fallback", "handshake", "holder", "hops", "id", "placements", "pos",
                  "ranked", "retries", "source", "view", "waiting")
 
     def __init__(self, tid: str, source: SourceView, born: float, holder: str) -> None:
@@ -121,13 +125,15 @@ class _Task:
         self.pos = 0
         self.fallback = math.inf
         self.waiting = 0  # token of the RTC the task waits on (0 = none)
+        self.handshake = False
 
 
 class _Job:
-    __slots__ = ("attempt", "dur", "end", "start", "task", "weight")
+    __slots__ = ("after", "attempt", "dur", "end", "start", "task", "weight")
 
-    def __init__(self, task: _Task, start: int, end: int, dur: float, weight: float) -> None:
+    def __init__(self, task: _Task, start: int, end: int, dur: float, after: float, weight: float) -> None:
         self.task, self.start, self.end, self.dur, self.weight = task, start, end, dur, weight
+        self.after = after  # seconds the task still needs after this job (rest of its model, here)
         self.attempt = task.attempt
 
 
@@ -263,8 +269,12 @@ class Simulator:
         self._decide(task, source.node)
 
     # ------------------------------------------------------------------ views
+    def _residual(self, node: _Node) -> float:
+        job = node.busy
+        return node.busy_until - self.now + job.after if job is not None else 0.0
+
     def _self_view(self, node: _Node) -> PeerView:
-        residual = node.busy_until - self.now if node.busy is not None else 0.0
+        residual = self._residual(node)
         bw = tuple(sorted((w, s) for w, s in node.by_weight.items() if s > 1e-12))
         return PeerView(name=node.name, speed=node.speed, queue_s=node.queued_s + residual, rate_bps=math.inf,
                         delay_s=0.0, alive=node.alive, success=1.0, queue_by_weight=bw, residual_s=residual)
@@ -280,11 +290,12 @@ class Simulator:
         alive = (self.now - delay - snap_t) <= self.opt.dead_after * self.opt.beacon_period_s
         key = (here, other)
         cached = self._peer_cache.get(key)
-        if cached is not None and cached[0] == idx and cached[1].alive == alive:
+        backlog = link[2] - self.now if link[2] > self.now else 0.0
+        if cached is not None and cached[0] == idx and cached[1].alive == alive and cached[1].link_backlog_s == backlog:
             return cached[1]
         q, residual, bw = node.snaps[idx]
         view = PeerView(name=other, speed=node.speed, queue_s=q, rate_bps=link[0], delay_s=delay, alive=alive,
-                        success=link[3], queue_by_weight=bw, residual_s=residual)
+                        success=link[3], queue_by_weight=bw, residual_s=residual, link_backlog_s=backlog)
         self._peer_cache[key] = (idx, view)
         return view
 
@@ -299,7 +310,7 @@ class Simulator:
     def _beacon(self, node: _Node) -> None:
         if not node.alive:
             return
-        residual = node.busy_until - self.now if node.busy is not None else 0.0
+        residual = self._residual(node)
         bw = tuple(sorted((w, s) for w, s in node.by_weight.items() if s > 1e-12))
         node.snap_times.append(self.now)
         node.snaps.append((node.queued_s + residual, residual, bw))
@@ -325,6 +336,7 @@ class Simulator:
             if p.node == here and p.end == p.start:
                 raise SimulationError(f"policy {self.policy.name}: empty placement on the holder itself")
         task.ranked = ranked
+        task.handshake = needs_handshake(self.policy, tv, world)
         task.pos = 0
         task.fallback = next((p.index for p in ranked if p.node == here), math.inf)
         self._try_next(task, here)
@@ -336,7 +348,7 @@ class Simulator:
             if p.node == here:
                 self._enqueue(here, task, p.start, p.end)
                 return
-            if self.policy.handshake:
+            if task.handshake:
                 self._send_rtc(task, here, p)
                 return
             self._transfer(task, here, p.node, p.start, p.end)
@@ -422,17 +434,18 @@ class Simulator:
         node = self.nodes[name]
         task.holder = name
         dur = task.view.range_time_s(start, end) / node.speed
+        after = task.view.range_time_s(end, task.view.num_blocks) / node.speed
         w = weight_of(task.view)
-        job = _Job(task, start, end, dur, w)
-        node.queued_s += dur
-        node.by_weight[w] = node.by_weight.get(w, 0.0) + dur
-        if self.policy.priority_queue:
-            world = node.mini_world
-            key = self.policy.queue_key(TaskView(task.id, task.source, start, task.born, name), world)  # type: ignore[arg-type]
-            self.seq += 1
-            heapq.heappush(node.heap, (key, task.source, self.seq, job))
-        else:
-            node.fifo.append(job)
+        job = _Job(task, start, end, dur, after, w)
+        node.queued_s += dur + after
+        node.by_weight[w] = node.by_weight.get(w, 0.0) + dur + after
+        # Both queue disciplines go through queue_key: the FIFO baselines key on the task's birth
+        # (oldest task first, so a task that keeps running here is not sent behind newer ones),
+        # PA-MDI on its priority index.
+        world = node.mini_world
+        key = self.policy.queue_key(TaskView(task.id, task.source, start, task.born, name), world)  # type: ignore[arg-type]
+        self.seq += 1
+        heapq.heappush(node.heap, (key, task.source, self.seq, job))
         if node.busy is None:
             self._start_next(node)
 
@@ -444,8 +457,8 @@ class Simulator:
                 job = node.fifo.popleft()
             else:
                 return
-            node.queued_s -= job.dur
-            node.by_weight[job.weight] -= job.dur
+            node.queued_s -= job.dur + job.after
+            node.by_weight[job.weight] -= job.dur + job.after
             if job.attempt == job.task.attempt:
                 break
         node.busy = job

@@ -78,7 +78,9 @@ class PeerView:
 
     name: str
     speed: float  # relative to the profiled host
-    queue_s: float  # seconds of work already queued there, at its own speed
+    # Seconds of work already committed there, at its own speed: what the tasks queued or in service
+    # there still need to finish their models (a task that landed on a worker mostly stays).
+    queue_s: float
     rate_bps: float  # link rate from here to it (math.inf for self)
     delay_s: float = 0.0  # one-way propagation delay from here (0 for self)
     alive: bool = True
@@ -89,6 +91,9 @@ class PeerView:
     queue_by_weight: tuple[tuple[float, float], ...] = ()
     # Seconds left of the job in service (included in ``queue_s``; non-preemptive service).
     residual_s: float = 0.0
+    # Seconds until the link from ``here`` to this peer has sent what ``here`` already queued on it
+    # (sender-side knowledge, always fresh; 0 for self).
+    link_backlog_s: float = 0.0
 
     def queue_ahead_s(self, weight: float) -> float:
         """Seconds of queued work served before a task of ``weight`` under priority order.
@@ -152,6 +157,13 @@ class Policy(Protocol):
     def rank(self, task: TaskView, world: WorldView) -> Sequence[Placement]: ...
 
     def grant(self, requests: Sequence[OffloadRequest], world: WorldView) -> OffloadRequest | None: ...
+
+
+def needs_handshake(policy: Policy, task: TaskView, world: WorldView) -> bool:
+    """Whether offloading ``task`` goes through RTC/CTC: the policy's optional per-task
+    ``needs_handshake(task, world)`` method when it has one, else its ``handshake`` flag."""
+    fn = getattr(policy, "needs_handshake", None)
+    return bool(fn(task, world)) if callable(fn) else bool(policy.handshake)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -240,10 +252,11 @@ def source_view_from_profile(
 
 
 def transfer_s(nbytes: int, peer: PeerView) -> float:
-    """Time to move ``nbytes`` to ``peer`` (serialization at its goodput + propagation)."""
+    """Time to move ``nbytes`` to ``peer``: wait for the link's backlog, serialize at its goodput,
+    propagate."""
     if math.isinf(peer.rate_bps):
         return 0.0
-    return nbytes * 8.0 / peer.rate_bps + peer.delay_s
+    return peer.link_backlog_s + nbytes * 8.0 / peer.rate_bps + peer.delay_s
 
 
 def plan_chain(

@@ -11,24 +11,33 @@ live neighbour k with the paper's index (reconstructed, see ``reference/pa-mdi-p
 
 and tries the candidates in increasing index order: itself (queue locally) or, via the RTC/CTC
 handshake, a neighbour. ``w(p+1)*c_k`` of the paper is expressed as profiled time / speed, and
-``Q_k*c_k`` as queued seconds reported in the beacon.
+``Q_k*c_k`` as queued seconds reported in the beacon (the work the tasks there still need). The
+transfer term also waits for the sender's own backlog on that link (it knows what it queued).
 
 Choices where the paper is unknown (all parameters, settable through the spec's ``policy_params``):
 
-- ``horizon`` ("rest", default | "partition"): W_k covers the rest of the model (the task will most
-  likely stay where it goes) or, literally, only the next partition. "rest" lets heterogeneous
-  speeds matter; on equal speeds both give the same choice.
+- ``horizon`` ("rest", default | "plan" | "partition"): W_k covers the rest of the model (the
+  task will most likely stay where it goes) or, literally, only the next partition. "plan" is
+  "rest" plus a look-ahead for the worker itself: its score is also the best plan "run here up to
+  a later boundary c, then move to neighbour k" over all (c, k), so a task keeps computing while
+  a cheaper cut (a smaller activation) lies ahead instead of shipping a big one now (only when
+  nothing else waits here: deferring on a busy worker delays the others). "rest" and
+  "plan" let heterogeneous speeds matter; on equal speeds "rest" and "partition" agree.
 - ``priority_aware_queue`` (True): Q_k counts only the work that would be served before this task
   under priority order (equal or higher weight, plus the job in service), from the per-weight
   queue in the beacon. A TS task therefore sees NTS backlog as free capacity, while an NTS task
   sees everything. This is how priorities steer placement (the γα divisor is common to all
   candidates of one task, so on its own it cannot change the choice).
-- Queue order (``priority_queue``): each worker serves its queue by Smith's rule on the next
-  partition, ``t_next/(γα)``, with an aging credit: key ``t_next/(γα) + aging*born``. This is the
-  same order as ``t_next/(γα) - aging*age`` (the difference is common to all queued tasks), so it
-  can be evaluated once at enqueue time. ``aging`` (0.001 s per s of age) prevents starvation of
-  NTS work under overload: an NTS task that waited 10 s counts as 10 ms less weighted work. In a
-  stable system non-preemptive priority service never starves, so the default is small.
+- Queue order (``priority_queue``): each worker serves its queue by weighted shortest remaining
+  work, ``t_rem/(γα)`` (t_rem = rest of the model at this worker's speed; Smith's rule, optimal
+  for the weighted mean on one server), with an aging credit: key ``t_rem/(γα) + aging*born``.
+  Using the remaining work (not the next partition) keeps a task that is under way ahead of newer
+  ones of its class, so tasks are not interleaved block by block (which behaves like processor
+  sharing and delays all of them). This is the same order as ``t_rem/(γα) - aging*age`` (the
+  difference is common to all queued tasks), so it can be evaluated once at enqueue time.
+  ``aging`` (0.001 s per s of age) prevents starvation of NTS work under overload: an NTS task
+  that waited 10 s counts as 10 ms less weighted work. In a stable system non-preemptive
+  priority service never starves, so the default is small.
 - Service is non-preemptive at partition granularity. Since the task re-decides at every
   boundary, a TS task waits at most the residual of one partition (use ``partitions`` in the
   spec to trade decision overhead against that wait).
@@ -39,7 +48,9 @@ Choices where the paper is unknown (all parameters, settable through the spec's 
   ``recheck`` (True) the receiver re-scores each request with its *fresh* queue and also denies
   requests it would serve worse than the sender's own local alternative (stale beacons would
   otherwise herd tasks onto a node that looked idle). A refused sender tries its next candidate;
-  candidates ranked after itself are never tried (it computes locally).
+  candidates ranked after itself are never tried (it computes locally). Tasks of the highest
+  weight present skip the handshake (``handshake_top`` False): they go ahead of everything queued
+  at the receiver anyway, and the round trip (2 delays + the window) would be pure latency.
 - ``use_success`` (True): divide by the candidate's success probability (1 unless the view says
   otherwise); dead peers (missed beacons) are never candidates.
 - Ties: equal indices prefer the worker itself, then the smaller name.
@@ -47,6 +58,7 @@ Choices where the paper is unknown (all parameters, settable through the spec's 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from pamdi_node.policies.base import (
@@ -61,7 +73,7 @@ from pamdi_node.policies.base import (
     weight_of,
 )
 
-HORIZONS = ("rest", "partition")
+HORIZONS = ("plan", "rest", "partition")
 
 
 class PAMDIPolicy:
@@ -78,6 +90,7 @@ class PAMDIPolicy:
         aging: float = 0.001,
         use_success: bool = True,
         use_priorities: bool = True,
+        handshake_top: bool = False,
     ) -> None:
         if horizon not in HORIZONS:
             raise ValueError(f"horizon must be one of {HORIZONS}, got {horizon!r}")
@@ -91,6 +104,7 @@ class PAMDIPolicy:
         self.aging = float(aging)
         self.use_success = bool(use_success)
         self.use_priorities = bool(use_priorities)
+        self.handshake_top = bool(handshake_top)
 
     # ------------------------------------------------------------------ helpers
     def weight(self, source: SourceView) -> float:
@@ -120,14 +134,26 @@ class PAMDIPolicy:
         denom = w * (peer.success if self.use_success else 1.0)
         return (comm + age + compute + queue) / max(denom, 1e-12)
 
+    def needs_handshake(self, task: TaskView, world: WorldView) -> bool:
+        """Whether this offload goes through RTC/CTC. Tasks of the top weight skip it unless
+        ``handshake_top``: they are served ahead of everything queued at the receiver anyway, so
+        the round trip would only add latency to the tasks that priorities are meant to speed up."""
+        if not self.handshake:
+            return False
+        if self.handshake_top or not self.use_priorities:
+            return True
+        top = max(self.weight(s) for s in world.sources.values())
+        return self.weight(world.sources[task.source]) < top
+
     # ------------------------------------------------------------------ Policy protocol
     def queue_key(self, task: TaskView, world: WorldView) -> tuple[float, ...]:
+        if not self.priority_queue:
+            return (task.born_s,)
         source = world.sources[task.source]
         me = world.peers.get(world.here)
         speed = me.speed if me is not None else 1.0
-        b = task.next_block
-        t_next = source.range_time_s(b, partition_end(source, b)) / speed
-        return (t_next / self.weight(source) + self.aging * task.born_s, task.born_s)
+        rem = source.range_time_s(task.next_block, source.num_blocks) / speed
+        return (rem / self.weight(source) + self.aging * task.born_s, task.born_s)
 
     def rank(self, task: TaskView, world: WorldView) -> Sequence[Placement]:
         source = world.sources[task.source]
@@ -136,13 +162,47 @@ class PAMDIPolicy:
             return ()
         e = partition_end(source, b)
         scored: list[tuple[float, int, str]] = []
-        for name, peer in world.peers.items():
-            if not peer.alive or peer.speed <= 0:
-                continue
+        live = [(name, peer) for name, peer in world.peers.items() if peer.alive and peer.speed > 0]
+        for name, peer in live:
             idx = self.index(task, source, peer, world.here, world.now_s)
             scored.append((idx, 0 if name == world.here else 1, name))
+        if self.horizon == "plan" and world.here in world.peers:
+            scored = self._plan_self(task, source, world, live, scored)
         scored.sort()
         return tuple(Placement(name, b, e, idx) for idx, _, name in scored)
+
+    def _plan_self(
+        self, task: TaskView, source: SourceView, world: WorldView, live: list[tuple[str, PeerView]],
+        scored: list[tuple[float, int, str]],
+    ) -> list[tuple[float, int, str]]:
+        """Look ahead: staying here may be best because moving *later*, at a cheaper cut, wins.
+
+        The self score becomes the best of: finishing here, or running here up to a later
+        partition boundary c and then moving to a neighbour k (local compute to c + the local
+        queue + transfer of the activation at c + the rest on k + k's queue), over all (c, k).
+        """
+        me = world.peers[world.here]
+        w = self.weight(source)
+        b = task.next_block
+        n = source.num_blocks
+        age = max(0.0, world.now_s - task.born_s)
+        q_self = me.queue_ahead_s(w) if self.priority_aware_queue else me.queue_s
+        if me.queue_s > 0:
+            # Only an idle worker defers the move: with others waiting, every block computed here
+            # also delays them, which this single-task estimate cannot see.
+            return scored
+        best_local = math.inf
+        cuts = [c for c in source.bounds if b < c < n]
+        for name, peer in live:
+            if name == world.here:
+                continue
+            q_k = peer.queue_ahead_s(w) if self.priority_aware_queue else peer.queue_s
+            denom = w * (peer.success if self.use_success else 1.0)
+            for c in cuts:
+                cost = (source.range_time_s(b, c) / me.speed + q_self + transfer_s(source.bytes_into(c), peer)
+                        + source.range_time_s(c, n) / peer.speed + q_k + age) / max(denom, 1e-12)
+                best_local = min(best_local, cost)
+        return [(min(idx, best_local) if name == world.here else idx, tie, name) for idx, tie, name in scored]
 
     def grant(self, requests: Sequence[OffloadRequest], world: WorldView) -> OffloadRequest | None:
         me = world.peers.get(world.here)

@@ -42,7 +42,11 @@ class StaticPolicy:
     priority_queue = True
     handshake = False
 
-    def __init__(self, *, plan: Mapping[str, Sequence[Sequence[object]]] | None = None) -> None:
+    def __init__(self, *, plan: Mapping[str, Sequence[Sequence[object]]] | None = None, rho_max: float = 0.8) -> None:
+        # rho_max: utilization cap the orchestrator uses when it computes the plan (not used here).
+        if not 0 < rho_max <= 1:
+            raise ValueError(f"rho_max must be in (0, 1], got {rho_max}")
+        self.rho_max = float(rho_max)
         self.plan: dict[str, tuple[tuple[float, Route], ...]] = {}
         for source, routes in (plan or {}).items():
             parsed: list[tuple[float, Route]] = []
