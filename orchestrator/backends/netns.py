@@ -1,0 +1,268 @@
+"""The ``netns`` backend: one network namespace per spec node, tc-shaped veth links, CPU quotas.
+
+Per node: a namespace ``pamdi-<token>-n-<node>`` with a control path from the root namespace
+(like Colosseum's ``col0``) and one veth per spec link (its own 10.x/24); the agent runs inside
+the namespace (``pamdi node --listen tcp://0.0.0.0:7000``) under a cgroup CPU quota that makes
+slow devices slow for real (``docker --cpus`` style): ``device:`` nodes get their profile's quota
+and threads (orchestrator/netem/devices.py), others ``speed x threads`` CPUs.
+
+Links: htb on both ends at the spec's rate; delay and loss with netem when the kernel has it, else
+with the user-space forwarder. A link that names a radio ``scenario`` is driven over time from the
+catalogue (rate, delay and loss changed in place). Link counters are sampled every
+``stats_period_s`` into ``<run_dir>/links/tc_stats.jsonl``; with ``pcap=True`` every link end is
+captured (headers only, ``snaplen`` bytes) into ``<run_dir>/pcap/<node>-<link>.pcap``.
+
+The agents get ``--insecure`` unless the run has Curve keys: their sockets are reachable only from
+the run's namespaces and the root-namespace control ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import select
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO
+
+from orchestrator.backends.base import AgentEndpoint, RunContext, agent_argv
+from orchestrator.spec import ExperimentSpec, LinkParams
+
+log = logging.getLogger(__name__)
+
+AGENT_PORT = 7000
+READY = re.compile(r"pamdi-agent ready name=(\S+) listen=(\S+)")
+
+
+class NetnsBackend:
+    name = "netns"
+    default_curve = False
+    # Nodes are slowed by their CPU quota: agents must not also pad their compute time.
+    emulates_speed = True
+
+    def __init__(self, *, python: str | None = None, start_timeout_s: float = 90.0, cpu_quota: bool = True,
+                 stats_period_s: float = 0.5, pcap: bool = False, snaplen: int = 128,
+                 use_netem: bool | None = None, scenario_tick_s: float = 0.05) -> None:
+        self.python = python or sys.executable
+        self.start_timeout_s = start_timeout_s
+        self.cpu_quota = cpu_quota
+        self.stats_period_s = stats_period_s
+        self.pcap = pcap
+        self.snaplen = snaplen
+        self.use_netem = use_netem
+        self.scenario_tick_s = scenario_tick_s
+        self.net = None
+        self.spec: ExperimentSpec | None = None
+        self.ctx: RunContext | None = None
+        self.agents: dict[str, subprocess.Popen] = {}
+        self.captures: list[subprocess.Popen] = []
+        self._logs: dict[str, IO[bytes]] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._stats_file: IO[str] | None = None
+        self._t0 = 0.0
+
+    # ------------------------------------------------------------------------------------ Backend
+    def up(self, spec: ExperimentSpec, ctx: RunContext) -> Mapping[str, AgentEndpoint]:
+        import radio_scenarios
+        from orchestrator.netem.devices import node_quota
+        from orchestrator.netem.network import EmulatedNetwork
+
+        self.spec, self.ctx = spec, ctx
+        # Validate every scenario before building anything.
+        scenarios = {}
+        for link in spec.resolved_links():
+            if link.scenario is not None:
+                sc = radio_scenarios.get(link.scenario)
+                if not sc.shapeable:
+                    raise ValueError(f"link {link.a}-{link.b}: scenario {link.scenario!r} has no local link "
+                                     "profile (import a measured one with `pamdi scenarios import-iperf3`)")
+                scenarios[link.key] = sc
+        self.net = EmulatedNetwork(f"run {ctx.run_id}", use_netem=self.use_netem, seed=ctx.seed)
+        try:
+            for node in spec.nodes:
+                cpus = None
+                if self.cpu_quota:
+                    cpus, _ = node_quota(_speed(node), node.threads, node.device)
+                self.net.add_node(node.name, cpus=cpus)
+            for link in spec.resolved_links():
+                sc = scenarios.get(link.key)
+                if sc is not None:
+                    p0 = sc.at(0)
+                    stage = any(p.delay_ms > 0 or p.loss > 0 for p in sc.points)
+                    self.net.add_link(link.a, link.b, p0.rate_mbit, p0.delay_ms, p0.loss, delay_line=stage)
+                else:
+                    self.net.add_link(link.a, link.b, link.rate_mbit, link.delay_ms, link.loss)
+            run_dir = Path(ctx.run_dir)
+            (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+            (run_dir / "links").mkdir(parents=True, exist_ok=True)
+            self._write_topology(run_dir)
+            if self.pcap:
+                self._start_captures(run_dir / "pcap")
+            for node in spec.nodes:
+                self._start_agent(node.name)
+            for node in spec.nodes:
+                self._wait_ready(node.name)
+            self._t0 = time.time()
+            self._stats_file = (run_dir / "links" / "tc_stats.jsonl").open("a")
+            self._spawn_thread(self._sample_stats, "netns-stats")
+            if scenarios:
+                self._spawn_thread(lambda: self._drive_scenarios(scenarios), "netns-scenarios")
+        except BaseException:
+            self.down()
+            raise
+        return {n.name: self.endpoint(n.name) for n in spec.nodes}
+
+    def endpoint(self, node: str) -> AgentEndpoint:
+        assert self.net is not None and self.spec is not None
+        handle = self.net.nodes[node]
+        data = {}
+        for peer in self.spec.neighbours()[node]:
+            link = self.net.link(node, peer)
+            data[peer] = f"tcp://{link.addr_of(node)}:{AGENT_PORT}"
+        return AgentEndpoint(node=node, control=f"tcp://{handle.control_addr}:{AGENT_PORT}", data=data)
+
+    def set_link(self, a: str, b: str, params: LinkParams) -> None:
+        assert self.net is not None
+        self.net.set_link(a, b, params.rate_mbit, params.delay_ms, params.loss)
+
+    def link_stats(self) -> list[dict[str, object]]:
+        if self.net is None:
+            return []
+        return self.net.link_stats()
+
+    def down(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        self._threads = []
+        if self._stats_file is not None and self.net is not None:
+            with contextlib.suppress(Exception):
+                self._write_stats_sample()
+        if self._stats_file is not None:
+            self._stats_file.close()
+            self._stats_file = None
+        if self.net is not None:
+            self.net.close()  # SIGTERM to agents (they flush traces), then everything else
+        self.agents = {}
+        self.captures = []
+        for f in self._logs.values():
+            f.close()
+        self._logs = {}
+
+    # ------------------------------------------------------------------------- SupportsFailures
+    def kill(self, node: str) -> None:
+        proc = self.agents.get(node)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def restart(self, node: str) -> AgentEndpoint:
+        self.kill(node)
+        self._start_agent(node)
+        self._wait_ready(node)
+        return self.endpoint(node)
+
+    # ---------------------------------------------------------------------------------- helpers
+    def _spawn_thread(self, fn, name: str) -> None:  # type: ignore[no-untyped-def]
+        t = threading.Thread(target=fn, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _start_agent(self, node: str) -> None:
+        assert self.net is not None and self.ctx is not None and self.spec is not None
+        spec_node = self.spec.node(node)
+        from orchestrator.netem.devices import node_quota
+
+        _, threads = node_quota(_speed(spec_node), spec_node.threads, spec_node.device)
+        argv = agent_argv(node, f"tcp://0.0.0.0:{AGENT_PORT}", python=self.python, threads=threads,
+                          keys_dir=self.ctx.keys_dir, trace_dir=self.ctx.trace_dir,
+                          insecure=self.ctx.keys_dir is None)
+        if node not in self._logs:
+            self._logs[node] = (Path(self.ctx.run_dir) / "logs" / f"{node}.log").open("ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads))
+        self.agents[node] = self.net.spawn(node, argv, stdout=subprocess.PIPE, stderr=self._logs[node], env=env)
+
+    def _wait_ready(self, node: str) -> None:
+        proc = self.agents[node]
+        assert proc.stdout is not None and self.ctx is not None
+        deadline = time.time() + self.start_timeout_s
+        buf = b""
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"agent {node} exited with code {proc.returncode} before it was ready "
+                                   f"(see {Path(self.ctx.run_dir) / 'logs' / (node + '.log')})")
+            ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+            if ready:
+                buf += os.read(proc.stdout.fileno(), 4096)
+                if READY.search(buf.decode(errors="replace")):
+                    return
+        raise RuntimeError(f"agent {node} was not ready within {self.start_timeout_s:.0f}s")
+
+    def _write_topology(self, run_dir: Path) -> None:
+        assert self.net is not None
+        topo = {
+            "token": self.net.token,
+            "delay_stage": "netem" if self.net.use_netem else "forwarder",
+            "cgroup": None if self.net.cg is None else f"v{self.net.cg.version}",
+            "nodes": {n: {"netns": h.netns, "control": h.control_addr, "cpus": h.cpus}
+                      for n, h in self.net.nodes.items()},
+            "links": [{"a": lk.a, "b": lk.b, "if": lk.if_a, "addr_a": lk.addr_a, "addr_b": lk.addr_b,
+                       "rate_mbit": lk.state.rate_mbit, "delay_ms": lk.state.delay_ms, "loss": lk.state.loss,
+                       "stage": "netem" if lk.netem else ("forwarder" if lk.forwarder else "none")}
+                      for lk in self.net.links.values()],
+        }
+        (run_dir / "links" / "topology.json").write_text(json.dumps(topo, indent=2) + "\n")
+
+    def _write_stats_sample(self) -> None:
+        assert self.net is not None and self._stats_file is not None
+        t = time.time()
+        for row in self.net.link_stats():
+            self._stats_file.write(json.dumps({"t": t, "t_rel": t - self._t0, **row}) + "\n")
+        self._stats_file.flush()
+
+    def _sample_stats(self) -> None:
+        while not self._stop.wait(self.stats_period_s):
+            try:
+                self._write_stats_sample()
+            except Exception as err:  # a sample lost is not worth stopping the run
+                log.debug("link stats sample failed: %s", err)
+
+    def _drive_scenarios(self, scenarios: dict) -> None:  # type: ignore[type-arg]
+        assert self.net is not None
+        current = {key: sc.at(0) for key, sc in scenarios.items()}
+        t0 = time.monotonic()
+        while not self._stop.wait(self.scenario_tick_s):
+            t = time.monotonic() - t0
+            for key, sc in scenarios.items():
+                p = sc.at(t)
+                if p != current[key]:
+                    try:
+                        self.net.set_link(key[0], key[1], p.rate_mbit, p.delay_ms, p.loss)
+                        current[key] = p
+                    except Exception as err:
+                        log.warning("scenario %s on link %s-%s: %s", sc.name, key[0], key[1], err)
+
+    def _start_captures(self, folder: Path) -> None:
+        assert self.net is not None
+        folder.mkdir(parents=True, exist_ok=True)
+        for lk in self.net.links.values():
+            for node in (lk.a, lk.b):
+                peer = lk.b if node == lk.a else lk.a
+                out = folder / f"{node}-to-{peer}.pcap"
+                argv = [self.python, "-m", "orchestrator.netem.capture", "--iface", lk.if_a, "--out", str(out),
+                        "--snaplen", str(self.snaplen)]
+                self.captures.append(self.net.spawn(node, argv, stderr=subprocess.DEVNULL))
+
+
+def _speed(node) -> float:  # type: ignore[no-untyped-def]
+    from orchestrator.simulator import node_speed
+
+    return node_speed(node)
