@@ -285,14 +285,25 @@ class Session:
     async def get_tree(self, srn: int | None, remote: str, local: Path) -> list[Path]:
         """Copy a remote folder (recursively) into ``local``; returns the files copied."""
         conn = await (self.srn(srn) if srn is not None else self.file_proxy())
-        local.mkdir(parents=True, exist_ok=True)
-        copied: list[Path] = []
+        local.parent.mkdir(parents=True, exist_ok=True)
         async with conn.start_sftp_client() as sftp:
             if not await sftp.exists(remote):
-                return copied
-            await sftp.get(remote.rstrip("/") + "/", str(local), recurse=True, preserve=False)
-        copied = [p for p in local.rglob("*") if p.is_file()]
-        return copied
+                return []
+            if local.exists():
+                # Copy into it: the remote folder's content lands under its own name, then is merged.
+                stage = local.parent / f".{local.name}.part"
+                await sftp.get(remote.rstrip("/"), str(stage), recurse=True, preserve=False)
+                for p in stage.rglob("*"):
+                    if p.is_file():
+                        dest = local / p.relative_to(stage)
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        p.replace(dest)
+                import shutil
+
+                shutil.rmtree(stage, ignore_errors=True)
+            else:
+                await sftp.get(remote.rstrip("/"), str(local), recurse=True, preserve=False)
+        return [p for p in local.rglob("*") if p.is_file()]
 
     async def close(self) -> None:
         for conn in list(self._conns.values()):

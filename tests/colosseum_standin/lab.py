@@ -49,22 +49,26 @@ def sh(*args: str, check: bool = True, ns: str | None = None, **kw: object) -> s
     return subprocess.run(cmd, check=check, capture_output=True, text=True, **kw)  # type: ignore[call-overload]
 
 
-def kill_user_processes(user: str) -> None:
-    """SIGKILL every process of one of the lab's own test users (by pid, read from /proc)."""
-    import pwd
-
-    try:
-        uid = pwd.getpwnam(user).pw_uid
-    except KeyError:
-        return
+def lab_pids(tag: str) -> list[int]:
+    """Processes started in the lab's SSH sessions: they carry PAMDI_LAB=<tag> (sshd SetEnv)."""
+    marker = f"PAMDI_LAB={tag}".encode()
+    pids = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if entry.stat().st_uid == uid:
-                os.kill(int(entry.name), signal.SIGKILL)
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                pids.append(int(entry.name))
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
+    return pids
+
+
+def kill_lab_processes(tag: str) -> None:
+    """SIGKILL, by pid, every process the lab's SSH sessions left behind (agents, tcpdump)."""
+    for pid in lab_pids(tag):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def available() -> str | None:
@@ -87,6 +91,9 @@ class Lab:
     cli_min_gap_s: float = 15.0
     cli_clear_s: float = 15.0
     cli_load_s: float = 1.0
+    # The SRN user as a uid-0 alias with its own password (Colosseum logs in as root): lets agents run
+    # the project's venv (under /root) and tcpdump capture. Removed with `userdel -f` by close().
+    srn_root: bool = False
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     # Filled by start():
     tmp: Path = field(init=False)
@@ -164,10 +171,13 @@ class Lab:
         home.mkdir()
         os.chmod(home, 0o755)
         for name, pw in ((self.user, self.ldap_password), (self.srn_user, self.srn_password)):
-            sh("useradd", "-M", "-d", str(home / name), "-s", "/bin/bash", name)
+            if name == self.srn_user and self.srn_root:
+                sh("useradd", "-o", "-u", "0", "-g", "0", "-N", "-M", "-d", str(home / name), "-s", "/bin/bash", name)
+            else:
+                sh("useradd", "-M", "-d", str(home / name), "-s", "/bin/bash", name)
             self._users.append(name)
             (home / name).mkdir()
-            shutil.chown(home / name, name, name)
+            shutil.chown(home / name, name, 0 if name == self.srn_user and self.srn_root else name)
             sh("chpasswd", input=f"{name}:{pw}\n")
         shutil.chown(self.nas, self.user, self.user)
         for p in self.nas.rglob("*"):
@@ -201,13 +211,15 @@ class Lab:
             (base / "bin").mkdir(parents=True)
             (base / "root").mkdir()
             os.symlink(STANDIN_DIR / "colosseumcli", base / "bin" / "colosseumcli")
-            shutil.chown(base / "root", self.srn_user, self.srn_user)
+            shutil.chown(base / "root", self.srn_user, 0 if self.srn_root else self.srn_user)
             env = {
                 "PATH": f"{base / 'bin'}:{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
                 "COLOSSEUM_STANDIN_SOCKET": str(self.cli_socket),
                 "HOME": str(base / "root"),
+                "PAMDI_LAB": self.tag,
             }
-            self._sshd(f"s{srn}", self.mgmt_addr(i), password=True, users=[self.srn_user], env=env)
+            self._sshd(f"s{srn}", self.mgmt_addr(i), password=True, users=[self.srn_user], env=env,
+                       root=self.srn_root)
         self.known_hosts = self.tmp / "known_hosts"
         self.known_hosts.write_text("\n".join(known) + "\n")
 
@@ -258,7 +270,8 @@ class Lab:
         (etc / "hosts").write_text("\n".join(lines) + "\n")
 
     def _sshd(
-        self, role: str, addr: str, *, password: bool, users: list[str], env: dict[str, str] | None = None
+        self, role: str, addr: str, *, password: bool, users: list[str], env: dict[str, str] | None = None,
+        root: bool = False,
     ) -> str:
         d = self.tmp / f"sshd-{role}"
         d.mkdir()
@@ -275,7 +288,7 @@ class Lab:
             "KbdInteractiveAuthentication no",
             "UsePAM no",
             "StrictModes no",
-            "PermitRootLogin no",
+            f"PermitRootLogin {'yes' if root else 'no'}",
             f"AllowUsers {' '.join(users)}",
             "AllowTcpForwarding yes",
             "X11Forwarding no",
@@ -378,8 +391,7 @@ class Lab:
     # ------------------------------------------------------------------ teardown
     def close(self) -> None:
         # Processes the SRN user left behind (agents) first, then the sshds.
-        for name in self._users:
-            kill_user_processes(name)
+        kill_lab_processes(self.tag)
         for proc in list(self._procs.values()):
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
@@ -403,7 +415,9 @@ class Lab:
             shutil.rmtree(etc, ignore_errors=True)
         self._netns_etc.clear()
         for name in self._users:
-            sh("userdel", name, check=False)
+            # -f: a uid-0 alias shares its uid with running processes, which plain userdel refuses.
+            sh("userdel", "-f", name, check=False) if name == self.srn_user and self.srn_root \
+                else sh("userdel", name, check=False)
         self._users.clear()
         if hasattr(self, "tmp"):
             shutil.rmtree(self.tmp, ignore_errors=True)
