@@ -1,0 +1,197 @@
+"""Plots and a Markdown summary from a run folder (``pamdi report RUN_DIR``).
+
+- ``cdf.png``: empirical CDF of inference time, one panel per source, one line per policy.
+- ``timeline.png``: per-node timeline of compute spans (what ran where), one panel per policy,
+  coloured by source, with transfers drawn as thin bars under each node's row.
+- ``report.md``: per-source mean / p50 / p95 per policy and the TS source's reduction against each
+  baseline, plus the link statistics when the run has them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+BASELINES = ("local", "ar-mdi", "ms-mdi", "ddi")
+
+
+def load_tasks(run_dir: Path):  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    from results.trace import tables
+
+    run_dir = Path(run_dir)
+    path = run_dir / "tasks.parquet"
+    if not path.exists():
+        tables(run_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir}: no tasks (neither tasks.parquet nor <policy>/tasks.jsonl)")
+    df = pd.read_parquet(path)
+    df["latency_s"] = df["done_s"] - df["born_s"]
+    return df
+
+
+def load_spans(run_dir: Path):  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    path = Path(run_dir) / "spans.parquet"
+    return pd.read_parquet(path) if path.exists() else None
+
+
+def source_table(df) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """One row per (policy, source): completed, failed, mean, p50, p95 in seconds."""
+    rows = []
+    for (policy, source), g in df.groupby(["policy", "source"], sort=False):
+        ok = g[g["status"] == "completed"]["latency_s"]
+        rows.append({
+            "policy": policy, "source": source, "completed": int(ok.count()),
+            "failed": int((g["status"] != "completed").sum()),
+            "mean_s": float(ok.mean()) if len(ok) else None,
+            "p50_s": float(ok.quantile(0.5)) if len(ok) else None,
+            "p95_s": float(ok.quantile(0.95)) if len(ok) else None,
+        })
+    return rows
+
+
+def reductions(rows: list[dict[str, Any]], source: str, policy: str = "pa-mdi") -> dict[str, float]:
+    """Percent reduction of ``source``'s mean time under ``policy`` against each baseline present."""
+    means = {r["policy"]: r["mean_s"] for r in rows if r["source"] == source and r["mean_s"] is not None}
+    if policy not in means:
+        return {}
+    return {b: 100.0 * (means[b] - means[policy]) / means[b] for b in BASELINES if b in means and means[b] > 0}
+
+
+def ts_source(run_dir: Path, sources: list[str]) -> str | None:
+    """The highest-priority source (from summary.json's priorities, else a source named 'ts')."""
+    try:
+        prios = json.loads((Path(run_dir) / "summary.json").read_text()).get("priorities", {})
+    except (OSError, ValueError):
+        prios = {}
+    if prios:
+        return max(prios, key=lambda s: prios[s])
+    return "ts" if "ts" in sources else (sources[0] if sources else None)
+
+
+def plot_cdf(df, out: Path) -> Path:  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    sources = list(dict.fromkeys(df["source"]))
+    fig, axes = plt.subplots(1, len(sources), figsize=(5.2 * len(sources), 4), squeeze=False)
+    for ax, src in zip(axes[0], sources, strict=True):
+        for policy, g in df[(df["source"] == src) & (df["status"] == "completed")].groupby("policy", sort=False):
+            x = np.sort(g["latency_s"].to_numpy() * 1000)
+            ax.step(x, np.arange(1, len(x) + 1) / len(x), where="post", label=f"{policy} (mean {x.mean():.0f})")
+        ax.set_title(f"source {src}")
+        ax.set_xlabel("inference time (ms)")
+        ax.set_ylabel("fraction of tasks")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle("Inference-time CDF per source and policy")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_timeline(spans, out: Path, max_policies: int = 5) -> Path | None:  # type: ignore[no-untyped-def]
+    if spans is None or spans.empty:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    policies = list(dict.fromkeys(spans["policy"]))[:max_policies]
+    nodes = sorted(set(spans["node"]))
+    sources = sorted(set(spans["source"].dropna()))
+    colours = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(sources)}
+    fig, axes = plt.subplots(len(policies), 1, figsize=(11, 1.0 + 0.55 * len(nodes) * len(policies)),
+                             squeeze=False)
+    for ax, policy in zip(axes[:, 0], policies, strict=True):
+        sp = spans[spans["policy"] == policy]
+        t0 = sp["start"].min()
+        for y, node in enumerate(nodes):
+            for kind, height, offset in (("compute", 0.6, 0.0), ("transfer", 0.15, -0.4)):
+                part = sp[(sp["node"] == node) & (sp["kind"] == kind)]
+                for src, g in part.groupby("source"):
+                    ax.broken_barh(list(zip(g["start"] - t0, g["end"] - g["start"], strict=True)),
+                                   (y - height / 2 + offset, height), facecolors=colours.get(src, "grey"),
+                                   alpha=0.9 if kind == "compute" else 0.5)
+        ax.set_yticks(range(len(nodes)), nodes)
+        ax.set_ylim(-0.8, len(nodes) - 0.4)
+        ax.set_title(f"{policy}: compute (thick) and incoming transfers (thin) per node", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    axes[-1, 0].set_xlabel("time since the policy's first span (s)")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[s]) for s in sources]
+    fig.legend(handles, [f"source {s}" for s in sources], loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x * 1000:.1f}"
+
+
+def markdown(run_dir: Path, rows: list[dict[str, Any]], ts: str | None, images: list[Path]) -> str:
+    run_dir = Path(run_dir)
+    lines = [f"# Run {run_dir.name}", ""]
+    try:
+        man = json.loads((run_dir / "manifest.json").read_text())
+        lines += [f"- spec: `{man['spec'].get('name')}`, backend `{man.get('backend')}`, seed {man.get('seed')}",
+                  f"- git commit: `{man.get('git_commit')}`; host: {man.get('host', {}).get('cpu_model', '?')} "
+                  f"({man.get('host', {}).get('cpus')} CPUs)", ""]
+    except (OSError, ValueError, KeyError):
+        pass
+    lines += ["## Inference time per source (ms)", "", "| policy | source | done | failed | mean | p50 | p95 |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['policy']} | {r['source']} | {r['completed']} | {r['failed']} | {_ms(r['mean_s'])} | "
+                     f"{_ms(r['p50_s'])} | {_ms(r['p95_s'])} |")
+    if ts is not None:
+        red = reductions(rows, ts)
+        if red:
+            lines += ["", f"## PA-MDI against the baselines (source `{ts}`, mean time)", "",
+                      "| baseline | reduction |", "| --- | ---: |"]
+            lines += [f"| {b} | {v:+.1f}% |" for b, v in red.items()]
+    stats = run_dir / "links" / "tc_stats.parquet"
+    if stats.exists():
+        import pandas as pd
+
+        st = pd.read_parquet(stats)
+        if not st.empty and "bytes" in st:
+            last = st.sort_values("t").groupby(["link", "src"]).tail(1)
+            lines += ["", "## Links (tc counters at the end of the run)", "",
+                      "| link | from | bytes | packets | drops | forwarder losses |",
+                      "| --- | --- | ---: | ---: | ---: | ---: |"]
+            for _, r in last.iterrows():
+                lost = r.get("forwarder_lost", "-")
+                lines.append(f"| {r['link']} | {r['src']} | {int(r['bytes'])} | {int(r['packets'])} | "
+                             f"{int(r['drops'])} | {'-' if lost != lost else lost} |")
+    lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in images]
+    return "\n".join(lines) + "\n"
+
+
+def report(run_dir: Path) -> dict[str, Any]:
+    """Regenerate tables, plots and report.md of a run folder; returns paths and the per-source rows."""
+    from results.trace import tables
+
+    run_dir = Path(run_dir)
+    tables(run_dir)
+    df = load_tasks(run_dir)
+    rows = source_table(df)
+    images = [plot_cdf(df, run_dir / "cdf.png")]
+    tl = plot_timeline(load_spans(run_dir), run_dir / "timeline.png")
+    if tl is not None:
+        images.append(tl)
+    ts = ts_source(run_dir, list(dict.fromkeys(df["source"])))
+    md = run_dir / "report.md"
+    md.write_text(markdown(run_dir, rows, ts, images))
+    return {"report": str(md), "images": [str(p) for p in images], "sources": rows,
+            "ts_source": ts, "ts_reduction_pct": reductions(rows, ts) if ts else {}}
