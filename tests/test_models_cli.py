@@ -1,4 +1,4 @@
-"""``pamdi models list|verify`` and the interim ``pamdi demo``."""
+"""``pamdi models list|verify``."""
 
 from __future__ import annotations
 
@@ -60,10 +60,3 @@ def test_models_list() -> None:
     table = runner.invoke(app, ["models", "list"])
     assert table.exit_code == 0 and "resnet56-224" in table.stdout
 
-
-def test_interim_demo_verifies_every_model() -> None:
-    result = runner.invoke(app, ["demo"])
-    assert result.exit_code == 0, result.output
-    for name in ("tiny", "resnet50", "resnet56", "resnet56-224", "gpt2"):
-        assert name in result.stdout
-    assert "MISMATCH" not in result.stdout
