@@ -12,6 +12,9 @@ Standard library only: it runs before (and beside) the agent, inside the contain
       The docker backend runs this through ``docker exec`` so both paths share one shaper.
   pamdi-node-entry stats
       Print the counters of every shaped interface (``tc -s -j class show``) as JSON.
+  pamdi-node-entry tcp-sink PORT SECONDS / tcp-source HOST PORT SECONDS
+      A bulk TCP transfer to check a link's goodput (iperf is not in the image); the sink prints
+      ``{"bytes": .., "seconds": .., "mbit_s": ..}`` measured after the first second (slow start).
 
 A link object: ``{"peer": "b", "subnet": "10.77.3.0/24", "rate_mbit": 20, "delay_ms": 0,
 "loss": 0}``. The interface is the one whose IPv4 address lies in ``subnet`` (each spec link is
@@ -109,7 +112,61 @@ def stats() -> list[dict[str, Any]]:
     return rows
 
 
+def tcp_sink(port: int, seconds: float, warmup_s: float = 1.0) -> dict[str, float]:
+    import socket
+    import time
+
+    with socket.create_server(("0.0.0.0", port)) as srv:
+        srv.settimeout(30)
+        conn, _ = srv.accept()
+        with conn:
+            conn.settimeout(5)
+            start = time.monotonic()
+            counted, t_first, t_last = 0, 0.0, 0.0
+            while True:
+                data = conn.recv(1 << 16)
+                now = time.monotonic()
+                if not data or now - start > seconds:
+                    break
+                if now - start >= warmup_s:
+                    if not t_first:
+                        t_first = now
+                    else:
+                        counted += len(data)
+                    t_last = now
+    span = max(t_last - t_first, 1e-9)
+    return {"bytes": counted, "seconds": span, "mbit_s": counted * 8 / span / 1e6}
+
+
+def tcp_source(host: str, port: int, seconds: float) -> None:
+    import socket
+    import time
+
+    payload = b"\0" * (1 << 16)
+    deadline = time.monotonic() + seconds
+    for _ in range(100):  # the sink may not listen yet
+        try:
+            sock = socket.create_connection((host, port), timeout=5)
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        raise RuntimeError(f"cannot connect to {host}:{port}")
+    with sock:
+        while time.monotonic() < deadline:
+            try:
+                sock.sendall(payload)
+            except OSError:
+                break
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["tcp-sink"] and len(argv) == 3:
+        print(json.dumps(tcp_sink(int(argv[1]), float(argv[2]))))
+        return 0
+    if argv[:1] == ["tcp-source"] and len(argv) == 4:
+        tcp_source(argv[1], int(argv[2]), float(argv[3]))
+        return 0
     if argv[:1] == ["shape"]:
         if len(argv) != 2:
             print("usage: pamdi-node-entry shape JSON", file=sys.stderr)

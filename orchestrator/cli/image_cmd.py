@@ -126,3 +126,8 @@ def export_lxd_cmd(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(image_app, name="image")
+    # `pamdi compose` / `pamdi compose-run` live in their own module; registered from here so that
+    # the CLI entry (orchestrator/cli/__init__.py) needs no change.
+    from orchestrator.cli import compose_cmd
+
+    compose_cmd.register(app)

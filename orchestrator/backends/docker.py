@@ -1,0 +1,449 @@
+"""The ``docker`` backend: one container per spec node, one Docker network per spec link.
+
+Per run (token ``t``): a control network ``pamdi-t-ctl`` that the orchestrator reaches the agents
+on (like Colosseum's ``col0``), and per spec link ``a-b`` a network ``pamdi-t-a-b`` with its own
+/24, joined by exactly those two containers. All networks are ``internal`` (no route out, no NAT):
+traffic stays between the run's containers and this host. Each container runs the node image's
+entry (``pamdi node --listen tcp://0.0.0.0:7000 ...``) with ``NET_ADMIN``, a CPU quota
+(``nano_cpus``: the node's device profile, else ``speed x threads`` CPUs, as the netns backend)
+and the run's trace folder mounted at ``/traces``. Links are shaped inside the containers by the
+image's own shaper (``pamdi-node-entry shape``: htb on both ends, netem for delay/loss when the
+kernel has it), the same code a docker-compose node runs at start.
+
+Everything carries the labels ``pamdi.project=pamdi``, ``pamdi.run=<run id>`` and
+``pamdi.owner-pid``; ``down`` removes it (also after Ctrl-C: the runner calls it in ``finally``,
+and an ``atexit`` hook catches the rest), and ``cleanup_docker`` removes what killed runs left.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.backends.base import AgentEndpoint, RunContext, agent_argv
+from orchestrator.spec import ExperimentSpec, LinkParams
+
+log = logging.getLogger(__name__)
+
+AGENT_PORT = 7000
+DEFAULT_IMAGE = "pamdi-node:latest"
+DEFAULT_SUBNET_POOL = "10.213.0.0/16"
+PROJECT_LABEL = "pamdi.project"
+RUN_LABEL = "pamdi.run"
+OWNER_LABEL = "pamdi.owner-pid"
+READY = re.compile(r"pamdi-agent ready name=(\S+) listen=(\S+)")
+# In-container paths.
+TRACE_MOUNT = "/traces"
+KEYS_MOUNT = "/run/pamdi/keys"
+
+
+@dataclass(frozen=True)
+class LinkNet:
+    a: str
+    b: str
+    name: str
+    subnet: ipaddress.IPv4Network
+
+    def address(self, node: str) -> str:
+        hosts = list(self.subnet.hosts())
+        return str(hosts[1] if node == self.a else hosts[2])  # .1 is the host's bridge end
+
+
+def free_subnets(count: int, pool: str = DEFAULT_SUBNET_POOL, taken: Iterable[str] = ()) -> list[ipaddress.IPv4Network]:
+    """``count`` /24s from ``pool`` that overlap neither Docker networks nor this host's routes."""
+    busy = [ipaddress.ip_network(s, strict=False) for s in taken]
+    out: list[ipaddress.IPv4Network] = []
+    for net in ipaddress.ip_network(pool).subnets(new_prefix=24):
+        if any(net.overlaps(b) for b in busy):
+            continue
+        out.append(net)  # type: ignore[arg-type]
+        if len(out) == count:
+            return out
+    raise RuntimeError(f"no {count} free /24 subnets left in {pool}; pass subnet_pool=... or run `pamdi cleanup`")
+
+
+def used_subnets(cli: Any) -> list[str]:
+    """Subnets of every Docker network and every route of this host (so ours never shadow them)."""
+    subnets: list[str] = []
+    for net in cli.networks.list():
+        for cfg in (net.attrs.get("IPAM") or {}).get("Config") or []:
+            if cfg.get("Subnet"):
+                subnets.append(cfg["Subnet"])
+    with contextlib.suppress(OSError, ValueError), open("/proc/net/route") as fh:
+        for line in fh.readlines()[1:]:
+            fields = line.split()
+            dest, mask = int(fields[1], 16), int(fields[7], 16)
+            if dest == 0 and mask == 0:
+                continue  # the default route overlaps everything; it is not a local subnet
+            net = ipaddress.IPv4Network((dest.to_bytes(4, "little"), bin(mask).count("1")), strict=False)
+            subnets.append(str(net))
+    return subnets
+
+
+def link_shaping(net: LinkNet, peer: str, params: LinkParams) -> dict[str, Any]:
+    """The shaper's link object (node_image/pamdi_node_entry.py) for one end of a link."""
+    return {"peer": peer, "subnet": str(net.subnet), "rate_mbit": params.rate_mbit, "delay_ms": params.delay_ms,
+            "loss": params.loss}
+
+
+class DockerBackend:
+    name = "docker"
+    default_curve = False  # internal networks reachable only from this host; --curve turns keys on
+    emulates_speed = True  # nodes are slowed by their CPU quota
+
+    def __init__(self, *, image: str = DEFAULT_IMAGE, cpu_quota: bool = True, start_timeout_s: float = 120.0,
+                 subnet_pool: str = DEFAULT_SUBNET_POOL, scenario_tick_s: float = 0.1) -> None:
+        self.image = image
+        self.cpu_quota = cpu_quota
+        self.start_timeout_s = start_timeout_s
+        self.subnet_pool = subnet_pool
+        self.scenario_tick_s = scenario_tick_s
+        self.token = uuid.uuid4().hex[:8]
+        self.cli: Any = None
+        self.spec: ExperimentSpec | None = None
+        self.ctx: RunContext | None = None
+        self.containers: dict[str, Any] = {}
+        self.networks: list[Any] = []
+        self.control: ipaddress.IPv4Network | None = None
+        self.links: dict[tuple[str, str], LinkNet] = {}
+        self.link_params: dict[tuple[str, str], LinkParams] = {}
+        self.shaped: dict[str, list[dict[str, Any]]] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._down_done = False
+
+    # ------------------------------------------------------------------------------------ Backend
+    def up(self, spec: ExperimentSpec, ctx: RunContext) -> Mapping[str, AgentEndpoint]:
+        from orchestrator.image.dockerutil import client, image_labels
+
+        self.spec, self.ctx = spec, ctx
+        self.cli = client()
+        if image_labels(self.cli, self.image) is None:
+            raise RuntimeError(f"node image {self.image} not found: run `pamdi image build` (or pass image=...)")
+        scenarios = self._scenarios(spec)
+        atexit.register(self.down)
+        try:
+            self._create_networks(spec)
+            for node in spec.nodes:
+                self._create_container(node.name)
+            for node in spec.nodes:
+                self.containers[node.name].start()
+            for node in spec.nodes:
+                self._shape(node.name)
+            for node in spec.nodes:
+                self._wait_ready(node.name, since=0)
+            self._write_topology()
+            if scenarios:
+                t = threading.Thread(target=self._drive_scenarios, args=(scenarios,), name="docker-scenarios",
+                                     daemon=True)
+                t.start()
+                self._threads.append(t)
+        except BaseException:
+            self.down()
+            raise
+        return {n.name: self.endpoint(n.name) for n in spec.nodes}
+
+    def endpoint(self, node: str) -> AgentEndpoint:
+        assert self.spec is not None
+        data = {k: f"tcp://{self._link(node, k).address(node)}:{AGENT_PORT}" for k in self.spec.neighbours()[node]}
+        return AgentEndpoint(node=node, control=f"tcp://{self._control_ip(node)}:{AGENT_PORT}", data=data)
+
+    def set_link(self, a: str, b: str, params: LinkParams) -> None:
+        net = self._link(a, b)
+        self.link_params[(net.a, net.b)] = params
+        for node, peer in ((net.a, net.b), (net.b, net.a)):
+            self._exec_shape(node, [link_shaping(net, peer, params)])
+
+    def link_stats(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        now = time.time()
+        for node, container in self.containers.items():
+            code, out = container.exec_run(["pamdi-node-entry", "stats"])
+            if code != 0:
+                continue
+            peer_of = {s["dev"]: s["peer"] for s in self.shaped.get(node, [])}
+            for row in json.loads(out.decode() or "[]"):
+                rows.append({"t": now, "node": node, "peer": peer_of.get(row["dev"]), **row})
+        return rows
+
+    def down(self) -> None:
+        """Stop the agents (SIGTERM: they flush traces), remove containers and networks. Idempotent."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=2.0)
+        self._threads = []
+        if self.cli is None:
+            return
+        for node, container in list(self.containers.items()):
+            with contextlib.suppress(Exception):
+                container.stop(timeout=5)
+            self._save_log(node, container)
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+        self.containers = {}
+        for net in self.networks:
+            with contextlib.suppress(Exception):
+                net.remove()
+        self.networks = []
+        # Whatever this run created and the loops above missed (e.g. created, then Ctrl-C).
+        if self.ctx is not None:
+            remove_labelled(self.cli, f"{RUN_LABEL}={self.ctx.run_id}")
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.down)
+
+    # ------------------------------------------------------------------------- SupportsFailures
+    def kill(self, node: str) -> None:
+        with contextlib.suppress(Exception):
+            self.containers[node].kill()
+
+    def restart(self, node: str) -> AgentEndpoint:
+        container = self.containers[node]
+        with contextlib.suppress(Exception):
+            container.kill()
+        since = int(time.time())
+        container.start()  # same networks and addresses; a fresh netns, so shape again
+        self._shape(node)
+        self._wait_ready(node, since=since)
+        return self.endpoint(node)
+
+    # ---------------------------------------------------------------------------------- helpers
+    def _labels(self) -> dict[str, str]:
+        assert self.ctx is not None
+        return {PROJECT_LABEL: "pamdi", RUN_LABEL: self.ctx.run_id, OWNER_LABEL: str(os.getpid())}
+
+    def _link(self, a: str, b: str) -> LinkNet:
+        return self.links[(a, b) if a < b else (b, a)]
+
+    def _control_ip(self, node: str) -> str:
+        assert self.control is not None and self.spec is not None
+        index = [n.name for n in self.spec.nodes].index(node)
+        return str(self.control.network_address + 10 + index)
+
+    def _scenarios(self, spec: ExperimentSpec) -> dict[tuple[str, str], Any]:
+        scenarios: dict[tuple[str, str], Any] = {}
+        for link in spec.resolved_links():
+            if link.scenario is None:
+                continue
+            import radio_scenarios
+
+            sc = radio_scenarios.get(link.scenario)
+            if not sc.shapeable:
+                raise ValueError(f"link {link.a}-{link.b}: scenario {link.scenario!r} has no local link profile")
+            scenarios[link.key] = sc
+        return scenarios
+
+    def _create_networks(self, spec: ExperimentSpec) -> None:
+        from docker.types import IPAMConfig, IPAMPool
+
+        links = spec.resolved_links()
+        if len(spec.nodes) > 200:
+            raise ValueError("the docker backend puts every node on one /24 control network: at most 200 nodes")
+        subnets = free_subnets(1 + len(links), self.subnet_pool, used_subnets(self.cli))
+        self.control = subnets[0]
+        plan = [(f"pamdi-{self.token}-ctl", subnets[0], None)]
+        for link, subnet in zip(links, subnets[1:], strict=True):
+            net = LinkNet(link.a, link.b, f"pamdi-{self.token}-{link.a}-{link.b}", subnet)
+            self.links[link.key] = net
+            params = link
+            if link.scenario is not None:
+                import radio_scenarios
+
+                p = radio_scenarios.get(link.scenario).at(0.0)
+                params = link.model_copy(update={"rate_mbit": p.rate_mbit, "delay_ms": p.delay_ms, "loss": p.loss})
+            self.link_params[link.key] = LinkParams(rate_mbit=params.rate_mbit, delay_ms=params.delay_ms,
+                                                    loss=params.loss)
+            plan.append((net.name, subnet, link.key))
+        for name, subnet, _ in plan:
+            gateway = str(next(subnet.hosts()))
+            ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet), gateway=gateway)])
+            self.networks.append(self.cli.networks.create(name, driver="bridge", internal=True, ipam=ipam,
+                                                          labels=self._labels(), check_duplicate=True))
+
+    def _create_container(self, node: str) -> None:
+        assert self.spec is not None and self.ctx is not None and self.control is not None
+        from orchestrator.netem.devices import node_quota
+        from orchestrator.simulator import node_speed
+
+        spec_node = self.spec.node(node)
+        cpus, threads = node_quota(node_speed(spec_node), spec_node.threads, spec_node.device)
+        trace_dir = Path(self.ctx.trace_dir or Path(self.ctx.run_dir) / "agents").resolve()
+        trace_dir.mkdir(parents=True, exist_ok=True)
+        volumes = {str(trace_dir): {"bind": TRACE_MOUNT, "mode": "rw"}}
+        keys = None
+        if self.ctx.keys_dir is not None:
+            from orchestrator.keys import node_key_folder
+
+            own = node_key_folder(self.ctx.keys_dir, node, Path(self.ctx.run_dir) / "node-keys" / node).resolve()
+            volumes[str(own)] = {"bind": KEYS_MOUNT, "mode": "ro"}
+            keys = KEYS_MOUNT
+        # agent_argv gives `python -m pamdi_node ARGS`; the image's entry runs `pamdi node ARGS`.
+        args = agent_argv(node, f"tcp://0.0.0.0:{AGENT_PORT}", threads=threads, keys_dir=keys,
+                          trace_dir=TRACE_MOUNT, insecure=keys is None)[3:]
+        networking = self.cli.api.create_networking_config({
+            f"pamdi-{self.token}-ctl": self.cli.api.create_endpoint_config(ipv4_address=self._control_ip(node)),
+        })
+        container_id = self.cli.api.create_container(
+            self.image, command=args, name=f"pamdi-{self.token}-{node}", hostname=node,
+            labels={**self._labels(), "pamdi.node": node},
+            environment={"OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"},
+            networking_config=networking,
+            host_config=self.cli.api.create_host_config(
+                cap_add=["NET_ADMIN"],
+                nano_cpus=int(cpus * 1e9) if self.cpu_quota and cpus else None,
+                binds=volumes,
+                init=True,  # signals reach the agent; zombies are reaped
+            ),
+        )["Id"]
+        container = self.cli.containers.get(container_id)
+        self.containers[node] = container
+        for key, net in self.links.items():
+            if node in key:
+                self.cli.networks.get(net.name).connect(container, ipv4_address=net.address(node))
+
+    def _shape(self, node: str) -> None:
+        assert self.spec is not None
+        links = []
+        for peer in self.spec.neighbours()[node]:
+            net = self._link(node, peer)
+            links.append(link_shaping(net, peer, self.link_params[(net.a, net.b)]))
+        self.shaped[node] = self._exec_shape(node, links)
+
+    def _exec_shape(self, node: str, links: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        code, out = self.containers[node].exec_run(["pamdi-node-entry", "shape", json.dumps(links)])
+        text = out.decode(errors="replace").strip()
+        if code != 0:
+            raise RuntimeError(f"shaping the links of {node} failed: {text[-500:]}")
+        done: list[dict[str, Any]] = json.loads(text.splitlines()[-1])
+        for d in done:
+            if not all(d["emulated"].values()):
+                log.warning("%s-%s: delay/loss not emulated (no netem in this kernel); rate only", node, d["peer"])
+        return done
+
+    def _wait_ready(self, node: str, since: int | None) -> None:
+        container = self.containers[node]
+        deadline = time.time() + self.start_timeout_s
+        while time.time() < deadline:
+            logs = container.logs(stdout=True, stderr=False, since=since or None).decode(errors="replace")
+            if READY.search(logs):
+                return
+            container.reload()
+            if container.status in ("exited", "dead"):
+                tail = container.logs(stdout=True, stderr=True, tail=20).decode(errors="replace")
+                raise RuntimeError(f"agent {node} exited before it was ready:\n{tail}")
+            time.sleep(0.2)
+        raise RuntimeError(f"agent {node} was not ready within {self.start_timeout_s:.0f}s")
+
+    def _save_log(self, node: str, container: Any) -> None:
+        if self.ctx is None:
+            return
+        with contextlib.suppress(Exception):
+            logs = Path(self.ctx.run_dir) / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            (logs / f"{node}.log").write_bytes(container.logs(stdout=True, stderr=True))
+
+    def _write_topology(self) -> None:
+        assert self.ctx is not None and self.control is not None
+        topo = {
+            "backend": "docker", "image": self.image, "token": self.token, "control_subnet": str(self.control),
+            "nodes": {n: {"container": c.name, "control": self._control_ip(n), "links": self.shaped.get(n, [])}
+                      for n, c in self.containers.items()},
+            "links": {f"{a}-{b}": {"network": net.name, "subnet": str(net.subnet)}
+                      for (a, b), net in self.links.items()},
+        }
+        Path(self.ctx.run_dir).mkdir(parents=True, exist_ok=True)
+        (Path(self.ctx.run_dir) / "topology.json").write_text(json.dumps(topo, indent=2) + "\n")
+
+    def _drive_scenarios(self, scenarios: Mapping[tuple[str, str], Any]) -> None:
+        t0 = time.time()
+        current = {key: None for key in scenarios}
+        while not self._stop.wait(self.scenario_tick_s):
+            for key, sc in scenarios.items():
+                p = sc.at(time.time() - t0)
+                point = (p.rate_mbit, p.delay_ms, p.loss)
+                if point != current[key]:
+                    current[key] = point  # type: ignore[assignment]
+                    with contextlib.suppress(Exception):
+                        self.set_link(key[0], key[1], LinkParams(rate_mbit=p.rate_mbit, delay_ms=p.delay_ms,
+                                                                 loss=p.loss))
+
+
+# ------------------------------------------------------------------------------------- cleanup
+def remove_labelled(cli: Any, label_filter: str) -> list[str]:
+    """Remove every container, then every network, matching a label filter; returns their names."""
+    removed: list[str] = []
+    for c in cli.containers.list(all=True, filters={"label": label_filter}):
+        with contextlib.suppress(Exception):
+            c.remove(force=True)
+            removed.append(f"container {c.name}")
+    for n in cli.networks.list(filters={"label": label_filter}):
+        with contextlib.suppress(Exception):
+            n.remove()
+            removed.append(f"network {n.name}")
+    return removed
+
+
+def _owner_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def docker_leftovers(cli: Any = None) -> dict[str, list[str]]:
+    """Every container and network of the project that exists now (tests, ``cleanup --dry-run``)."""
+    if cli is None:
+        from orchestrator.image.dockerutil import client
+
+        cli = client()
+    return {
+        "containers": [c.name for c in cli.containers.list(all=True, filters={"label": PROJECT_LABEL})],
+        "networks": [n.name for n in cli.networks.list(filters={"label": PROJECT_LABEL})],
+    }
+
+
+def cleanup_docker(all_runs: bool = False, cli: Any = None) -> dict[str, list[str]]:
+    """Remove the containers and networks of dead runs (every run with ``all_runs``).
+
+    A run whose orchestrator process is alive is left alone, so cleaning up never breaks an
+    experiment running beside it; so are docker-compose projects (no owner process). Returns
+    ``{"removed": [...], "live_runs_left_alone": [...]}``; with no Docker engine reachable there is
+    nothing to clean and both lists are empty.
+    """
+    if cli is None:
+        from orchestrator.image.dockerutil import DockerError, client
+
+        try:
+            cli = client()
+        except DockerError:
+            return {"removed": [], "live_runs_left_alone": []}
+    runs: dict[str, str | None] = {}
+    for obj in [*cli.containers.list(all=True, filters={"label": PROJECT_LABEL}),
+                *cli.networks.list(filters={"label": PROJECT_LABEL})]:
+        labels = obj.attrs.get("Config", {}).get("Labels") if hasattr(obj, "status") else obj.attrs.get("Labels")
+        labels = labels or {}
+        # No owner label: a docker-compose project, which its user manages (docker-compose down).
+        runs.setdefault(labels.get(RUN_LABEL, ""), labels.get(OWNER_LABEL))
+    removed: list[str] = []
+    skipped: list[str] = []
+    for run, owner in sorted(runs.items()):
+        if not all_runs and (owner is None or (owner != str(os.getpid()) and _owner_alive(owner))):
+            skipped.append(run)
+            continue
+        flt = f"{RUN_LABEL}={run}" if run else PROJECT_LABEL
+        removed += remove_labelled(cli, flt)
+    return {"removed": removed, "live_runs_left_alone": skipped}

@@ -1,0 +1,65 @@
+"""``pamdi compose SPEC --out DIR`` (render a docker-compose project) and ``pamdi compose-run``
+(what the project's coordinator container runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from orchestrator.cli.common import fail, print_json
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def compose(
+        spec: str = typer.Argument(..., help="spec file, or the name of a shipped spec"),
+        out: Path = typer.Option(..., "--out", help="folder for docker-compose.yml, pamdi/ and traces/"),
+        image: str = typer.Option("pamdi-node:latest", help="node image (pamdi image build)"),
+        policy: str = typer.Option(None, "--policy", "-p", help="policy name or 'all' (default: the spec's)"),
+        subnet_pool: str = typer.Option("10.213.0.0/16", help="where the experiment's /24 subnets come from"),
+        cpu_quota: bool = typer.Option(True, help="limit each node to its device's CPUs"),
+        task_timeout: float = typer.Option(60.0, help="seconds before a task counts as failed"),
+    ) -> None:
+        """Render a docker-compose project that runs SPEC by itself (docker-compose up)."""
+        from orchestrator.compose import render_compose
+        from orchestrator.spec import DEFAULT_POLICIES, POLICY_NAMES, SpecError, load_spec
+        from orchestrator.specs import resolve_spec
+
+        try:
+            s = load_spec(resolve_spec(spec))
+        except (FileNotFoundError, SpecError) as err:
+            raise fail(str(err)) from None
+        if policy is None:
+            policies = list(s.policy)
+        elif policy == "all":
+            policies = list(DEFAULT_POLICIES)
+        elif policy in POLICY_NAMES:
+            policies = [policy]
+        else:
+            raise fail(f"--policy: unknown policy {policy!r}; known: {', '.join(POLICY_NAMES)}, all")
+        try:
+            project = render_compose(s, out, image=image, policies=policies, subnet_pool=subnet_pool,
+                                     cpu_quota=cpu_quota, task_timeout_s=task_timeout)
+        except (ValueError, RuntimeError) as err:
+            raise fail(f"compose: {err}") from None
+        print_json({"compose_file": str(project.compose_file), "services": list(project.services),
+                    "networks": list(project.networks),
+                    "run": f"cd {out} && docker-compose up --abort-on-container-exit --exit-code-from coordinator",
+                    "traces": str(out / "traces")})
+
+    @app.command("compose-run", hidden=True)
+    def compose_run(job: Path = typer.Argument(..., help="run.json rendered by pamdi compose")) -> None:
+        """Coordinator of a compose project: run the experiment against the nodes in run.json."""
+        import logging
+
+        from orchestrator.compose import run_from_config
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        try:
+            summary = run_from_config(job)
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        except (OSError, ValueError, RuntimeError) as err:
+            raise fail(f"compose-run: {err}", code=1) from None
+        print_json(summary)

@@ -1,0 +1,263 @@
+"""``pamdi compose SPEC --out DIR``: a docker-compose project that runs an experiment by itself.
+
+Rendered files (paths relative to DIR, so the folder can be moved or copied to another host)::
+
+    docker-compose.yml        one service per spec node + a ``coordinator``; a network per link
+    pamdi/spec.yaml           the spec
+    pamdi/nodes/<node>.json   what a node's entry script reads at start (PAMDI_NODE_CONFIG):
+                              its links (subnet, rate, delay, loss) and its agent arguments
+    pamdi/run.json            the coordinator's job: endpoints, policies, run options
+    traces/                   mounted at /traces everywhere: agents' traces, per-policy records,
+                              summary.json
+
+Start it with ``docker-compose up --abort-on-container-exit --exit-code-from coordinator`` (or
+``docker compose up ...``). Each node shapes its own links from its config (htb, netem when the
+kernel has it) and starts ``pamdi node``; the coordinator (same image, ``pamdi compose-run``)
+runs the same ``orchestrator.runner.Runner`` as ``pamdi emulate`` over fixed endpoints, writes
+the results under ``traces/`` and exits, which stops the nodes (they flush their traces on
+SIGTERM). Remove everything with ``docker-compose down``.
+
+Addresses are fixed at render time: the subnets are picked from ``subnet_pool`` avoiding the
+Docker networks and routes of the rendering host.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.backends.base import AgentEndpoint, RunContext, agent_argv
+from orchestrator.backends.docker import (
+    AGENT_PORT,
+    DEFAULT_IMAGE,
+    DEFAULT_SUBNET_POOL,
+    PROJECT_LABEL,
+    RUN_LABEL,
+    TRACE_MOUNT,
+    LinkNet,
+    free_subnets,
+    link_shaping,
+    used_subnets,
+)
+from orchestrator.spec import ExperimentSpec, LinkParams
+
+log = logging.getLogger(__name__)
+
+CONFIG_MOUNT = "/pamdi"
+COORDINATOR = "coordinator"
+
+
+@dataclass(frozen=True)
+class ComposeProject:
+    directory: Path
+    compose_file: Path
+    run_id: str
+    services: tuple[str, ...]
+    networks: tuple[str, ...]
+
+
+def _service_name(node: str) -> str:
+    if node == COORDINATOR:
+        raise ValueError(f"node name {COORDINATOR!r} is reserved for the compose coordinator service")
+    return node
+
+
+def render_compose(
+    spec: ExperimentSpec,
+    out_dir: Path,
+    *,
+    image: str = DEFAULT_IMAGE,
+    policies: Sequence[str] | None = None,
+    subnet_pool: str = DEFAULT_SUBNET_POOL,
+    taken_subnets: Sequence[str] | None = None,
+    cpu_quota: bool = True,
+    task_timeout_s: float = 60.0,
+    run_timeout_s: float | None = None,
+    keep_outputs: bool = False,
+) -> ComposeProject:
+    """Write the compose project for ``spec`` into ``out_dir``; ``taken_subnets`` None = ask Docker."""
+    from orchestrator.netem.devices import node_quota
+    from orchestrator.simulator import node_speed
+
+    out_dir = Path(out_dir)
+    for node in spec.nodes:
+        _service_name(node.name)
+    if taken_subnets is None:
+        from orchestrator.image.dockerutil import DockerError, client
+
+        try:
+            taken_subnets = used_subnets(client())
+        except DockerError:
+            taken_subnets = []
+    links = spec.resolved_links()
+    subnets = free_subnets(1 + len(links), subnet_pool, taken_subnets)
+    control = subnets[0]
+    nets = {link.key: LinkNet(link.a, link.b, f"{link.a}-{link.b}", net)
+            for link, net in zip(links, subnets[1:], strict=True)}
+    names = [n.name for n in spec.nodes]
+    control_ip = {n: str(control.network_address + 10 + i) for i, n in enumerate(names)}
+    run_id = f"{spec.name}-compose"
+    labels = {PROJECT_LABEL: "pamdi", RUN_LABEL: run_id}
+
+    def link_of(a: str, b: str) -> LinkNet:
+        return nets[(a, b) if a < b else (b, a)]
+
+    (out_dir / "pamdi" / "nodes").mkdir(parents=True, exist_ok=True)
+    (out_dir / "traces").mkdir(parents=True, exist_ok=True)
+    services: dict[str, Any] = {}
+    neighbours = spec.neighbours()
+    for node in spec.nodes:
+        n = node.name
+        cpus, threads = node_quota(node_speed(node), node.threads, node.device)
+        shaping = []
+        for peer in neighbours[n]:
+            net = link_of(n, peer)
+            link = spec.link(n, peer)
+            assert link is not None
+            shaping.append(link_shaping(net, peer, _initial_params(link)))
+        args = agent_argv(n, f"tcp://0.0.0.0:{AGENT_PORT}", threads=threads, trace_dir=f"{TRACE_MOUNT}/agents",
+                          insecure=True)[3:]
+        node_config = {"node": n, "links": shaping, "agent_args": args}
+        (out_dir / "pamdi" / "nodes" / f"{n}.json").write_text(json.dumps(node_config, indent=2) + "\n")
+        networks: dict[str, Any] = {"ctl": {"ipv4_address": control_ip[n]}}
+        for peer in neighbours[n]:
+            net = link_of(n, peer)
+            networks[net.name] = {"ipv4_address": net.address(n)}
+        service: dict[str, Any] = {
+            "image": image,
+            "hostname": n,
+            "init": True,
+            "cap_add": ["NET_ADMIN"],
+            "environment": {"PAMDI_NODE_CONFIG": f"{CONFIG_MOUNT}/nodes/{n}.json", "OMP_NUM_THREADS": str(threads),
+                            "PYTHONUNBUFFERED": "1"},
+            "volumes": [f"./pamdi:{CONFIG_MOUNT}:ro", f"./traces:{TRACE_MOUNT}"],
+            "networks": networks,
+            "labels": {**labels, "pamdi.node": n},
+            "stop_grace_period": "10s",
+        }
+        if cpu_quota and cpus:
+            service["cpus"] = round(float(cpus), 3)
+        services[_service_name(n)] = service
+
+    endpoints = {
+        n: {"control": f"tcp://{control_ip[n]}:{AGENT_PORT}",
+            "data": {k: f"tcp://{link_of(n, k).address(n)}:{AGENT_PORT}" for k in neighbours[n]}}
+        for n in names
+    }
+    run_job = {
+        "spec": f"{CONFIG_MOUNT}/spec.yaml",
+        "run_dir": TRACE_MOUNT,
+        "run_id": run_id,
+        "endpoints": endpoints,
+        "policies": list(policies) if policies else list(spec.policy),
+        "task_timeout_s": task_timeout_s,
+        "run_timeout_s": run_timeout_s,
+        "keep_outputs": keep_outputs,
+    }
+    (out_dir / "pamdi" / "run.json").write_text(json.dumps(run_job, indent=2) + "\n")
+    (out_dir / "pamdi" / "spec.yaml").write_text(
+        yaml.safe_dump(spec.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
+    services[COORDINATOR] = {
+        "image": image,
+        "init": True,
+        "entrypoint": ["pamdi", "compose-run", f"{CONFIG_MOUNT}/run.json"],
+        "depends_on": list(names),
+        "volumes": [f"./pamdi:{CONFIG_MOUNT}:ro", f"./traces:{TRACE_MOUNT}"],
+        "networks": {"ctl": {"ipv4_address": str(control.network_address + 2)}},
+        "labels": {**labels, "pamdi.node": COORDINATOR},
+    }
+    networks_yaml: dict[str, Any] = {
+        "ctl": _network(control, labels),
+        **{net.name: _network(net.subnet, labels) for net in nets.values()},
+    }
+    compose = {"version": "2.4", "services": services, "networks": networks_yaml}
+    compose_file = out_dir / "docker-compose.yml"
+    header = (f"# pamdi experiment {spec.name!r}, rendered by `pamdi compose`.\n"
+              "# Run:    docker-compose up --abort-on-container-exit --exit-code-from coordinator\n"
+              "# Clean:  docker-compose down\n")
+    compose_file.write_text(header + yaml.safe_dump(compose, sort_keys=False))
+    return ComposeProject(out_dir, compose_file, run_id, tuple(services), tuple(networks_yaml))
+
+
+def _initial_params(link: LinkParams) -> LinkParams:
+    if link.scenario is None:
+        return link
+    import radio_scenarios
+
+    p = radio_scenarios.get(link.scenario).at(0.0)
+    log.warning("compose: link scenario %r is applied as its first point only (%s Mbit/s)", link.scenario,
+                p.rate_mbit)
+    return LinkParams(rate_mbit=p.rate_mbit, delay_ms=p.delay_ms, loss=p.loss)
+
+
+def _network(subnet: Any, labels: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "driver": "bridge",
+        # No route out of the experiment: traffic stays between its containers and this host.
+        "internal": True,
+        "ipam": {"config": [{"subnet": str(subnet), "gateway": str(next(subnet.hosts()))}]},
+        "labels": dict(labels),
+    }
+
+
+# ----------------------------------------------------------------------------- the coordinator
+class StaticBackend:
+    """Endpoints fixed in advance (the compose file's addresses); nothing to bring up or down."""
+
+    name = "compose"
+    default_curve = False
+    emulates_speed = True
+
+    def __init__(self, endpoints: Mapping[str, Mapping[str, Any]]) -> None:
+        self._endpoints = {n: AgentEndpoint(node=n, control=str(e["control"]), data=dict(e.get("data", {})))
+                           for n, e in endpoints.items()}
+
+    def up(self, spec: ExperimentSpec, ctx: RunContext) -> Mapping[str, AgentEndpoint]:
+        del ctx
+        missing = {n.name for n in spec.nodes} - set(self._endpoints)
+        if missing:
+            raise ValueError(f"run.json has no endpoint for nodes {sorted(missing)}")
+        return self._endpoints
+
+    def set_link(self, a: str, b: str, params: LinkParams) -> None:
+        log.warning("compose: links are shaped by the nodes at start; %s-%s %s not applied", a, b, params)
+
+    def link_stats(self) -> list[dict[str, object]]:
+        return []
+
+    def down(self) -> None:
+        """The agents stay up: compose stops them (SIGTERM flushes traces) when the coordinator exits."""
+
+
+def run_from_config(path: Path) -> dict[str, Any]:
+    """What ``pamdi compose-run`` does inside the coordinator container."""
+    from orchestrator.runner import Runner, RunOptions
+    from orchestrator.spec import load_spec
+
+    job = json.loads(Path(path).read_text())
+    spec = load_spec(Path(job["spec"]))
+    opts = RunOptions(policies=job["policies"], curve=False, keep_outputs=bool(job.get("keep_outputs")),
+                      task_timeout_s=float(job.get("task_timeout_s", 60.0)), run_timeout_s=job.get("run_timeout_s"))
+
+    class _Runner(Runner):
+        def _stop_all(self) -> None:
+            # Leave the agents running: compose's SIGTERM ends them after this container exits, so a
+            # node never exits first (which would abort the coordinator with --abort-on-container-exit).
+            for c in self.clients.values():
+                c.close()
+            self.clients = {}
+
+    runner = _Runner(spec, StaticBackend(job["endpoints"]), Path(job["run_dir"]), opts)
+    summary = runner.run()
+    if opts.keep_outputs:
+        import numpy as np
+
+        outputs = {r.policy: {k: np.asarray(v).tolist() for k, v in r.outputs.items()} for r in runner.results}
+        (Path(job["run_dir"]) / "outputs.json").write_text(json.dumps(outputs) + "\n")
+    return summary
