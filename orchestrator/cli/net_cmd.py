@@ -7,6 +7,7 @@ Also registers the other emulation commands owned by the same module family:
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import typer
 
@@ -81,9 +82,30 @@ def cleanup(
             typer.echo(f"  {item}")
 
 
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="a run folder (results/runs/<run-id>)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Regenerate a run folder's Parquet tables, plots (CDF, timeline) and report.md."""
+    if not run_dir.is_dir():
+        raise fail(f"{run_dir}: not a folder")
+    from results.report import report
+
+    try:
+        out = report(run_dir)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        raise fail(f"report: {err}") from None
+    if as_json:
+        print_json(out)
+        return
+    typer.echo(Path(out["report"]).read_text())
+    typer.echo(f"plots: {', '.join(out['images'])}")
+
+
 def register(app: typer.Typer) -> None:
     from orchestrator.cli import scenarios_cmd
 
     app.add_typer(net_app, name="net")
     app.command("cleanup")(cleanup)
     app.add_typer(scenarios_cmd.app, name="scenarios")
+    app.command("report")(report_cmd)
