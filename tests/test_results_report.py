@@ -1,0 +1,73 @@
+"""Run folder -> Parquet tables, per-source statistics, TS reductions, plots and report.md."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from results.report import report
+from results.trace import write_manifest
+
+
+def _write_run(run_dir: Path) -> dict[tuple[str, str], list[float]]:
+    latencies = {
+        ("local", "ts"): [0.40, 0.50, 0.60], ("local", "nts"): [1.0, 1.2],
+        ("pa-mdi", "ts"): [0.10, 0.20, 0.30], ("pa-mdi", "nts"): [1.5, 1.7],
+        ("ms-mdi", "ts"): [0.25, 0.25, 0.25], ("ms-mdi", "nts"): [1.1, 1.3],
+    }
+    for (policy, src), values in latencies.items():
+        d = run_dir / policy
+        d.mkdir(parents=True, exist_ok=True)
+        with (d / "tasks.jsonl").open("a") as f:
+            for i, lat in enumerate(values):
+                f.write(json.dumps({"policy": policy, "source": src, "task_id": f"{src}-{i}", "born_s": 100.0 + i,
+                                    "done_s": 100.0 + i + lat, "status": "completed", "reason": "",
+                                    "placements": [["a", 0, 3]], "hops": 0}) + "\n")
+            f.write(json.dumps({"policy": policy, "source": src, "task_id": f"{src}-x", "born_s": 99.0,
+                                "done_s": None, "status": "failed", "reason": "timeout", "placements": [],
+                                "hops": 0}) + "\n")
+        with (d / "spans.jsonl").open("a") as f:
+            f.write(json.dumps({"policy": policy, "node": "a", "kind": "compute", "task": f"{src}-0", "source": src,
+                                "start": 100.0, "end": 100.1, "blocks": [0, 3]}) + "\n")
+    (run_dir / "summary.json").write_text(json.dumps({"priorities": {"ts": 10, "nts": 1}}))
+    return latencies
+
+
+def test_report_numbers_and_files(tmp_path: Path) -> None:
+    from orchestrator.spec import parse_spec
+
+    lat = _write_run(tmp_path)
+    spec = parse_spec({"name": "r", "nodes": [{"name": "a"}],
+                       "sources": [{"name": "ts", "node": "a", "model": "tiny"}]})
+    write_manifest(tmp_path, spec, backend="netns", policies=["local", "pa-mdi", "ms-mdi"])
+    out = report(tmp_path)
+    rows = {(r["policy"], r["source"]): r for r in out["sources"]}
+    for key, values in lat.items():
+        assert rows[key]["mean_s"] == pytest.approx(statistics.mean(values))
+        assert rows[key]["p50_s"] == pytest.approx(statistics.median(values))
+        assert rows[key]["completed"] == len(values) and rows[key]["failed"] == 1
+    assert out["ts_source"] == "ts"
+    red = out["ts_reduction_pct"]
+    assert red["local"] == pytest.approx(100 * (0.5 - 0.2) / 0.5)
+    assert red["ms-mdi"] == pytest.approx(100 * (0.25 - 0.2) / 0.25)
+    for img in out["images"]:
+        assert Path(img).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = Path(out["report"]).read_text()
+    assert "| pa-mdi | ts | 3 | 1 | 200.0 |" in md and "+60.0%" in md
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    assert man["spec"]["name"] == "r" and man["packages"]["torch"] and man["host"]["cpus"]
+    import pandas as pd
+
+    assert len(pd.read_parquet(tmp_path / "tasks.parquet")) == sum(len(v) + 1 for v in lat.values())
+
+
+def test_report_cli_rejects_empty_folder(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    pamdi = str(Path(sys.executable).parent / "pamdi")
+    out = subprocess.run([pamdi, "report", str(tmp_path)], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode != 0 and "no tasks" in out.stderr
