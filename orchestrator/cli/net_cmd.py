@@ -102,6 +102,37 @@ def report_cmd(
     typer.echo(f"plots: {', '.join(out['images'])}")
 
 
+def calibrate_cmd(
+    model: str = typer.Option("resnet56", "--model", help="model whose blocks are run"),
+    seconds: float = typer.Option(3.0, "--seconds", help="measured seconds per device"),
+    device: list[str] = typer.Option([], "--device", help="device profile(s) (default: all)"),
+    out: Path = typer.Option(None, "--out", help="where to store (default ~/.config/pamdi/calibration.json)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Measure each device profile's real speed (CPU quota + threads) on this host and store it."""
+    from pamdi_node.models import MODEL_NAMES
+
+    if model not in MODEL_NAMES:
+        raise fail(f"--model: unknown model {model!r}; known: {', '.join(MODEL_NAMES)}")
+    if seconds <= 0:
+        raise fail("--seconds must be positive")
+    _need_root("pamdi calibrate")
+    from orchestrator.netem.calibrate import calibrate
+
+    try:
+        res = calibrate(model, seconds, device or None, out)
+    except (ValueError, RuntimeError) as err:
+        raise fail(f"calibrate: {err}", code=1) from None
+    if as_json:
+        print_json(res)
+        return
+    typer.echo(f"host: {res['host_ms']:.2f} ms per {model} forward (1 thread, no quota)")
+    for name, d in res["devices"].items():
+        typer.echo(f"{name:10s} cpus={d['cpus']} threads={d['threads']} {d['mean_ms']:.2f} ms  "
+                   f"speed {d['speed']:.3f} (nominal {d['nominal_speed']:g})")
+    typer.echo(f"stored in {res['path']}")
+
+
 def register(app: typer.Typer) -> None:
     from orchestrator.cli import scenarios_cmd
 
@@ -109,3 +140,4 @@ def register(app: typer.Typer) -> None:
     app.command("cleanup")(cleanup)
     app.add_typer(scenarios_cmd.app, name="scenarios")
     app.command("report")(report_cmd)
+    app.command("calibrate")(calibrate_cmd)
