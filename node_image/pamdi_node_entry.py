@@ -29,6 +29,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import subprocess
 import sys
 from typing import Any
@@ -66,7 +67,9 @@ def netem_available() -> bool:
 def _rate_args(rate_mbit: float) -> list[str]:
     rate_kbit = max(1, round(rate_mbit * 1000))
     burst = max(_MIN_BURST_BYTES, int(rate_mbit * 1e6 / 8 * 0.010))
-    return ["rate", f"{rate_kbit}kbit", "ceil", f"{rate_kbit}kbit", "burst", str(burst), "cburst", str(burst)]
+    # quantum: one class only, so it plays no part; a fixed one avoids tc's "quantum is big" warning.
+    return ["rate", f"{rate_kbit}kbit", "ceil", f"{rate_kbit}kbit", "burst", str(burst), "cburst", str(burst),
+            "quantum", "1514"]
 
 
 def shape_link(link: dict[str, Any], have_netem: bool) -> dict[str, Any]:
@@ -74,8 +77,9 @@ def shape_link(link: dict[str, Any], have_netem: bool) -> dict[str, Any]:
     rate = float(link["rate_mbit"])
     delay_ms = float(link.get("delay_ms", 0.0) or 0.0)
     loss = float(link.get("loss", 0.0) or 0.0)
-    existing = _run(["tc", "-j", "class", "show", "dev", dev], check=False).stdout.strip() or "[]"
-    if any(c.get("handle") == "1:1" for c in json.loads(existing)):
+    # iproute2 6.1 prints htb classes as text even with -j: match the text.
+    existing = _run(["tc", "class", "show", "dev", dev], check=False).stdout
+    if re.search(r"^class htb 1:1 ", existing, re.M):
         # Rate change during a run: the queue and its backlog stay.
         _run(["tc", "class", "change", "dev", dev, "parent", "1:", "classid", "1:1", "htb", *_rate_args(rate)])
     else:
@@ -97,18 +101,24 @@ def shape(links: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [shape_link(link, have_netem) for link in links]
 
 
+_SENT = re.compile(r"Sent (\d+) bytes (\d+) pkt \(dropped (\d+), overlimits (\d+)")
+_BACKLOG = re.compile(r"backlog (\d+)b (\d+)p")
+
+
 def stats() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for link in json.loads(_run(["ip", "-j", "link", "show"]).stdout):
         dev = str(link["ifname"])
-        out = _run(["tc", "-s", "-j", "class", "show", "dev", dev], check=False).stdout.strip()
-        for cls in json.loads(out or "[]"):
-            if cls.get("handle") != "1:1":
+        out = _run(["tc", "-s", "class", "show", "dev", dev], check=False).stdout
+        # One block per class; ours is 1:1 (text: htb classes have no JSON output in iproute2 6.1).
+        for block in re.split(r"\n(?=class )", out):
+            if not block.startswith("class htb 1:1 "):
                 continue
-            st = cls.get("stats", {})
-            rows.append({"dev": dev, "bytes": st.get("bytes", 0), "packets": st.get("packets", 0),
-                         "drops": st.get("drops", 0), "backlog": st.get("backlog", 0),
-                         "overlimits": st.get("overlimits", 0)})
+            sent, backlog = _SENT.search(block), _BACKLOG.search(block)
+            if sent is None:
+                continue
+            rows.append({"dev": dev, "bytes": int(sent[1]), "packets": int(sent[2]), "drops": int(sent[3]),
+                         "overlimits": int(sent[4]), "backlog": int(backlog[1]) if backlog else 0})
     return rows
 
 
