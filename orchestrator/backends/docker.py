@@ -405,11 +405,17 @@ def _owner_alive(pid: str) -> bool:
 
 
 def docker_leftovers(cli: Any = None) -> dict[str, list[str]]:
-    """Every container and network of the project that exists now (tests, ``cleanup --dry-run``)."""
-    if cli is None:
-        from orchestrator.image.dockerutil import client
+    """Every container and network of the project that exists now (tests, ``cleanup --dry-run``).
 
-        cli = client()
+    Empty lists when no Docker engine is reachable (then nothing of the project can exist there).
+    """
+    if cli is None:
+        from orchestrator.image.dockerutil import DockerError, client
+
+        try:
+            cli = client()
+        except DockerError:
+            return {"containers": [], "networks": []}
     return {
         "containers": [c.name for c in cli.containers.list(all=True, filters={"label": PROJECT_LABEL})],
         "networks": [n.name for n in cli.networks.list(filters={"label": PROJECT_LABEL})],
