@@ -53,8 +53,18 @@ class AgentClient:
                 timeout_s: float | None = None, expect: str | None = None) -> wire.Message:
         """Send one message and wait for the reply with the same id (older replies are skipped)."""
         mid = wire.new_id()
-        self.sock.send_multipart(wire.encode(msg_type, self.name, body or {}, tensors or [], msg_id=mid), copy=False)
-        deadline = time.time() + (self.timeout_s if timeout_s is None else timeout_s)
+        wait = self.timeout_s if timeout_s is None else timeout_s
+        # Without a completed connection (agent down, or a refused Curve handshake) a DEALER cannot
+        # queue the message: give up after the same timeout instead of blocking forever.
+        self.sock.setsockopt(zmq.SNDTIMEO, max(1, int(wait * 1000)))
+        try:
+            self.sock.send_multipart(wire.encode(msg_type, self.name, body or {}, tensors or [], msg_id=mid),
+                                     copy=False)
+        except zmq.Again:
+            raise AgentError(
+                f"no answer from {self.address} to {msg_type!r}: no connection within {wait:.1f}s"
+            ) from None
+        deadline = time.time() + wait
         while True:
             left = deadline - time.time()
             if left <= 0 or not self.sock.poll(int(left * 1000) + 1):

@@ -461,7 +461,7 @@ class RunState:
             "task": task.id, "source": task.source, "index": index, "model": task.model,
             "priority": task.priority, "status": "completed" if ok else "failed", "reason": reason,
             "born": born_local, "done": t_done, "latency_s": t_done - born_local,
-            "placements": [list(p) for p in placements], "hops": len({p[0] for p in placements}),
+            "placements": [list(p) for p in placements], "nodes": len({p[0] for p in placements}),
         })
 
     # ------------------------------------------------------------------------------------ timers
