@@ -138,7 +138,7 @@ def test_export_lxd_tarball(docker_cli, node_image, tmp_path: Path) -> None:  # 
 def _lxd_import(tarball: Path, sha256: str) -> None:
     """Import into Debian's LXD for real when bootstrap could start it (LXD validates the metadata)."""
     if shutil.which("lxc") is None or subprocess.run(["lxc", "info"], capture_output=True).returncode != 0:
-        pytest.skip("LXD is not running here (scripts/bootstrap.d/docker-extras.sh starts it as root)")
+        pytest.skip("LXD is not running here (scripts/bootstrap.d/docker.sh starts it as root)")
     alias = "pamdi-ci-import"
 
     def lxc(*args: str, check: bool = True) -> str:
@@ -170,7 +170,7 @@ def test_push_to_a_loopback_registry(docker_cli, tmp_path: Path) -> None:  # noq
     from orchestrator.image.base import build_base_image
 
     if shutil.which("docker-registry") is None:
-        pytest.skip("docker-registry is not installed (scripts/bootstrap.d/docker-extras.sh installs it as root)")
+        pytest.skip("docker-registry is not installed (scripts/bootstrap.d/docker.sh installs it as root)")
     image = build_base_image("pamdi-base:bookworm").tag  # small: pushing it exercises the same path
     port = _free_loopback_port()
     (tmp_path / "config.yml").write_text(yaml.safe_dump({
