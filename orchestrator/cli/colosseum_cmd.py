@@ -212,6 +212,8 @@ def batch_cmd(
     priority: int = typer.Option(0, "--priority", min=0, help='Batch priority ("0" is the highest).'),
     out: Path | None = typer.Option(None, "--out", help="Also keep the batch JSON and node configs here."),
     upload: bool = typer.Option(True, "--upload/--no-upload", help="Upload to the NAS batch/ and config/ folders."),
+    keep_outputs: bool = typer.Option(False, "--keep-outputs", help="The leader also saves every result tensor "
+                                      "(/logs/runs/<batch>/<policy>/outputs.npz)."),
     config: Path | None = ConfigOpt,
 ) -> None:
     """Write the batch JSON of a PA-MDI experiment, upload it (and node configs) to the NAS, optionally queue it."""
@@ -229,7 +231,7 @@ def batch_cmd(
         batchmod.validate_batch(data)
     except ColosseumError as err:
         raise fail(str(err)) from None
-    nodes = batchmod.node_configs(cfg, exp, name)
+    nodes = batchmod.node_configs(cfg, exp, name, keep_outputs=keep_outputs)
     result: dict[str, object] = {"batch": f"{name}.json", "json": data, "node_configs": sorted(nodes)}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

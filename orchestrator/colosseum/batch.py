@@ -9,8 +9,9 @@ per SRN: ``RFNode_ID`` (1..N, unique), ``ImageName``, ``ModemConfig`` (a file in
 
 Spec node i (in spec order) becomes RF node i+1. Its ``radio.conf`` is the pamdi node config the
 image's ``/root/radio_api/start.sh`` reads: the node name, the whole spec, the data-plane and
-control interface settings and the agent port; RF node 1 is the leader (it runs the experiment
-once every agent answers) and every node is a collaboration gateway so ``col0`` exists on all of
+control interface settings and the agent port; RF node 1 is the leader (``batch_lead``: it finds
+the agents on the radio network, runs the experiment once every agent answers and writes the
+results into its ``/logs``) and every node is a collaboration gateway so ``col0`` exists on all of
 them (the docs: in batch mode only isGateway nodes get the collaboration network).
 """
 
@@ -33,8 +34,10 @@ def modem_config_name(name: str, rf_node: int) -> str:
     return f"{name}-node{rf_node}.conf"
 
 
-def node_configs(cfg: ColosseumConfig, spec: ExperimentSpec, name: str) -> dict[str, dict[str, object]]:
-    """ModemConfig file name -> the radio.conf content for that RF node."""
+def node_configs(cfg: ColosseumConfig, spec: ExperimentSpec, name: str, *, keep_outputs: bool = False
+                 ) -> dict[str, dict[str, object]]:
+    """ModemConfig file name -> the radio.conf content for that RF node (``keep_outputs``: the leader
+    also saves every result tensor, ``<policy>/outputs.npz``; see ``batch_lead``)."""
     out: dict[str, dict[str, object]] = {}
     for i, node in enumerate(spec.nodes):
         out[modem_config_name(name, i + 1)] = {
@@ -48,6 +51,7 @@ def node_configs(cfg: ColosseumConfig, spec: ExperimentSpec, name: str) -> dict[
             "agent_device": cfg.agent_device,
             "data_plane": cfg.data_plane.model_dump(),
             "control_interface": cfg.control_interface,
+            "keep_outputs": keep_outputs,
             "spec": spec.model_dump(mode="json"),
         }
     return out

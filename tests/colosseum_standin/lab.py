@@ -94,6 +94,9 @@ class Lab:
     # The SRN user as a uid-0 alias with its own password (Colosseum logs in as root): lets agents run
     # the project's venv (under /root) and tcpdump capture. Removed with `userdel -f` by close().
     srn_root: bool = False
+    # False: only the network (namespaces, col0 and radio links), no users, sshd or colosseumcli:
+    # what a batch job sees (no SSH, no NAS; the Radio API scripts are called inside each SRN).
+    ssh: bool = True
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     # Filled by start():
     tmp: Path = field(init=False)
@@ -157,6 +160,11 @@ class Lab:
     def _start(self) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix=f"pamdi-colo-{self.tag}-"))
         os.chmod(self.tmp, 0o755)
+        if not self.ssh:
+            self._build_network()
+            for srn in self.srns:
+                (self.tmp / f"srn-{srn:03d}" / "root").mkdir(parents=True)
+            return
         self.user = f"pcl{self.tag}u"
         self.srn_user = f"pcl{self.tag}r"
         self.ldap_password = secrets.token_urlsafe(18)
@@ -228,6 +236,9 @@ class Lab:
         for n in (fab, gw, fp, *(self.srn_ns(s) for s in self.srns)):
             sh("ip", "netns", "add", n)
             self._namespaces.append(n)
+            # IPv4 only, like Colosseum's col0 and radio stacks: no IPv6 router solicitations, MLD or
+            # DAD chatter that would blur the tests' interface-counter checks.
+            sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1", ns=n)
             sh("ip", "-n", n, "link", "set", "lo", "up")
         for br in ("brmgmt", "brcol0", "brradio"):
             sh("ip", "-n", fab, "link", "add", br, "type", "bridge")
