@@ -111,6 +111,8 @@ def build_configs(
             "block_out_bytes": list(v.block_out_bytes), "input_bytes": v.input_bytes,
             "result_bytes": v.result_bytes, "bounds": list(v.bounds),
         })
+    links = [[u, v, lk.rate_mbit * 1e6 * LINK_GOODPUT_FACTOR, lk.delay_ms / 1000.0]
+             for lk in spec.resolved_links() for u, v in ((lk.a, lk.b), (lk.b, lk.a))]
     beacon = opts.beacon_period_s if opts.beacon_period_s is not None else spec.beacon_period_ms / 1000.0
     configs: dict[str, dict[str, Any]] = {}
     for node in spec.nodes:
@@ -125,6 +127,7 @@ def build_configs(
                 # Views carry goodput (the policies never apply the factor themselves).
                 "rate_bps": link.rate_mbit * 1e6 * LINK_GOODPUT_FACTOR,
                 "delay_s": link.delay_ms / 1000.0,
+                "loss": link.loss,
             }
         # Under "local" nobody else's model ever runs here: build only this node's own models.
         blocks = {v.model: (0, len(v.block_time_s)) for v in views.values() if policy != "local" or v.node == n}
@@ -133,6 +136,7 @@ def build_configs(
             "speed": speeds[n], "emulate_speed": opts.emulate_speed, "threads": node.threads,
             "beacon_period_s": beacon, "task_timeout_s": opts.task_timeout_s, "peers": peers,
             "graph": {k: list(v) for k, v in graph.items()}, "speeds": speeds, "sources": sources,
+            "links": links,
             "blocks": {m: list(r) for m, r in blocks.items()}, "keep_outputs": opts.keep_outputs,
             **dict(opts.extra_config),
         }

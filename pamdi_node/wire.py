@@ -386,4 +386,5 @@ def error_frames(src: str, reason: str, in_reply_to: str | None = None) -> list[
     body: dict[str, Any] = {"reason": reason[:MAX_STR]}
     if in_reply_to:
         body["in_reply_to"] = in_reply_to[:MAX_STR]
-    return encode(ERROR, src, body)
+    # The error carries the id of the request it answers, so a waiting client matches it.
+    return encode(ERROR, src, body, msg_id=in_reply_to[:MAX_NAME] if in_reply_to else None)

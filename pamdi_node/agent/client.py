@@ -110,11 +110,21 @@ class AgentClient:
         r = self.request(wire.COLLECT, {"offset": 0}, timeout_s=60.0, expect=wire.COLLECT_REPLY)
         records = [json.loads(line) for line in bytes(r.tensors[0]).decode().splitlines() if line]
         spans = [json.loads(line) for line in bytes(r.tensors[1]).decode().splitlines() if line]
-        outs: dict[str, Any] = {}
+        flat: dict[str, Any] = {}
         while outputs:
             for name, arr in zip(r.body["outputs"], r.tensors[2:], strict=True):
-                outs[name] = arr.copy()
+                flat[name] = arr.copy()
             if r.body["next"] < 0:
                 break
             r = self.request(wire.COLLECT, {"offset": r.body["next"]}, timeout_s=60.0, expect=wire.COLLECT_REPLY)
+        outs: dict[str, Any] = {}
+        parts: dict[str, dict[int, Any]] = {}
+        for name, arr in flat.items():
+            tid, sep, pos = name.rpartition(":")
+            if sep and "/" in pos:  # one element of a tuple output
+                parts.setdefault(tid, {})[int(pos.split("/")[0])] = arr
+            else:
+                outs[name] = arr
+        for tid, elems in parts.items():
+            outs[tid] = tuple(elems[i] for i in sorted(elems))
         return records, spans, outs

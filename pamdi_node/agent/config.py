@@ -21,8 +21,9 @@ class _Strict(BaseModel):
 
 class PeerConfig(_Strict):
     address: str = Field(min_length=1, max_length=512, description="ZeroMQ URL where this node reaches the peer")
-    rate_bps: float = Field(gt=0)
+    rate_bps: float = Field(gt=0, description="goodput (the spec's rate x LINK_GOODPUT_FACTOR)")
     delay_s: float = Field(default=0.0, ge=0)
+    loss: float = Field(default=0.0, ge=0, lt=1)
 
 
 class SourceConfig(_Strict):
@@ -94,6 +95,8 @@ class RunConfig(_Strict):
     peers: dict[str, PeerConfig] = Field(default_factory=dict)
     # Whole graph (adjacency) and every node's nominal speed, for chain planners (AR-MDI).
     graph: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    # Every directed link of the graph: [a, b, goodput bps, one-way delay s].
+    links: tuple[tuple[str, str, float, float], ...] = ()
     speeds: dict[str, float] = Field(default_factory=dict)
     sources: tuple[SourceConfig, ...] = ()
     # Blocks this node may run, per model: [lo, hi). Default: every block of every source's model.

@@ -1,10 +1,9 @@
 """The executor: one thread that runs torch, so that the network loop never waits on compute.
 
-Work items (a task and a block range) wait in a queue served in the policy's order
-(``policy.queue_key`` when ``policy.priority_queue``, FIFO otherwise), using the latest world snapshot
-the I/O loop published. Blocks are built once per node from the model zoo (only the blocks this node
-may run) and kept on the chosen device; activations come in and go out as CPU tensors (the wire
-format), moved to the device only around the compute.
+Work items (a task and a block range) wait in a queue served by the policy's ``queue_key``, which
+the I/O loop computes at enqueue time (as the simulator does). Blocks are built once per node from
+the model zoo (only the blocks this node may run) and kept on the chosen device; activations come
+in and go out as CPU tensors (the wire format), moved to the device only around the compute.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 from pamdi_node.agent.tasks import WorkItem
-from pamdi_node.policies.base import Policy, TaskView, WorldView
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +64,12 @@ def map_tensors(x: Any, fn: Callable[[Any], Any]) -> Any:
 class Executor(threading.Thread):
     def __init__(
         self,
-        policy: Policy,
-        world: Callable[[], WorldView],
         store: BlockStore,
         on_done: Callable[[WorkItem, Any, float, float, str | None], None],
         speed: float,
         emulate_speed: bool,
     ) -> None:
         super().__init__(name="pamdi-executor", daemon=True)
-        self.policy = policy
-        self.world = world
         self.store = store
         self.on_done = on_done
         self.speed = speed
@@ -108,10 +102,11 @@ class Executor(threading.Thread):
         with self._cv:
             by_weight: dict[float, float] = {}
             for w in self._queue:
-                by_weight[w.weight] = by_weight.get(w.weight, 0.0) + w.est_s
+                by_weight[w.weight] = by_weight.get(w.weight, 0.0) + w.est_s + w.after_s
             residual = 0.0
             if self._running is not None:
-                residual = max(0.0, self._running.est_s - (now - self._running_since))
+                r = self._running
+                residual = max(0.0, r.est_s - (now - self._running_since)) + r.after_s
         return residual + sum(by_weight.values()), tuple(sorted(by_weight.items())), residual
 
     def __len__(self) -> int:
@@ -120,17 +115,9 @@ class Executor(threading.Thread):
 
     # ------------------------------------------------------------------------- the thread itself
     def _pop(self) -> WorkItem:
-        if not self.policy.priority_queue or len(self._queue) == 1:
-            best = min(range(len(self._queue)), key=lambda i: self._queue[i].seq)
-        else:
-            world = self.world()
-
-            def key(i: int) -> tuple[Any, ...]:
-                w = self._queue[i]
-                view = TaskView(w.task.id, w.task.source, w.start, w.task.born, world.here)
-                return (*self.policy.queue_key(view, world), w.seq)
-
-            best = min(range(len(self._queue)), key=key)
+        # Keys come from the policy at enqueue time (FIFO baselines key on the task's birth, PA-MDI on
+        # its priority index), exactly as the simulator orders its queues; ties by arrival.
+        best = min(range(len(self._queue)), key=lambda i: (self._queue[i].key, self._queue[i].seq))
         return self._queue.pop(best)
 
     def run(self) -> None:

@@ -26,7 +26,7 @@ from pamdi_node.agent.executor import BlockStore, Executor
 from pamdi_node.agent.peers import PeerTable
 from pamdi_node.agent.sources import SourceThread
 from pamdi_node.agent.tasks import Custody, PendingOffer, Task, WorkItem
-from pamdi_node.policies.base import OffloadRequest, Placement, Policy, TaskView, WorldView
+from pamdi_node.policies.base import OffloadRequest, Placement, Policy, TaskView, WorldView, needs_handshake
 from pamdi_node.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class RunState:
         self.allowed = cfg.allowed_blocks()
         self.sources = {s.name: s for s in cfg.sources}
         self.stats = {s.name: SourceStats(s) for s in cfg.sources if s.node == self.here}
-        self.executor = Executor(policy, self.snapshot, store, self._computed, cfg.speed, cfg.emulate_speed)
+        self.executor = Executor(store, self._computed, cfg.speed, cfg.emulate_speed)
         self.executor.start()
         self.custody: dict[str, Custody] = {}
         self.offers: dict[str, PendingOffer] = {}
@@ -118,7 +118,7 @@ class RunState:
         t = time.time()
         w = self.peers.world(t, self.speed, self.own_queue(t), exclude)
         return WorldView(here=w.here, now_s=self.now(), peers=w.peers, sources=w.sources, speeds=w.speeds,
-                         neighbours=w.neighbours)
+                         neighbours=w.neighbours, links=w.links)
 
     def snapshot(self) -> WorldView:
         return self._snapshot
@@ -188,7 +188,8 @@ class RunState:
                     self.enqueue(task, p.start, p.end)
                     return
                 continue
-            if self.policy.handshake:
+            if needs_handshake(self.policy, TaskView(task.id, task.source, task.next_block, task.born, self.here),
+                               self._snapshot):
                 hop = wire.new_id()
                 body = self._task_fields(task, p.start, p.end)
                 body.update(index=_finite(p.index), hop=hop, fallback=_finite(fallback))
@@ -220,8 +221,15 @@ class RunState:
     def enqueue(self, task: Task, start: int, end: int) -> None:
         self._seq += 1
         src = self.sources[task.source]
+        view = TaskView(task.id, task.source, start, task.born, self.here)
+        try:
+            key = tuple(self.policy.queue_key(view, self._snapshot))
+        except Exception:
+            log.exception("policy %s failed in queue_key; serving %s by birth", self.policy.name, task.id)
+            key = (task.born,)
+        n = len(src.block_time_s)
         self.executor.submit(WorkItem(task, start, end, time.time(), self._seq, self.est_s(task.source, start, end),
-                                      src.priority * src.accuracy))
+                                      src.priority * src.accuracy, self.est_s(task.source, end, n), key))
 
     # ----------------------------------------------------------------------------- hand-offs
     def send_task(self, task: Task, node: str, start: int, end: int, hop: str, t0: float) -> bool:
@@ -237,6 +245,7 @@ class RunState:
             return False
         nbytes = sum(wire.frame_len(f) for f in frames[1:])
         self.tel.span("serialize", task.id, task.source, ts, ts_end, to=node, bytes=nbytes)
+        self.peers.on_sent(node, nbytes, ts_end)
         self._span_decide(task, t0, node)
         self.custody[hop] = Custody(hop, node, task, "task", start, end, time.time())
         self.counters["sent_tasks"] += 1
@@ -412,11 +421,13 @@ class RunState:
             tensors, is_tuple = _tensors(task.tensor)
             if is_tuple:
                 body["tuple"] = True
-        if not self.send_peer(nxt, wire.encode(wire.RESULT, self.here, body, tensors)):
+        frames = wire.encode(wire.RESULT, self.here, body, tensors)
+        if not self.send_peer(nxt, frames):
             task.excluded.add(nxt)
             self.deliver_result(task, ok, reason)
             return
         self.tel.span("serialize", task.id, task.source, t0, time.time(), to=nxt, result=True)
+        self.peers.on_sent(nxt, sum(wire.frame_len(f) for f in frames[1:]), time.time())
         c = Custody(hop, nxt, task, "result", 0, 0, time.time(), ok=ok, reason=reason)
         self.custody[hop] = c
 

@@ -24,6 +24,8 @@ class PeerState:
     queue_s: float = 0.0
     by_weight: tuple[tuple[float, float], ...] = ()
     residual_s: float = 0.0
+    success: float = 1.0  # 1 - configured link loss
+    link_free_at: float = 0.0  # when the link to it has sent what this node queued on it (estimate)
     last_beacon: float | None = None  # local clock
     beacons: int = 0
     deaths: int = 0
@@ -36,8 +38,12 @@ class PeerTable:
         self.here = cfg.node
         self.started = now
         self.peers: dict[str, PeerState] = {
-            name: PeerState(name, p.rate_bps, p.delay_s, speed=cfg.speeds.get(name, 1.0))
+            name: PeerState(name, p.rate_bps, p.delay_s, speed=cfg.speeds.get(name, 1.0), success=1.0 - p.loss)
             for name, p in cfg.peers.items()
+        }
+        # The whole graph's directed links (goodput, delay), for planners that cost other hops.
+        self.links: dict[tuple[str, str], tuple[float, float]] = {
+            (a, b): (rate, delay) for a, b, rate, delay in cfg.links
         }
         self.sources: dict[str, SourceView] = {s.name: s.view() for s in cfg.sources}
         self.graph = {k: tuple(v) for k, v in cfg.graph.items()}
@@ -57,6 +63,12 @@ class PeerTable:
         rejoined = not p.was_alive
         p.was_alive = True
         return rejoined
+
+    def on_sent(self, name: str, nbytes: int, now: float) -> None:
+        """Account ``nbytes`` queued on the link to ``name`` (sender-side link backlog)."""
+        p = self.peers.get(name)
+        if p is not None and p.rate_bps > 0:
+            p.link_free_at = max(now, p.link_free_at) + nbytes * 8.0 / p.rate_bps
 
     def alive(self, name: str, now: float) -> bool:
         p = self.peers.get(name)
@@ -85,12 +97,14 @@ class PeerTable:
         for p in self.peers.values():
             alive = self.alive(p.name, now) and p.name not in exclude
             views[p.name] = PeerView(p.name, p.speed, p.queue_s, p.rate_bps, p.delay_s, alive,
-                                     1.0 if alive else 0.0, p.by_weight, p.residual_s)
+                                     p.success if alive else 0.0, p.by_weight, p.residual_s,
+                                     max(0.0, p.link_free_at - now))
             speeds[p.name] = p.speed
         for name, speed in self.cfg.speeds.items():
             speeds.setdefault(name, speed)
         return WorldView(
-            here=self.here, now_s=now, peers=views, sources=self.sources, speeds=speeds, neighbours=self.graph
+            here=self.here, now_s=now, peers=views, sources=self.sources, speeds=speeds, neighbours=self.graph,
+            links=self.links,
         )
 
     def summary(self, now: float) -> dict[str, dict[str, float | int | bool]]:

@@ -416,8 +416,16 @@ class Agent:
 
         offset = int(msg.body.get("offset", 0))
         records, spans = self.telemetry.snapshot() if self.telemetry is not None else ([], [])
-        outputs = sorted(self.run.outputs) if self.run is not None else []
-        page = outputs[offset: offset + wire.MAX_TENSORS - 2]
+        # Kept outputs, flattened to one tensor per name: "<task>" or "<task>:<i>/<n>" for a tuple
+        # output (GPT-2's top-k head); the client puts tuples back together.
+        flat: list[tuple[str, Any]] = []
+        for tid in sorted(self.run.outputs) if self.run is not None else []:
+            out = self.run.outputs[tid]  # type: ignore[union-attr]
+            if isinstance(out, tuple | list):
+                flat += [(f"{tid}:{i}/{len(out)}", t) for i, t in enumerate(out)]
+            else:
+                flat.append((tid, out))
+        page = flat[offset: offset + wire.MAX_TENSORS - 2]
         tensors: list[Any] = []
         if offset == 0:
             for rows in (records, spans):
@@ -425,11 +433,11 @@ class Agent:
                 tensors.append(np.frombuffer(raw, dtype=np.uint8))
         else:
             tensors += [np.empty(0, np.uint8), np.empty(0, np.uint8)]
-        tensors += [self.run.outputs[k] for k in page]  # type: ignore[union-attr]
-        nxt = offset + len(page) if offset + len(page) < len(outputs) else -1
+        tensors += [t for _, t in page]
+        nxt = offset + len(page) if offset + len(page) < len(flat) else -1
         self._reply_msg(ident, msg, wire.COLLECT_REPLY,
                         {"records": len(records) if offset == 0 else 0, "spans": len(spans) if offset == 0 else 0,
-                         "outputs": page, "next": nxt}, tensors)
+                         "outputs": [name for name, _ in page], "next": nxt}, tensors)
 
     def _shutdown(self) -> None:
         self._teardown_run()

@@ -32,8 +32,12 @@ class WorkItem:
     end: int
     enqueued: float
     seq: int
-    est_s: float  # estimated run time at this node's speed (for the advertised queue)
+    est_s: float  # estimated run time of [start, end) at this node's speed
     weight: float = 1.0  # gamma*alpha of the task's source (for the per-weight queue in beacons)
+    # Estimated time of the rest of the model after ``end`` at this node's speed: a task that landed
+    # here mostly stays, so the advertised queue counts it too (as the simulator does).
+    after_s: float = 0.0
+    key: tuple = ()  # the policy's queue_key, computed at enqueue (smaller = served first)
 
 
 @dataclass

@@ -99,11 +99,16 @@ class PeerView:
         """Seconds of queued work served before a task of ``weight`` under priority order.
 
         Work of equal or higher weight is ahead (equal weights are FIFO); the job in service is
-        always ahead because service is not preempted.
+        always ahead because service is not preempted. Computed as ``queue_s`` minus the queued
+        work of lower weight, so that with a single weight class it is exactly ``queue_s`` (a
+        priority-aware policy then sees the very numbers a priority-blind one sees).
         """
         if not self.queue_by_weight:
             return self.queue_s
-        return self.residual_s + math.fsum(s for w, s in self.queue_by_weight if w >= weight)
+        lower = math.fsum(s for w, s in self.queue_by_weight if w < weight)
+        if lower <= 0.0:
+            return self.queue_s
+        return max(self.residual_s, self.queue_s - lower)
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,10 @@ class WorldView:
     speeds: Mapping[str, float] = field(default_factory=dict)
     # Adjacency of the whole graph, for policies that plan paths (AR-MDI chain, routing results back).
     neighbours: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Directed links of the whole graph as last known: (a, b) -> (goodput bps, one-way delay s), for
+    # planners that cost moves between other workers (PA-MDI look-ahead, AR-MDI chain). Empty =
+    # unknown: see ``link_estimate`` for the fallback.
+    links: Mapping[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -257,6 +266,32 @@ def transfer_s(nbytes: int, peer: PeerView) -> float:
     if math.isinf(peer.rate_bps):
         return 0.0
     return peer.link_backlog_s + nbytes * 8.0 / peer.rate_bps + peer.delay_s
+
+
+def link_estimate(world: WorldView, a: str, b: str) -> tuple[float, float] | None:
+    """(goodput bps, delay s) of the directed link a -> b as ``world`` knows it, or None if there is none.
+
+    The holder's own links come from its peer views (fresh); other links from ``world.links``.
+    When ``world.links`` is empty (a caller that does not know the graph's rates), a link is
+    assumed wherever ``world.neighbours`` says so (everywhere when that is empty too: full mesh)
+    and given the rate and delay of the holder's own link to ``b`` (else to ``a``): exact on a
+    uniform mesh, an estimate elsewhere.
+    """
+    if a == b:
+        return None
+    here = world.here
+    if a == here:
+        peer = world.peers.get(b)
+        return (peer.rate_bps, peer.delay_s) if peer is not None else world.links.get((a, b))
+    if world.links:
+        return world.links.get((a, b))
+    if world.neighbours and b not in world.neighbours.get(a, ()):
+        return None
+    for name in (b, a):
+        peer = world.peers.get(name)
+        if peer is not None and name != here:
+            return (peer.rate_bps, peer.delay_s)
+    return None
 
 
 def plan_chain(

@@ -3,7 +3,8 @@
 Reconstructed (the MS-MDI paper's algorithm is not available; see ``reference/pa-mdi-paper.md``):
 the same per-boundary greedy index as PA-MDI with every weight equal (γ = α = 1), the whole queue
 of a candidate counted as delay, FIFO queues and no request/clear contention control (a worker
-offloads on the strength of its neighbours' last beacons). Parameters: ``horizon`` as in PA-MDI.
+offloads on the strength of its neighbours' last beacons). Parameters: ``horizon`` as in PA-MDI
+(default the same look-ahead, so that the two differ only in what priorities change).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pamdi_node.policies.pa_mdi import PAMDIPolicy
 class MSMDIPolicy(PAMDIPolicy):
     name = "ms-mdi"
 
-    def __init__(self, *, horizon: str = "rest") -> None:
+    def __init__(self, *, horizon: str = "dp") -> None:
         super().__init__(
             horizon=horizon,
             priority_aware_queue=False,

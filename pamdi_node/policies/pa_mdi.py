@@ -59,7 +59,7 @@ Choices where the paper is unknown (all parameters, settable through the spec's 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pamdi_node.policies.base import (
     OffloadRequest,
@@ -72,8 +72,9 @@ from pamdi_node.policies.base import (
     transfer_s,
     weight_of,
 )
+from pamdi_node.policies.lookahead import completion_costs
 
-HORIZONS = ("plan", "rest", "partition")
+HORIZONS = ("dp", "plan", "rest", "partition")
 
 
 class PAMDIPolicy:
@@ -82,12 +83,12 @@ class PAMDIPolicy:
     def __init__(
         self,
         *,
-        horizon: str = "rest",
+        horizon: str = "dp",
         priority_aware_queue: bool = True,
         priority_queue: bool = True,
         handshake: bool = True,
         recheck: bool = True,
-        aging: float = 0.001,
+        aging: float = 0.1,
         use_success: bool = True,
         use_priorities: bool = True,
         handshake_top: bool = False,
@@ -111,14 +112,22 @@ class PAMDIPolicy:
         return weight_of(source) if self.use_priorities else 1.0
 
     def _horizon_end(self, source: SourceView, block: int) -> int:
-        return source.num_blocks if self.horizon == "rest" else partition_end(source, block)
+        return partition_end(source, block) if self.horizon == "partition" else source.num_blocks
+
+    def _queue_of(self, weight: float) -> Callable[[PeerView], float]:
+        if self.priority_aware_queue:
+            return lambda peer: peer.queue_ahead_s(weight)
+        return lambda peer: peer.queue_s
 
     def index(self, task: TaskView, source: SourceView, peer: PeerView, here: str, now_s: float,
-              sender: PeerView | None = None) -> float:
+              sender: PeerView | None = None, world: WorldView | None = None) -> float:
         """The index of running the task's next partition on ``peer``.
 
         ``sender`` is the link back to the worker holding the task when ``peer`` is the receiver
         re-scoring a request (then ``peer`` is itself and the transfer cost is over ``sender``).
+        With ``horizon="dp"`` the compute term is the look-ahead's best completion from ``peer``,
+        which needs ``world`` (the view of the worker doing the scoring); without it the index
+        falls back to running the rest of the model on ``peer``.
         """
         b = task.next_block
         w = self.weight(source)
@@ -128,8 +137,11 @@ class PAMDIPolicy:
             comm = 0.0
         else:
             comm = transfer_s(source.bytes_into(b), peer)
-        compute = source.range_time_s(b, self._horizon_end(source, b)) / peer.speed
-        queue = peer.queue_ahead_s(w) if self.priority_aware_queue else peer.queue_s
+        queue = self._queue_of(w)(peer)
+        if self.horizon == "dp" and world is not None and peer.name in world.peers:
+            compute = completion_costs(source, b, world, self._queue_of(w))[peer.name][1]
+        else:
+            compute = source.range_time_s(b, self._horizon_end(source, b)) / peer.speed
         age = max(0.0, now_s - task.born_s)
         denom = w * (peer.success if self.use_success else 1.0)
         return (comm + age + compute + queue) / max(denom, 1e-12)
@@ -149,11 +161,11 @@ class PAMDIPolicy:
     def queue_key(self, task: TaskView, world: WorldView) -> tuple[float, ...]:
         if not self.priority_queue:
             return (task.born_s,)
-        source = world.sources[task.source]
-        me = world.peers.get(world.here)
-        speed = me.speed if me is not None else 1.0
-        rem = source.range_time_s(task.next_block, source.num_blocks) / speed
-        return (rem / self.weight(source) + self.aging * task.born_s, task.born_s)
+        w = self.weight(world.sources[task.source])
+        if self.aging <= 0:
+            return (-w, task.born_s)  # strict priority, FIFO within a weight
+        # Earliest deadline first with a deadline 1/(aging*w) after birth: FIFO within a weight.
+        return (task.born_s + 1.0 / (self.aging * w), task.born_s)
 
     def rank(self, task: TaskView, world: WorldView) -> Sequence[Placement]:
         source = world.sources[task.source]
@@ -163,9 +175,20 @@ class PAMDIPolicy:
         e = partition_end(source, b)
         scored: list[tuple[float, int, str]] = []
         live = [(name, peer) for name, peer in world.peers.items() if peer.alive and peer.speed > 0]
-        for name, peer in live:
-            idx = self.index(task, source, peer, world.here, world.now_s)
-            scored.append((idx, 0 if name == world.here else 1, name))
+        if self.horizon == "dp":
+            w = self.weight(source)
+            costs = completion_costs(source, b, world, self._queue_of(w))
+            age = max(0.0, world.now_s - task.born_s)
+            for name, peer in live:
+                if name not in costs:
+                    continue
+                entry, rest = costs[name]
+                denom = w * (peer.success if self.use_success else 1.0)
+                scored.append(((entry + rest + age) / max(denom, 1e-12), 0 if name == world.here else 1, name))
+        else:
+            for name, peer in live:
+                idx = self.index(task, source, peer, world.here, world.now_s)
+                scored.append((idx, 0 if name == world.here else 1, name))
         if self.horizon == "plan" and world.here in world.peers:
             scored = self._plan_self(task, source, world, live, scored)
         scored.sort()
@@ -214,7 +237,7 @@ class PAMDIPolicy:
                 source = world.sources.get(req.task.source)
                 link = world.peers.get(req.sender)
                 if source is not None and link is not None:
-                    idx = self.index(req.task, source, me, world.here, world.now_s, sender=link)
+                    idx = self.index(req.task, source, me, world.here, world.now_s, sender=link, world=world)
                     if idx > req.fallback_index * (1.0 + 1e-9):
                         continue  # the sender does better keeping it
             key = (idx, req.task.born_s, req.sender, req.task.task_id)
