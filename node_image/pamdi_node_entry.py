@@ -34,9 +34,10 @@ import subprocess
 import sys
 from typing import Any
 
-# Linux HZ-independent burst: 10 ms worth of bytes at the link rate, at least a few MTUs, so
-# that htb can keep up at high rates and does not overshoot at low ones.
-_MIN_BURST_BYTES = 16 * 1514
+# htb bucket as the netns backend sizes it (orchestrator/netem/tc.py: burst_bytes): 2 ms of
+# traffic at the rate, at least two frames. A bigger bucket lets small messages (an activation
+# of a few KB) leave at line rate, which makes transfers faster than the configured link.
+_MTU = 1514
 
 
 def _run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -66,7 +67,7 @@ def netem_available() -> bool:
 
 def _rate_args(rate_mbit: float) -> list[str]:
     rate_kbit = max(1, round(rate_mbit * 1000))
-    burst = max(_MIN_BURST_BYTES, int(rate_mbit * 1e6 / 8 * 0.010))
+    burst = max(2 * _MTU, int(rate_mbit * 1e6 / 8 * 0.002))
     # quantum: one class only, so it plays no part; a fixed one avoids tc's "quantum is big" warning.
     return ["rate", f"{rate_kbit}kbit", "ceil", f"{rate_kbit}kbit", "burst", str(burst), "cburst", str(burst),
             "quantum", "1514"]
