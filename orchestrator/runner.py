@@ -164,6 +164,7 @@ class Runner:
         self.keys_dir: Path | None = None
         self.results: list[PolicyRun] = []
         self._lock = threading.Lock()
+        self._retired: list[AgentClient] = []
 
     # ---------------------------------------------------------------------------------- helpers
     def policies(self) -> list[str]:
@@ -240,7 +241,9 @@ class Runner:
             except Exception as err:  # a dead agent cannot be stopped; down() cleans it up
                 log.debug("stop %s: %s", node, err)
             c.close()
-        self.clients = {}
+        for c in self._retired:
+            c.close()
+        self.clients, self._retired = {}, []
 
     # ---------------------------------------------------------------------------------- a policy
     def _run_policy(self, policy: str, views: Mapping[str, SourceView]) -> PolicyRun:
@@ -278,6 +281,8 @@ class Runner:
             interrupted = err
         for t in failures:
             t.cancel()
+            if t.is_alive():  # a restart in progress: let it finish before collecting
+                t.join(timeout=self.opts.agent_timeout_s)
         result = self._collect(policy, views, timed_out or interrupted is not None,
                                "interrupted (Ctrl-C)" if interrupted else "run timed out")
         if interrupted is not None:
@@ -314,14 +319,15 @@ class Runner:
                 def recover(node: str = f.node) -> None:
                     log.info("failure: restarting %s", node)
                     ep = backend.restart(node)
-                    with self._lock:
-                        self.clients[node].close()
-                        self.clients[node] = self._client(node, ep)
+                    client = self._client(node, ep)
                     try:
-                        self.clients[node].configure(self._configs[node], timeout_s=self.opts.agent_timeout_s)
-                        self.clients[node].start(offset_s=self.offsets.get(node, 0.0))
+                        client.configure(self._configs[node], timeout_s=self.opts.agent_timeout_s)
+                        client.start(offset_s=self.offsets.get(node, 0.0))
                     except AgentError as err:
                         log.error("restarted agent %s could not rejoin: %s", node, err)
+                    with self._lock:  # the old client may be in use by the main thread: retire it
+                        self._retired.append(self.clients[node])
+                        self.clients[node] = client
 
                 timers.append(threading.Timer(f.at_s + f.recover_after_s, recover))
         for t in timers:

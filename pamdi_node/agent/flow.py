@@ -90,6 +90,8 @@ class RunState:
         self.reserved: dict[str, tuple[float, float, float]] = {}  # hop -> (est_s, expires, weight)
         self.outstanding: dict[str, tuple[Task, float, int]] = {}  # at the origin: id -> (task, local birth, index)
         self.completed_ids: set[str] = set()
+        # Results with no live route to their source yet: id -> (task, ok, reason, since).
+        self.stranded: dict[str, tuple[Task, bool, str | None, float]] = {}
         self.outputs: dict[str, Any] = {}
         self.source_threads: list[SourceThread] = []
         self._seq = 0
@@ -407,9 +409,11 @@ class RunState:
                     nxt = node
                     break
         if nxt is None:
-            log.error("%s: no live route back to %s for %s; the source will time it out", self.here,
-                      task.origin, task.id)
-            self.tel.span("lost", task.id, task.source, now, now, reason="no route to the source")
+            # Keep it and retry on the timer (a peer that just restarted may not have beaconed yet);
+            # after task_timeout_s it is dropped and the source reports the task failed (timeout).
+            if task.id not in self.stranded:
+                log.warning("%s: no live route back to %s for %s yet; will retry", self.here, task.origin, task.id)
+                self.stranded[task.id] = (task, ok, reason, now)
             return
         hop = wire.new_id()
         body = {"task": task.id, "source": task.source, "origin": task.origin, "hop": hop, "ok": ok,
@@ -506,6 +510,16 @@ class RunState:
                 self.hop_failed(c, f"peer {c.peer} is dead (no beacon for {self.cfg.dead_after:.2f}s)")
             elif not c.acked and now - c.sent > self.cfg.ack_timeout_s:
                 self.hop_failed(c, f"no ack from {c.peer} within {self.cfg.ack_timeout_s}s")
+        for tid, (task, ok, reason, since) in list(self.stranded.items()):
+            del self.stranded[tid]
+            if now - since > self.cfg.task_timeout_s:
+                log.error("%s: no route back to %s for %s; dropped", self.here, task.origin, tid)
+                self.tel.span("lost", tid, task.source, since, now, reason="no route to the source")
+                continue
+            task.excluded.clear()  # peers may have come back
+            self.deliver_result(task, ok, reason)
+            if tid in self.stranded:  # still no route: keep the original time
+                self.stranded[tid] = (task, ok, reason, since)
         for hop, (_, expires, _) in list(self.reserved.items()):
             if now >= expires:
                 del self.reserved[hop]

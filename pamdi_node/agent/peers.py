@@ -64,6 +64,14 @@ class PeerTable:
         p.was_alive = True
         return rejoined
 
+    def heard_from(self, name: str, now: float) -> None:
+        """Any message from a peer proves it is up (a restarted peer may send work before its first beacon)."""
+        p = self.peers.get(name)
+        if p is not None and (p.last_beacon is None or p.last_beacon < now):
+            if p.last_beacon is None:
+                p.was_alive = True
+            p.last_beacon = now
+
     def on_sent(self, name: str, nbytes: int, now: float) -> None:
         """Account ``nbytes`` queued on the link to ``name`` (sender-side link backlog)."""
         p = self.peers.get(name)

@@ -287,6 +287,8 @@ class Agent:
 
     def _on_peer(self, run: RunState, msg: wire.Message, t_recv: float) -> None:
         t, b, src = msg.type, msg.body, msg.src
+        if t != wire.BEACON:
+            run.peers.heard_from(src, time.time())
         if t == wire.BEACON:
             if run.peers.on_beacon(src, b, time.time()):
                 log.info("agent %s: peer %s is up", self.name, src)
