@@ -30,9 +30,21 @@ from typing import Optional
 
 import typer
 
+NODE_HELP = (
+    "Run a pamdi node agent, or ping one (pamdi node ping URL).\n\n"
+    "pamdi node --listen tcp://ADDR:PORT [--name N] [--device cpu|cuda] [--threads T] [--keys DIR] "
+    "[--trace-dir DIR] binds one ZeroMQ socket (PORT may be * for any free port) and prints "
+    "'pamdi-agent ready name=N listen=URL' once bound. It then waits for the orchestrator's config "
+    "(peers, sources, policy, blocks, seed), builds only the blocks it needs, and runs until a stop "
+    "message, SIGINT or SIGTERM (traces are flushed).\n\n"
+    "--keys DIR turns CurveZMQ on: DIR/public/<node>.key for every node and 'orchestrator', "
+    "DIR/private/<name>.key_secret for this agent (orchestrator/keys.py writes this per run). "
+    "Curve is required on non-loopback addresses unless --insecure is given."
+)
+
 node_app = typer.Typer(
     name="node",
-    help="Run a pamdi node agent (pamdi node --listen URL), or ping one (pamdi node ping URL).",
+    help=NODE_HELP,
     invoke_without_command=True,
     no_args_is_help=False,
     add_completion=False,

@@ -25,7 +25,8 @@ from typing import IO, Any
 class Telemetry:
     """Thread-safe sink for spans and task records; writes ``<node>.spans.jsonl`` / ``<node>.tasks.jsonl``."""
 
-    def __init__(self, node: str, trace_dir: str | Path | None = None, keep: int = 2_000_000) -> None:
+    # Spans/records kept in memory for ``collect`` (beyond that they are only in the JSONL files).
+    def __init__(self, node: str, trace_dir: str | Path | None = None, keep: int = 300_000) -> None:
         self.node = node
         self._lock = threading.Lock()
         self._spans: list[dict[str, Any]] = []
