@@ -18,7 +18,7 @@ BACKENDS: dict[str, str] = {
     "local": "orchestrator.backends.local:LocalBackend",
     "netns": "orchestrator.backends.netns:NetnsBackend",
     "docker": "orchestrator.backends.docker:DockerBackend",
-    "colosseum": "orchestrator.backends.colosseum:ColosseumBackend",
+    "colosseum": "orchestrator.colosseum.backend:ColosseumBackend",
 }
 
 
