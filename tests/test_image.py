@@ -103,7 +103,12 @@ PY"""))
 @pytest.mark.docker
 def test_image_build_is_cached(docker_cli, node_image) -> None:  # noqa: F811
     from orchestrator.image.build import build_node_image
+    from orchestrator.image.wheels import build_wheelhouse
 
+    wheels = build_wheelhouse()
+    assert not wheels.downloaded  # dependency wheels are kept while the requirements are the same
+    torch_wheels = [w for w in wheels.wheels if w.startswith("torch-")]
+    assert len(torch_wheels) == 1 and torch_wheels[0].startswith("torch-2.13.0") and "-cp311-" in torch_wheels[0]
     res = build_node_image(node_image, base_image="pamdi-base:bookworm")
     assert not res.built and res.seconds < 30
 

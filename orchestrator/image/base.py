@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from orchestrator.image.dockerutil import DockerError, client, image_labels, image_size_bytes, split_ref
+from orchestrator.image.dockerutil import (
+    DockerError,
+    client,
+    image_labels,
+    image_size_bytes,
+    remove_if_untagged,
+    split_ref,
+)
 
 DEFAULT_BASE_TAG = "pamdi-base:bookworm"
 DEFAULT_SUITE = "bookworm"
@@ -54,8 +61,10 @@ def build_base_image(
 ) -> BaseImageResult:
     cli = client()
     started = time.monotonic()
-    if not force and image_labels(cli, tag) is not None:
+    existing = image_labels(cli, tag) is not None
+    if not force and existing:
         return BaseImageResult(tag, False, time.monotonic() - started, image_size_bytes(cli, tag))
+    previous_id = cli.images.get(tag).id if existing else None
     if shutil.which("debootstrap") is None:
         raise DockerError("debootstrap is not installed (Debian package `debootstrap`; bootstrap installs it as root)")
     packages = (*BASE_PACKAGES, *extra_packages)
@@ -66,6 +75,8 @@ def build_base_image(
             cmd.append(mirror)
         _run(cmd, out)
         _trim(rootfs)
+        if "openssh-server" in packages:
+            _fresh_ssh_host_keys(rootfs)
         tarball = Path(tmp) / "rootfs.tar"
         # Numeric owners: the image must not depend on this host's user database.
         _run(
@@ -84,7 +95,17 @@ def build_base_image(
         cli.api.import_image_from_file(str(tarball), repository=repository, tag=version, changes=changes)
     if image_labels(cli, tag) is None:
         raise DockerError(f"docker import did not produce {tag}")
+    remove_if_untagged(cli, previous_id)
     return BaseImageResult(tag, True, time.monotonic() - started, image_size_bytes(cli, tag))
+
+
+def _fresh_ssh_host_keys(rootfs: Path) -> None:
+    """No shared SSH host keys: drop the ones debootstrap made; each container makes its own at boot."""
+    for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    dropin = rootfs / "etc/systemd/system/ssh.service.d/pamdi-host-keys.conf"
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    dropin.write_text("[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n")
 
 
 def _trim(rootfs: Path) -> None:

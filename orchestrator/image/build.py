@@ -15,14 +15,18 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from orchestrator.image.base import DEFAULT_BASE_TAG
-from orchestrator.image.dockerutil import DockerError, client, image_labels, image_size_bytes, print_build_stream
+from orchestrator.image.dockerutil import (
+    DockerError,
+    client,
+    image_labels,
+    image_size_bytes,
+    print_build_stream,
+    remove_if_untagged,
+)
 from orchestrator.image.wheels import DEFAULT_WHEELHOUSE, project_root
-
-if TYPE_CHECKING:
-    import docker
 
 DEFAULT_NODE_TAG = "pamdi-node:latest"
 CONTEXT_LABEL = "pamdi.context-sha256"
@@ -107,18 +111,6 @@ def build_node_image(
         print_build_stream(stream, out)
     if (image_labels(cli, tag) or {}).get(CONTEXT_LABEL) != context_hash:
         raise DockerError(f"the build did not produce {tag}")
-    _remove_if_untagged(cli, previous_id)
+    remove_if_untagged(cli, previous_id)
     return NodeImageResult(tag, True, time.monotonic() - started, image_size_bytes(cli, tag), context_hash)
 
-
-def _remove_if_untagged(cli: docker.DockerClient, image_id: str | None) -> None:
-    """Drop the image a rebuild replaced (about 1 GB) unless another tag or a container still uses it."""
-    import docker
-
-    if image_id is None:
-        return
-    try:
-        if not cli.images.get(image_id).tags:
-            cli.images.remove(image_id, noprune=False)
-    except docker.errors.APIError:
-        pass  # in use by a container, or already gone: keep it

@@ -83,3 +83,16 @@ def print_build_stream(chunks: Iterable[Mapping[str, Any]], out: TextIO | None) 
             out.write(line + "\n")
         out.flush()
     return image_id
+
+
+def remove_if_untagged(cli: docker.DockerClient, image_id: str | None) -> None:
+    """Drop an image a rebuild replaced (up to 1 GB) unless another tag or a container still uses it."""
+    import docker
+
+    if image_id is None:
+        return
+    try:
+        if not cli.images.get(image_id).tags:
+            cli.images.remove(image_id, noprune=False)
+    except docker.errors.APIError:
+        pass  # in use by a container, or already gone: keep it
