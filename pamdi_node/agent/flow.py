@@ -248,10 +248,18 @@ class RunState:
         nbytes = sum(wire.frame_len(f) for f in frames[1:])
         self.tel.span("serialize", task.id, task.source, ts, ts_end, to=node, bytes=nbytes)
         self.peers.on_sent(node, nbytes, ts_end)
+        ack_by = self._ack_deadline(node, ts_end)
         self._span_decide(task, t0, node)
-        self.custody[hop] = Custody(hop, node, task, "task", start, end, time.time())
+        self.custody[hop] = Custody(hop, node, task, "task", start, end, time.time(), ack_by=ack_by)
         self.counters["sent_tasks"] += 1
         return True
+
+    def _ack_deadline(self, peer: str, now: float) -> float:
+        """When an ack must have come: ``ack_timeout_s`` on top of twice the time the link needs to
+        deliver everything queued on it (a 3 MB activation on a 5 Mbit/s link takes ~5 s)."""
+        p = self.peers.peers.get(peer)
+        link_s = max(0.0, p.link_free_at - now) + 2 * p.delay_s if p is not None else 0.0
+        return now + self.cfg.ack_timeout_s + 2.0 * link_s
 
     def on_task(self, peer: str, msg: wire.Message, t_recv: float) -> None:
         b = msg.body
@@ -432,7 +440,8 @@ class RunState:
             return
         self.tel.span("serialize", task.id, task.source, t0, time.time(), to=nxt, result=True)
         self.peers.on_sent(nxt, sum(wire.frame_len(f) for f in frames[1:]), time.time())
-        c = Custody(hop, nxt, task, "result", 0, 0, time.time(), ok=ok, reason=reason)
+        ack_by = self._ack_deadline(nxt, time.time())
+        c = Custody(hop, nxt, task, "result", 0, 0, time.time(), ack_by=ack_by, ok=ok, reason=reason)
         self.custody[hop] = c
 
     def on_result(self, peer: str, msg: wire.Message, t_recv: float) -> None:
@@ -508,8 +517,8 @@ class RunState:
                 continue
             if c.peer in dead or not self.peers.alive(c.peer, now):
                 self.hop_failed(c, f"peer {c.peer} is dead (no beacon for {self.cfg.dead_after:.2f}s)")
-            elif not c.acked and now - c.sent > self.cfg.ack_timeout_s:
-                self.hop_failed(c, f"no ack from {c.peer} within {self.cfg.ack_timeout_s}s")
+            elif not c.acked and now > c.ack_by:
+                self.hop_failed(c, f"no ack from {c.peer} within {c.ack_by - c.sent:.2f}s")
         for tid, (task, ok, reason, since) in list(self.stranded.items()):
             del self.stranded[tid]
             if now - since > self.cfg.task_timeout_s:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,7 @@ class Custody:
     end: int
     sent: float
     acked: bool = False
+    ack_by: float = math.inf  # no ack by then: the hand-off failed
     ok: bool = True  # for results: success or failure report
     reason: str | None = None
 
