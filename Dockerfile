@@ -12,6 +12,8 @@
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS install
+# Lets `pamdi image build` prune this stage (about 1 GB) once the final image exists.
+LABEL pamdi.stage=install
 COPY .whl/ /tmp/wheels/
 # A venv without pip; pip runs from its own wheel. torch's C++ headers, test binaries and
 # protobuf compiler are not needed at run time (about 190 MB).

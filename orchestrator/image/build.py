@@ -112,5 +112,8 @@ def build_node_image(
     if (image_labels(cli, tag) or {}).get(CONTEXT_LABEL) != context_hash:
         raise DockerError(f"the build did not produce {tag}")
     remove_if_untagged(cli, previous_id)
+    # The install stage's image (about 1 GB, untagged) only speeds up a rebuild with the very same
+    # wheels, which the context hash above already skips.
+    cli.images.prune(filters={"dangling": True, "label": "pamdi.stage=install"})
     return NodeImageResult(tag, True, time.monotonic() - started, image_size_bytes(cli, tag), context_hash)
 
