@@ -159,6 +159,8 @@ def render_compose(
         "task_timeout_s": task_timeout_s,
         "run_timeout_s": run_timeout_s,
         "keep_outputs": keep_outputs,
+        # The CPU quota already makes slow nodes slow; agents pad compute only without one.
+        "emulate_speed": not cpu_quota,
     }
     (out_dir / "pamdi" / "run.json").write_text(json.dumps(run_job, indent=2) + "\n")
     (out_dir / "pamdi" / "spec.yaml").write_text(
@@ -243,6 +245,7 @@ def run_from_config(path: Path) -> dict[str, Any]:
     job = json.loads(Path(path).read_text())
     spec = load_spec(Path(job["spec"]))
     opts = RunOptions(policies=job["policies"], curve=False, keep_outputs=bool(job.get("keep_outputs")),
+                      emulate_speed=bool(job.get("emulate_speed", False)),
                       task_timeout_s=float(job.get("task_timeout_s", 60.0)), run_timeout_s=job.get("run_timeout_s"))
 
     class _Runner(Runner):
