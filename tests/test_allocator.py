@@ -60,12 +60,12 @@ def _random_instance(rng: random.Random) -> object:
     return spec(nodes=nodes, full_mesh={"rate_mbit": rng.choice([20, 50, 100]), "delay_ms": 1}, sources=sources)
 
 
-def test_bound_below_every_policy_and_pa_mdi_near_the_optimum() -> None:
+@pytest.mark.parametrize("seed", [7, 1, 2])
+def test_bound_below_every_policy_and_pa_mdi_within_10_percent(seed: int) -> None:
     # Light load (bottleneck utilization 0.1-0.25), where the no-wait fluid bound is meaningful.
-    # Measured: PA-MDI's gap is 0-10.9% on these instances (greedy cut choice; see the report),
-    # so the check is <= 12% each and <= 6% on average rather than the flat 10%.
-    rng = random.Random(7)
-    gaps = []
+    # PA-MDI's look-ahead index (best completion over (boundary, worker)) finds the LP's cut; the
+    # gap left is queueing and beacon staleness (measured: at most 3.6%, mean ~1% over these 30).
+    rng = random.Random(seed)
     for _ in range(10):
         s = _random_instance(rng)
         views = _views(s)
@@ -78,6 +78,4 @@ def test_bound_below_every_policy_and_pa_mdi_near_the_optimum() -> None:
             assert all(v["failed"] == 0 for v in summary["sources"].values())
             results[pol] = summary["weighted_mean_s"]
             assert results[pol] >= alloc.bound.objective_s * (1 - 1e-6), (pol, results[pol], alloc.bound.objective_s)
-        gaps.append(results["pa-mdi"] / alloc.bound.objective_s - 1)
-    assert max(gaps) <= 0.12, gaps
-    assert sum(gaps) / len(gaps) <= 0.06, gaps
+        assert results["pa-mdi"] <= alloc.bound.objective_s * 1.10, (s.nodes, s.sources, results, alloc.bound)

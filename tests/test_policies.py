@@ -12,6 +12,7 @@ from pamdi_node.policies import POLICIES, get_policy, params_for
 from pamdi_node.policies.base import (
     OffloadRequest,
     PeerView,
+    Placement,
     Policy,
     SourceView,
     TaskView,
@@ -109,9 +110,12 @@ def test_pa_mdi_ts_sees_nts_backlog_as_free_but_nts_does_not() -> None:
     assert nts_rank[0].node == "a"  # NTS would wait behind it
     # MS-MDI (no priorities) sees c's full queue for the TS task too
     assert get_policy("ms-mdi").rank(TaskView("ts-1", "ts", 1, 0.9, "a"), _world("a", peers, [ts, nts]))[0].node == "a"
-    # index value: (comm + age + compute + queue) / gamma for c
+    # index value: (comm + age + compute + queue + result home) / gamma for c; equal speeds, so the
+    # look-ahead's best completion from c is to finish there (7 blocks) and send the 40-byte result
+    # back to a over the c-a link (assumed like a-c: the view has no link table).
     comm = 100_000 * 8 / 20e6 + 0.001
-    expected = (comm + 0.1 + 7 * 0.01 + 0.0) / 10.0
+    home = 40 * 8 / 20e6 + 0.001
+    expected = (comm + 0.1 + 7 * 0.01 + 0.0 + home) / 10.0
     assert ts_rank[0].index == pytest.approx(expected)
 
 
@@ -178,3 +182,85 @@ def test_get_policy_and_params_errors_name_the_fault() -> None:
     with pytest.raises(ValueError, match=r"policy_params\.bogus"):
         params_for("pa-mdi", {"bogus": 1})
     assert math.isinf(OffloadRequest(TaskView("t-1", "ts", 0, 0, "a"), "a", "b", 0, 1, 0, 1).fallback_index)
+
+
+def _links(world_nodes: list[str], rate: float, delay: float = 0.001) -> dict[tuple[str, str], tuple[float, float]]:
+    return {(a, b): (rate, delay) for a in world_nodes for b in world_nodes if a != b}
+
+
+def test_ar_mdi_shares_follow_speed_when_communication_is_negligible() -> None:
+    # Fast links: the min-bottleneck chain uses every worker with stage times equalised, i.e. the
+    # classic speed-proportional shares (the same cut as ``chain_shares``).
+    src = _source(times=(0.01,) * 12, out_bytes=10)
+    peers = [_peer("a", rate=1e12), _peer("b", speed=2.0, rate=1e12), _peer("c", rate=1e12)]
+    world = WorldView(here="a", now_s=0.0, peers={p.name: p for p in peers}, sources={"ts": src},
+                      speeds={"a": 1.0, "b": 2.0, "c": 1.0}, links=_links(["a", "b", "c"], 1e12, 0.0))
+    plan = get_policy("ar-mdi").plan(src, world)  # type: ignore[attr-defined]
+    assert [(p.node, p.start, p.end) for p in plan] == [("a", 0, 3), ("b", 3, 9), ("c", 9, 12)]
+    assert plan[0].index == pytest.approx(0.03)  # every stage 30 ms: total 120 ms over 4 speed units
+    shares = chain_shares(src, ("a", "b", "c"), {"a": 1.0, "b": 2.0, "c": 1.0})
+    assert [(p.node, p.start, p.end) for p in plan] == [(p.node, p.start, p.end) for p in shares]
+
+
+def test_ar_mdi_cuts_where_transfers_are_cheap_and_skips_dead_workers() -> None:
+    # 8 blocks of 10 ms; activations are 1 MB except after block 6 (10 KB); input 50 KB; 20 Mbit/s.
+    # Enumerated by hand: any cut but 6 costs >= 20 ms (input) or 400 ms; cut 6 gives stages
+    # (60 ms, 4 ms, 20 ms): bottleneck 60 ms < 80 ms local. So: a runs [0, 6), a neighbour the rest.
+    times = (0.01,) * 8
+    src = SourceView(name="ts", node="a", model="tiny", priority=1.0, accuracy=1.0, block_time_s=times,
+                     block_out_bytes=(1_000_000,) * 5 + (10_000, 1_000_000, 40), input_bytes=50_000,
+                     result_bytes=40, bounds=split_blocks(times, None))
+    # (input at 20 Mbit/s is 20 ms, so "ship the input, b runs [0, 4), c the rest" would also need
+    # a 1 MB cut; the best 3-stage plan is no better than 60 ms.)
+    names = ["a", "b", "c"]
+    peers = [_peer(n) for n in names]
+    world = WorldView(here="a", now_s=0.0, peers={p.name: p for p in peers}, sources={"ts": src},
+                      speeds=dict.fromkeys(names, 1.0), links=_links(names, 20e6))
+    pol = get_policy("ar-mdi")
+    plan = pol.plan(src, world)  # type: ignore[attr-defined]
+    assert [(p.node, p.start, p.end) for p in plan] == [("a", 0, 6), ("b", 6, 8)]
+    assert plan[0].index == pytest.approx(0.06)
+    # b dead (missed beacons): the chain uses c instead, and a holder routes there.
+    dead = WorldView(here="a", now_s=0.0, peers={"a": peers[0], "b": _peer("b", alive=False), "c": peers[2]},
+                     sources={"ts": src}, speeds=dict.fromkeys(names, 1.0), links=_links(names, 20e6))
+    assert [(p.node, p.start, p.end) for p in pol.plan(src, dead)] == [("a", 0, 6), ("c", 6, 8)]  # type: ignore[attr-defined]
+    assert pol.rank(TaskView("ts-1", "ts", 6, 0.0, "a"), dead)[0] == Placement("c", 6, 8, pytest.approx(0.06))
+    assert pol.rank(TaskView("ts-1", "ts", 0, 0.0, "a"), dead)[0].node == "a"
+    # Links so slow that every cut loses: the source runs everything.
+    slow = WorldView(here="a", now_s=0.0, peers={p.name: _peer(p.name, rate=1e5) for p in peers}, sources={"ts": src},
+                     speeds=dict.fromkeys(names, 1.0), links=_links(names, 1e5))
+    assert [(p.node, p.start, p.end) for p in pol.plan(src, slow)] == [("a", 0, 8)]  # type: ignore[attr-defined]
+
+
+def test_pa_mdi_look_ahead_finds_the_cheap_late_cut() -> None:
+    # A slow source (speed 0.25) with a big input and big early activations but a small one after
+    # block 3, and an idle neighbour 4x faster. "Ship the input now" and "finish here" both lose to
+    # "compute blocks 0-2 here, then ship the small activation": the look-ahead ranks the holder
+    # first with exactly that plan's time; the one-step ("rest") index sends the input.
+    times = (0.004, 0.004, 0.004, 0.02, 0.02, 0.02)
+    src = SourceView(name="ts", node="a", model="tiny", priority=1.0, accuracy=1.0, block_time_s=times,
+                     block_out_bytes=(500_000, 500_000, 5_000, 500_000, 500_000, 40), input_bytes=300_000,
+                     result_bytes=40, bounds=split_blocks(times, None))
+    rate, delay = 20e6, 0.001
+    peers = [_peer("a", speed=0.25, rate=rate, delay=delay), _peer("b", rate=rate, delay=delay)]
+    world = WorldView(here="a", now_s=0.0, peers={p.name: p for p in peers}, sources={"ts": src},
+                      speeds={"a": 0.25, "b": 1.0}, links=_links(["a", "b"], rate, delay))
+    home = 40 * 8 / rate + delay
+    plans = {
+        "finish here": sum(times) / 0.25,
+        "ship input": 300_000 * 8 / rate + delay + sum(times) + home,
+        "late cut": sum(times[:3]) / 0.25 + 5_000 * 8 / rate + delay + sum(times[3:]) + home,
+    }
+    assert min(plans, key=plans.__getitem__) == "late cut"
+    ranked = get_policy("pa-mdi").rank(TaskView("ts-0", "ts", 0, 0.0, "a"), world)
+    assert ranked[0].node == "a" and ranked[0].index == pytest.approx(plans["late cut"])
+    assert ranked[1].node == "b" and ranked[1].index == pytest.approx(plans["ship input"])
+    rest = get_policy("pa-mdi", horizon="rest").rank(TaskView("ts-0", "ts", 0, 0.0, "a"), world)
+    assert rest[0].node == "b"
+
+
+def test_queue_ahead_is_queue_minus_lower_weights() -> None:
+    p = _peer("c", queue=1.5, by_weight=((1.0, 1.0), (10.0, 0.3)), residual=0.2)
+    assert p.queue_ahead_s(10.0) == pytest.approx(0.5)  # residual + TS work
+    assert p.queue_ahead_s(1.0) == 1.5  # everything, exactly
+    assert _peer("c", queue=0.7, by_weight=((1.0, 0.7),)).queue_ahead_s(1.0) == 0.7

@@ -26,16 +26,23 @@ def test_one_source_one_node_equals_profile_sum_scaled_by_speed() -> None:
 
 
 def test_two_node_chain_compute_plus_transfer_plus_delay() -> None:
-    # AR-MDI on two equal nodes: a runs the first half (by time), b the rest, result back to a.
+    # AR-MDI on two equal nodes: the cut minimises the pipeline's slowest stage (a's compute, the
+    # a->b transfer, b's compute); the latency is then compute + bytes/(0.956 rate) + delay + result.
     rate, delay = 20.0, 0.005
     s = spec(nodes=[{"name": "a"}, {"name": "b"}], links=[{"a": "a", "b": "b", "rate_mbit": rate, "delay_ms": 5}],
              sources=[{"name": "s", "node": "a", "model": "tiny", "samples": 3, "interval_ms": 2000}])
     res = simulate(s, "ar-mdi", profiles=PROFILE)
     goodput = rate * 1e6 * LINK_GOODPUT_FACTOR
-    # shares: total 0.032 s, half = 0.016; cumulative time is 0.014 after 2 blocks (0.002 away) and 0.020
-    # after 3 (0.004 away) -> a runs blocks [0, 2)
-    cut = 2
-    expected = (sum(TIMES) + OUT[cut - 1] * 8 / goodput + delay + OUT[-1] * 8 / goodput + delay)
+    ins = (200_000, *OUT[:-1])
+
+    def bottleneck(cut: int) -> float:
+        if cut == 4:
+            return sum(TIMES)
+        return max(sum(TIMES[:cut]), ins[cut] * 8 / goodput, sum(TIMES[cut:]), OUT[-1] * 8 / goodput)
+
+    cut = min(range(5), key=bottleneck)
+    assert 0 < cut < 4  # the instance is built so that splitting pays (cut 3: 30 KB at the cut)
+    expected = sum(TIMES) + ins[cut] * 8 / goodput + delay + OUT[-1] * 8 / goodput + delay
     for r in res.records:
         assert r.placements == (("a", 0, cut), ("b", cut, 4))
         assert r.latency_s == pytest.approx(expected, rel=1e-9)

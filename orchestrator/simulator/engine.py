@@ -197,6 +197,8 @@ class Simulator:
                 if v not in adj[u]:
                     adj[u].append(v)
         self.neighbours = {n: tuple(sorted(v)) for n, v in adj.items()}
+        # The graph's links as every worker knows them from the run configuration (for planners).
+        self.link_table = {uv: (lk[0], lk[1]) for uv, lk in self.links.items()}
         self.sources = {s.view.name: s.view for s in sources}
         self.source_cfg = sources
         self.failures = tuple(failures)
@@ -211,7 +213,8 @@ class Simulator:
         self._routes: dict[tuple[str, int], dict[str, tuple[str, ...]]] = {}
         for node in self.nodes.values():
             node.mini_world = WorldView(here=node.name, now_s=0.0, peers={node.name: node.self_static},
-                                        sources=self.sources, speeds=self.speeds, neighbours=self.neighbours)
+                                        sources=self.sources, speeds=self.speeds, neighbours=self.neighbours,
+                                        links=self.link_table)
 
     # ------------------------------------------------------------------ event plumbing
     def at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
@@ -269,14 +272,26 @@ class Simulator:
         self._decide(task, source.node)
 
     # ------------------------------------------------------------------ views
-    def _residual(self, node: _Node) -> float:
+    def _load(self, node: _Node) -> tuple[float, float, tuple[tuple[float, float], ...]]:
+        """(queue seconds, residual of the partition in service, queued seconds by weight).
+
+        The task in service still needs the rest of its model after the current partition
+        (``after``): that is committed work of its weight, queued behind whatever the queue order
+        puts first, so it goes into the per-weight queue, not into the residual that every waiting
+        task sits out (service is non-preemptive only at partition granularity)."""
         job = node.busy
-        return node.busy_until - self.now + job.after if job is not None else 0.0
+        residual = node.busy_until - self.now if job is not None else 0.0
+        by_weight = node.by_weight
+        if job is not None and job.after > 0:
+            by_weight = dict(by_weight)
+            by_weight[job.weight] = by_weight.get(job.weight, 0.0) + job.after
+        bw = tuple(sorted((w, s) for w, s in by_weight.items() if s > 1e-12))
+        after = job.after if job is not None else 0.0
+        return node.queued_s + residual + after, residual, bw
 
     def _self_view(self, node: _Node) -> PeerView:
-        residual = self._residual(node)
-        bw = tuple(sorted((w, s) for w, s in node.by_weight.items() if s > 1e-12))
-        return PeerView(name=node.name, speed=node.speed, queue_s=node.queued_s + residual, rate_bps=math.inf,
+        q, residual, bw = self._load(node)
+        return PeerView(name=node.name, speed=node.speed, queue_s=q, rate_bps=math.inf,
                         delay_s=0.0, alive=node.alive, success=1.0, queue_by_weight=bw, residual_s=residual)
 
     def _peer_view(self, here: str, other: str) -> PeerView:
@@ -305,15 +320,13 @@ class Simulator:
         for nb in self.neighbours[here]:
             peers[nb] = self._peer_view(here, nb)
         return WorldView(here=here, now_s=self.now, peers=peers, sources=self.sources, speeds=self.speeds,
-                         neighbours=self.neighbours)
+                         neighbours=self.neighbours, links=self.link_table)
 
     def _beacon(self, node: _Node) -> None:
         if not node.alive:
             return
-        residual = self._residual(node)
-        bw = tuple(sorted((w, s) for w, s in node.by_weight.items() if s > 1e-12))
         node.snap_times.append(self.now)
-        node.snaps.append((node.queued_s + residual, residual, bw))
+        node.snaps.append(self._load(node))
         if self.outstanding > 0 or self._pending_arrivals > 0:
             self.at(self.now + self.opt.beacon_period_s, self._beacon, node)
 
