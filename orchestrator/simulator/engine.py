@@ -18,7 +18,10 @@ Model (all times in seconds):
   seeded random phase. Queue seconds count what the tasks present still need to finish their
   models there (queued job + the rest of the model, at the worker's speed): with per-partition
   jobs a task that has landed on a worker mostly stays, so counting only the queued partition
-  would hide most of the committed work. A neighbour sees the latest snapshot older than the
+  would hide most of the committed work. The residual is only what is left of the partition in
+  service (all a waiting task of higher priority sits out); the rest of that task's model counts
+  in its weight's queue. Every worker also knows the graph's link rates and delays
+  (``WorldView.links``, from the run configuration) for planners. A neighbour sees the latest snapshot older than the
   link delay (stale views); no snapshot for ``dead_after`` periods = dead (not a candidate).
 - At every boundary the holder asks ``policy.rank``; it tries placements in order: itself (queue
   locally), or a neighbour (after an RTC/CTC round trip when ``policy.handshake``, or per task

@@ -16,28 +16,33 @@ transfer term also waits for the sender's own backlog on that link (it knows wha
 
 Choices where the paper is unknown (all parameters, settable through the spec's ``policy_params``):
 
-- ``horizon`` ("rest", default | "plan" | "partition"): W_k covers the rest of the model (the
-  task will most likely stay where it goes) or, literally, only the next partition. "plan" is
-  "rest" plus a look-ahead for the worker itself: its score is also the best plan "run here up to
-  a later boundary c, then move to neighbour k" over all (c, k), so a task keeps computing while
-  a cheaper cut (a smaller activation) lies ahead instead of shipping a big one now (only when
-  nothing else waits here: deferring on a busy worker delays the others). "rest" and
-  "plan" let heterogeneous speeds matter; on equal speeds "rest" and "partition" agree.
+- ``horizon`` ("dp", default | "rest" | "plan" | "partition"): what W_k covers. "dp" is the
+  best completion of the rest of the model if the next partition runs on k: a backward dynamic
+  program over (partition boundary, worker) among the holder and its live neighbours, with
+  compute at each worker's speed, activation transfers over the known links (``WorldView.links``)
+  plus the queue ahead at each worker entered, and the result's trip home (``lookahead.py``). It
+  sees plans that move later, at a cheaper cut or to a faster worker, which the one-step index
+  cannot; it is still a per-hop, decentralised decision (the task decides again at every
+  boundary with fresh beacons). Measured against the exact fluid optimum on 30 small random
+  instances: gap at most 3.6% (mean ~1%), against up to 13% with "rest". "rest": the rest of the
+  model on k (the task stays where it goes); "partition": only the next partition; "plan": "rest"
+  plus a two-segment look-ahead for the holder itself (kept for comparison).
 - ``priority_aware_queue`` (True): Q_k counts only the work that would be served before this task
-  under priority order (equal or higher weight, plus the job in service), from the per-weight
-  queue in the beacon. A TS task therefore sees NTS backlog as free capacity, while an NTS task
-  sees everything. This is how priorities steer placement (the γα divisor is common to all
-  candidates of one task, so on its own it cannot change the choice).
-- Queue order (``priority_queue``): each worker serves its queue by weighted shortest remaining
-  work, ``t_rem/(γα)`` (t_rem = rest of the model at this worker's speed; Smith's rule, optimal
-  for the weighted mean on one server), with an aging credit: key ``t_rem/(γα) + aging*born``.
-  Using the remaining work (not the next partition) keeps a task that is under way ahead of newer
-  ones of its class, so tasks are not interleaved block by block (which behaves like processor
-  sharing and delays all of them). This is the same order as ``t_rem/(γα) - aging*age`` (the
-  difference is common to all queued tasks), so it can be evaluated once at enqueue time.
-  ``aging`` (0.001 s per s of age) prevents starvation of NTS work under overload: an NTS task
-  that waited 10 s counts as 10 ms less weighted work. In a stable system non-preemptive
-  priority service never starves, so the default is small.
+  under priority order (equal or higher weight, plus the partition in service), from the
+  per-weight queue in the beacon (``PeerView.queue_ahead_s``: the whole queue minus lower-weight
+  work, so with one weight class it is exactly the whole queue). A TS task therefore sees NTS
+  backlog as free capacity, while an NTS task sees everything. This is how priorities steer
+  placement (the γα divisor is common to all candidates of one task, so on its own it cannot
+  change the choice).
+- Queue order (``priority_queue``): earliest deadline first, the deadline of a task of weight γα
+  being ``born + 1/(aging*γα)``: key ``(born + 1/(aging*γα), born)``. Within a weight class this
+  is FIFO by birth (a task under way stays ahead of newer ones, so tasks are not interleaved block
+  by block), so with all priorities equal PA-MDI serves exactly as MS-MDI does. Between classes a
+  TS task (γ=10) goes ahead of an NTS task (γ=1) unless the NTS task is older by more than
+  0.9/aging seconds: ``aging`` (0.1 /s, i.e. 9 s) bounds NTS starvation under overload while
+  acting as strict priority at the paper's time scales; ``aging=0`` is strict priority. (An
+  earlier version used weighted shortest remaining work, Smith's rule, which reorders tasks
+  within a class and made equal-priority PA-MDI 0.7% worse than MS-MDI on paper-5node-resnet56.)
 - Service is non-preemptive at partition granularity. Since the task re-decides at every
   boundary, a TS task waits at most the residual of one partition (use ``partitions`` in the
   spec to trade decision overhead against that wait).
