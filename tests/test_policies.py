@@ -264,3 +264,25 @@ def test_queue_ahead_is_queue_minus_lower_weights() -> None:
     assert p.queue_ahead_s(10.0) == pytest.approx(0.5)  # residual + TS work
     assert p.queue_ahead_s(1.0) == 1.5  # everything, exactly
     assert _peer("c", queue=0.7, by_weight=((1.0, 0.7),)).queue_ahead_s(1.0) == 0.7
+
+
+def test_holder_counts_exactly_the_work_its_queue_order_serves_first() -> None:
+    # The holder's own queue task by task: an older TS task (0.2 s), a newer TS task (0.3 s), an
+    # old NTS task (0.4 s), 10 ms left of the partition in service. For a TS task born at 1.0:
+    # PA-MDI (EDF, TS deadlines 1 s, NTS 10 s after birth) serves only the older TS task first;
+    # MS-MDI (FIFO) serves the older TS and the older NTS task first.
+    ts, nts = _source(), _source("nts", "b", priority=1.0)
+    me = PeerView(name="a", speed=1.0, queue_s=0.91, rate_bps=math.inf, queue_by_weight=((1.0, 0.4), (10.0, 0.5)),
+                  residual_s=0.01, waiting=((0.5, 10.0, 0.2), (2.0, 10.0, 0.3), (0.1, 1.0, 0.4)))
+    world = WorldView(here="a", now_s=3.0, peers={"a": me}, sources={"ts": ts, "nts": nts})
+    task = TaskView("ts-1", "ts", 0, 1.0, "a")
+    rest, age = 8 * 0.01, 2.0
+    pa = get_policy("pa-mdi").rank(task, world)[0]
+    assert pa.index == pytest.approx((0.01 + 0.2 + rest + age) / 10.0)
+    ms = get_policy("ms-mdi").rank(task, world)[0]
+    assert ms.index == pytest.approx(0.01 + 0.2 + 0.4 + rest + age)
+    # Without the list, the per-weight totals: all TS work (0.5) for PA-MDI, everything for MS-MDI.
+    blind = WorldView(here="a", now_s=3.0, peers={"a": PeerView(**{**me.__dict__, "waiting": ()})},
+                      sources={"ts": ts, "nts": nts})
+    assert get_policy("pa-mdi").rank(task, blind)[0].index == pytest.approx((0.01 + 0.5 + rest + age) / 10.0)
+    assert get_policy("ms-mdi").rank(task, blind)[0].index == pytest.approx(0.91 + rest + age)

@@ -186,6 +186,9 @@ class Simulator:
     ) -> None:
         self.opt = options or SimOptions()
         self.policy = policy
+        # List each worker's own queue task by task in its self view only for policies that use it
+        # (it costs O(queue) per decision, and unstable baselines grow long queues).
+        self._list_waiting = bool(getattr(policy, "uses_waiting", False))
         self.rng = random.Random(seed)
         self.nodes = {n.name: _Node(n.name, n.speed) for n in nodes}
         self.speeds = {n.name: n.speed for n in nodes}
@@ -294,8 +297,16 @@ class Simulator:
 
     def _self_view(self, node: _Node) -> PeerView:
         q, residual, bw = self._load(node)
+        waiting: tuple[tuple[float, float, float], ...] = ()
+        if self._list_waiting:
+            jobs = [e[-1] for e in node.heap if e[-1].attempt == e[-1].task.attempt]
+            listed = [(j.task.born, j.weight, j.dur + j.after) for j in jobs]
+            if node.busy is not None and node.busy.after > 0:
+                listed.append((node.busy.task.born, node.busy.weight, node.busy.after))
+            waiting = tuple(listed)
         return PeerView(name=node.name, speed=node.speed, queue_s=q, rate_bps=math.inf,
-                        delay_s=0.0, alive=node.alive, success=1.0, queue_by_weight=bw, residual_s=residual)
+                        delay_s=0.0, alive=node.alive, success=1.0, queue_by_weight=bw, residual_s=residual,
+                        waiting=waiting)
 
     def _peer_view(self, here: str, other: str) -> PeerView:
         link = self.links[(here, other)]

@@ -94,6 +94,11 @@ class PeerView:
     # Seconds until the link from ``here`` to this peer has sent what ``here`` already queued on it
     # (sender-side knowledge, always fresh; 0 for self).
     link_backlog_s: float = 0.0
+    # The worker's own queue task by task, ``(born_s, weight, seconds)`` for every task waiting
+    # there (the task in service included, with what it needs after the current partition). Only
+    # a worker's view of itself carries it (beacons do not): with it a policy can count exactly the
+    # work its queue order serves before a given task. Empty = unknown.
+    waiting: tuple[tuple[float, float, float], ...] = ()
 
     def queue_ahead_s(self, weight: float) -> float:
         """Seconds of queued work served before a task of ``weight`` under priority order.
