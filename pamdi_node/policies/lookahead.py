@@ -58,11 +58,13 @@ class _Table:
     trip home.
     """
 
-    __slots__ = ("run", "value")
+    __slots__ = ("links", "run", "value")
 
     def __init__(self, source: SourceView, world: WorldView, names: list[str], inv_speed: list[float],
                  queue: list[float]) -> None:
         k = len(names)
+        # Holding the mapping keeps its id (part of the cache key) from being reused by another.
+        self.links = world.links
         links = _link_matrix(world, names)
         bounds = source.bounds
         times = [source.range_time_s(a, b) for a, b in itertools.pairwise(bounds)]
@@ -128,7 +130,8 @@ def completion_costs(
 
     The backward table depends on the neighbours' beaconed queues, speeds and links, not on the
     holder's own queue or the block, so it is computed once per such view and reused (a small
-    LRU cache; ``world.links`` must not be mutated after it is handed over).
+    LRU cache keyed on the identity of ``world.links``, which must therefore not be mutated after
+    it is handed over; each cached table holds a reference to it, so its id cannot be recycled).
     """
     here = world.here
     me = world.peers[here]
