@@ -229,3 +229,25 @@ def test_netns_and_docker_backends_agree_within_15_percent(docker_cli, node_imag
     print(f"\n[netns vs docker] mean seconds {means}; relative gaps {gaps()}")
     assert max(gaps().values()) < 0.15, (means, gaps())
     assert docker_leftovers(docker_cli) == {"containers": [], "networks": []}
+
+
+@pytest.mark.docker
+def test_failed_node_is_killed_and_rejoins(docker_cli, node_image, tmp_path: Path) -> None:  # noqa: F811
+    """The spec's failures: the backend kills b's container and starts it again (shaped anew)."""
+    spec = parse_spec({
+        "name": "dfail", "seed": 1,
+        "nodes": [{"name": "a", "speed": 0.5}, {"name": "b"}, {"name": "c"}],
+        "full_mesh": {"rate_mbit": 50},
+        "sources": [{"name": "ts", "node": "a", "model": "resnet56", "priority": 10, "samples": 60,
+                     "interval_ms": 50}],
+        "failures": [{"node": "b", "at_s": 1.0, "recover_after_s": 1.0}],
+        "policy": "pa-mdi", "beacon_period_ms": 50,
+    })
+    run_dir = tmp_path / "run"
+    summary = Runner(spec, DockerBackend(image=node_image), run_dir, RunOptions(policies=["pa-mdi"])).run()
+    ts = summary["runs"][0]["sources"]["ts"]
+    assert ts["completed"] + ts["failed"] == 60 and ts["completed"] >= 55
+    assert (run_dir / "logs" / "b.log").read_text().count("pamdi-agent ready") == 2  # started, then restarted
+    agents = json.loads((run_dir / "pa-mdi" / "agents.json").read_text())
+    assert agents["b"]["state"] == "running"  # reconfigured and running again after the restart
+    assert docker_leftovers(docker_cli) == {"containers": [], "networks": []}
