@@ -25,8 +25,9 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# iproute2 (ip/tc) for the netns backend and for checking what pyroute2 built.
-apt_install ip iproute2 tc iproute2
+# iproute2 (ip/tc) for the netns backend and for checking what pyroute2 built;
+# iperf3 so users can record link measurements for `pamdi scenarios import-iperf3`.
+apt_install ip iproute2 tc iproute2 iperf3 iperf3
 
 for extra in scripts/bootstrap.d/*.sh; do
     [ -e "$extra" ] && bash "$extra"
