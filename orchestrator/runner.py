@@ -6,7 +6,8 @@ the runner then
 
 1. generates the run's Curve keys (when on) before ``up`` so the backend can hand ``--keys`` out,
 2. waits for every agent to answer a ping and estimates its clock offset NTP-style,
-3. per policy: sends each agent its run configuration (``build_configs``), starts the agents
+3. per policy: sends each agent its run configuration (``build_configs``; compute padding for slow
+   nodes only where the backend does not already slow them with a CPU quota), starts the agents
    (sources last), applies the spec's ``failures`` (kill / restart through the backend), polls the
    source nodes until every task has completed or failed (or the run times out), collects task
    records and spans from every agent, shifts spans onto the orchestrator clock, and writes
@@ -19,6 +20,7 @@ came back is reported failed with a reason, never dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -51,7 +53,9 @@ class RunOptions:
     policies: Sequence[str] | None = None  # None = the spec's; ("all",) = the paper's five
     curve: bool | None = None  # None = the backend's default (``backend.default_curve``)
     keep_outputs: bool = False  # ship every result tensor back (identity tests)
-    emulate_speed: bool = True  # pad compute on nodes with speed < 1 (agents sharing one host)
+    # Pad compute on nodes with speed < 1 (agents sharing one host). None = automatic: pad unless the
+    # backend already slows its nodes itself (``agents_pad_compute``); True/False force it.
+    emulate_speed: bool | None = None
     task_timeout_s: float = 60.0
     run_timeout_s: float | None = None  # per policy; None = from the spec's arrival schedule
     agent_timeout_s: float = 90.0  # for agents to come up / build their blocks
@@ -71,6 +75,20 @@ class PolicyRun:
 
 
 # ------------------------------------------------------------------------------ configurations
+def backend_emulates_speed(backend: object) -> bool:
+    """Whether ``backend`` itself makes slow nodes slow (a CPU quota per node): its class says so with
+    ``emulates_speed = True``, and an instance started without quotas (``cpu_quota=False``) does not."""
+    return bool(getattr(backend, "emulates_speed", False)) and bool(getattr(backend, "cpu_quota", True))
+
+
+def agents_pad_compute(emulate_speed: bool | None, backend: object | None) -> bool:
+    """Whether agents stretch their compute to 1/speed: as asked, or (None) exactly when the backend
+    does not slow the nodes down already. Padding on top of a CPU quota would slow a node twice."""
+    if emulate_speed is not None:
+        return emulate_speed
+    return backend is None or not backend_emulates_speed(backend)
+
+
 def policy_params(spec: ExperimentSpec, policy: str, views: Mapping[str, SourceView]) -> dict[str, Any]:
     """The parameters of ``policy`` from the spec (pa-mdi-static gets the allocator's plan)."""
     from pamdi_node.policies import params_for
@@ -97,6 +115,7 @@ def build_configs(
     from orchestrator.simulator import node_speed
 
     opts = options or RunOptions()
+    emulate_speed = agents_pad_compute(opts.emulate_speed, None)  # the Runner resolves None per backend
     params = dict(params if params is not None else policy_params(spec, policy, views))
     graph = spec.neighbours()
     speeds = {n.name: node_speed(n) for n in spec.nodes}
@@ -133,7 +152,7 @@ def build_configs(
         blocks = {v.model: (0, len(v.block_time_s)) for v in views.values() if policy != "local" or v.node == n}
         configs[n] = {
             "node": n, "run_id": run_id, "seed": spec.seed, "policy": policy, "policy_params": params,
-            "speed": speeds[n], "emulate_speed": opts.emulate_speed, "threads": node.threads,
+            "speed": speeds[n], "emulate_speed": emulate_speed, "threads": node.threads,
             "beacon_period_s": beacon, "task_timeout_s": opts.task_timeout_s, "peers": peers,
             "graph": {k: list(v) for k, v in graph.items()}, "speeds": speeds, "sources": sources,
             "links": links,
@@ -155,7 +174,9 @@ class Runner:
         self.spec = spec
         self.backend = backend
         self.run_dir = Path(run_dir)
-        self.opts = options or RunOptions()
+        opts = options or RunOptions()
+        # Decided once per run: compute padding only where the backend does not slow nodes already.
+        self.opts = dataclasses.replace(opts, emulate_speed=agents_pad_compute(opts.emulate_speed, backend))
         self.base_dir = base_dir
         self.run_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.clients: dict[str, AgentClient] = {}
