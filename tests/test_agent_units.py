@@ -72,8 +72,9 @@ def test_executor_serves_by_key_and_reports_its_queue() -> None:
     for i, key in enumerate([(3.0,), (1.0,), (2.0,)]):
         task = Task(f"t{i}", "ts", "a", "tiny", 1.0, 0.0, 0, x)
         ex.submit(WorkItem(task, 0, 4, 0.0, i, est_s=0.5, weight=1.0 + i, after_s=0.25, key=key))
-    total, by_weight, residual = ex.queue_detail(time.time())
+    total, by_weight, residual, waiting = ex.queue_detail(time.time())
     assert total == pytest.approx(2.25) and residual == 0.0 and dict(by_weight) == {1.0: 0.75, 2.0: 0.75, 3.0: 0.75}
+    assert waiting == ()  # listed only when asked (the policies that use it)
     ex.start()
     deadline = time.time() + 30
     while len(done) < 3 and time.time() < deadline:

@@ -22,7 +22,7 @@ Model (all times in seconds):
   service (all a waiting task of higher priority sits out); the rest of that task's model counts
   in its weight's queue. Every worker also knows the graph's link rates and delays
   (``WorldView.links``, from the run configuration) for planners. A neighbour sees the latest snapshot older than the
-  link delay (stale views); no snapshot for ``dead_after`` periods = dead (not a candidate).
+  link delay (stale views); no snapshot for ``base.dead_after_s`` = dead (not a candidate).
 - At every boundary the holder asks ``policy.rank``; it tries placements in order: itself (queue
   locally), or a neighbour (after an RTC/CTC round trip when ``policy.handshake``, or per task
   ``policy.needs_handshake``; a DENY or a timeout moves on to the next placement; exhausting the
@@ -30,7 +30,7 @@ Model (all times in seconds):
 - After the last block the result goes back to the source along the cheapest path (serialization
   + delay per hop).
 - Failures: a failed worker loses its queue, job in service and anything arriving later. The
-  source notices after ``dead_after`` beacon periods and restarts the task from block 0 (up to
+  source notices after ``base.dead_after_s`` and restarts the task from block 0 (up to
   ``max_retries``), otherwise the task fails with the reason. Tasks of a source whose own node is
   down fail ("source node down"). Nothing is dropped silently: every task ends with a record.
 """
@@ -57,6 +57,7 @@ from pamdi_node.policies.base import (
     SourceView,
     TaskView,
     WorldView,
+    dead_after_s,
     needs_handshake,
     partition_end,
     shortest_paths,
@@ -73,7 +74,9 @@ class SimulationError(RuntimeError):
 @dataclass(frozen=True)
 class SimOptions:
     beacon_period_s: float = 0.1
-    dead_after: float = 3.0  # beacon periods without news before a neighbour counts as dead
+    # Beacon periods without news before a neighbour counts as dead; None = the rule the agent uses
+    # too (``base.dead_after_s``: periods plus a slack).
+    dead_after: float | None = None
     rtc_window_s: float = 0.001  # receiver collects RTCs this long before granting one
     rtc_timeout_s: float = 0.5  # sender gives up waiting for CTC/DENY
     max_retries: int = 2
@@ -186,6 +189,8 @@ class Simulator:
     ) -> None:
         self.opt = options or SimOptions()
         self.policy = policy
+        self.dead_after_s = (dead_after_s(self.opt.beacon_period_s) if self.opt.dead_after is None
+                             else self.opt.dead_after * self.opt.beacon_period_s)
         # List each worker's own queue task by task in its self view only for policies that use it
         # (it costs O(queue) per decision, and unstable baselines grow long queues).
         self._list_waiting = bool(getattr(policy, "uses_waiting", False))
@@ -316,7 +321,7 @@ class Simulator:
         if idx < 0:
             idx = 0
         snap_t = node.snap_times[idx]
-        alive = (self.now - delay - snap_t) <= self.opt.dead_after * self.opt.beacon_period_s
+        alive = (self.now - delay - snap_t) <= self.dead_after_s
         key = (here, other)
         cached = self._peer_cache.get(key)
         backlog = link[2] - self.now if link[2] > self.now else 0.0
@@ -581,7 +586,7 @@ class Simulator:
             self._finish(task, FAILED, f"{reason}; gave up after {task.retries} retries")
             return
         task.retries += 1
-        detect = self.opt.dead_after * self.opt.beacon_period_s
+        detect = self.dead_after_s
         self.at(self.now + detect, self._restart, task, home, reason, task.attempt)
 
     def _restart(self, task: _Task, home: str, reason: str, attempt: int) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pamdi_node.policies.base import SourceView
+from pamdi_node.policies.base import SourceView, dead_after_s
 
 
 class _Strict(BaseModel):
@@ -86,7 +86,8 @@ class RunConfig(_Strict):
     measure_speed: bool = False
     threads: int | None = Field(default=None, ge=1, le=256)
     beacon_period_s: float = Field(default=0.1, gt=0, le=60)
-    # A peer without a beacon for this long is dropped from the candidates (default 4 periods + 0.2 s).
+    # A peer without a beacon for this long is dropped from the candidates (default: the simulator's
+    # rule too, ``policies.base.dead_after_s``: 4 periods + 0.2 s).
     dead_after_s: float | None = Field(default=None, gt=0)
     ack_timeout_s: float = Field(default=3.0, gt=0)
     rtc_timeout_s: float = Field(default=0.25, gt=0)
@@ -116,7 +117,7 @@ class RunConfig(_Strict):
 
     @property
     def dead_after(self) -> float:
-        return self.dead_after_s if self.dead_after_s is not None else 4 * self.beacon_period_s + 0.2
+        return self.dead_after_s if self.dead_after_s is not None else dead_after_s(self.beacon_period_s)
 
     def allowed_blocks(self) -> dict[str, tuple[int, int]]:
         if self.blocks is not None:

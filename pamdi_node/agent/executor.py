@@ -12,11 +12,20 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from pamdi_node.agent.tasks import WorkItem
 
 log = logging.getLogger(__name__)
+
+
+class QueueDetail(NamedTuple):
+    """A worker's queue as beacons and the self view carry it (see ``Executor.queue_detail``)."""
+
+    total_s: float  # everything committed here: residual + the rest of its model + every queued item
+    by_weight: tuple[tuple[float, float], ...]  # (weight, seconds), the partition in service excluded
+    residual_s: float  # what is left of the partition in service
+    waiting: tuple[tuple[float, float, float], ...] = ()  # (born, weight, seconds) per task waiting here
 
 
 class BlockStore:
@@ -95,19 +104,43 @@ class Executor(threading.Thread):
 
     def queue_s(self, now: float) -> float:
         """Seconds of work queued here at this node's speed (what the beacons advertise)."""
-        return self.queue_detail(now)[0]
+        return self.queue_detail(now).total_s
 
-    def queue_detail(self, now: float) -> tuple[float, tuple[tuple[float, float], ...], float]:
-        """(total seconds, seconds per task weight, seconds left of the job in service)."""
+    def queue_detail(self, now: float, list_waiting: bool = False) -> QueueDetail:
+        """This node's queue as the simulator's ``_load``/``_self_view`` describe a worker's.
+
+        The residual is only what is left of the partition in service (all that a waiting task of
+        higher priority sits out: service is non-preemptive per partition); the rest of that task's
+        model (``after_s``) is committed work of its weight, so it counts in ``by_weight``. The
+        total is the same either way. ``waiting`` (only with ``list_waiting``: it costs O(queue))
+        lists ``(born, weight, seconds)`` per queued item plus ``(born, weight, after_s)`` for the
+        one in service.
+        """
         with self._cv:
             by_weight: dict[float, float] = {}
+            listed: list[tuple[float, float, float]] = []
             for w in self._queue:
                 by_weight[w.weight] = by_weight.get(w.weight, 0.0) + w.est_s + w.after_s
-            residual = 0.0
-            if self._running is not None:
-                r = self._running
-                residual = max(0.0, r.est_s - (now - self._running_since)) + r.after_s
-        return residual + sum(by_weight.values()), tuple(sorted(by_weight.items())), residual
+                if list_waiting:
+                    listed.append((w.task.born, w.weight, w.est_s + w.after_s))
+            residual = after = 0.0
+            r = self._running
+            if r is not None:
+                residual = max(0.0, r.est_s - (now - self._running_since))
+                after = r.after_s
+                if after > 0:
+                    by_weight[r.weight] = by_weight.get(r.weight, 0.0) + after
+                    if list_waiting:
+                        listed.append((r.task.born, r.weight, after))
+            total = sum(w.est_s + w.after_s for w in self._queue) + residual + after
+        return QueueDetail(total, tuple(sorted((w, x) for w, x in by_weight.items() if x > 1e-12)), residual,
+                           tuple(listed))
+
+    @property
+    def running_since(self) -> float | None:
+        """When the item in service started (local clock), None when idle."""
+        with self._cv:
+            return self._running_since if self._running is not None else None
 
     def __len__(self) -> int:
         with self._cv:
@@ -116,8 +149,10 @@ class Executor(threading.Thread):
     # ------------------------------------------------------------------------- the thread itself
     def _pop(self) -> WorkItem:
         # Keys come from the policy at enqueue time (FIFO baselines key on the task's birth, PA-MDI on
-        # its priority index), exactly as the simulator orders its queues; ties by arrival.
-        best = min(range(len(self._queue)), key=lambda i: (self._queue[i].key, self._queue[i].seq))
+        # its priority index), exactly as the simulator orders its queues; ties by source name, then
+        # by arrival (the simulator's heap entries are (key, source, seq, job)).
+        q = self._queue
+        best = min(range(len(q)), key=lambda i: (q[i].key, q[i].task.source, q[i].seq))
         return self._queue.pop(best)
 
     def run(self) -> None:

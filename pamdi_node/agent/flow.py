@@ -22,7 +22,7 @@ from typing import Any
 
 from pamdi_node import wire
 from pamdi_node.agent.config import RunConfig, SourceConfig, task_id
-from pamdi_node.agent.executor import BlockStore, Executor
+from pamdi_node.agent.executor import BlockStore, Executor, QueueDetail
 from pamdi_node.agent.peers import PeerTable
 from pamdi_node.agent.sources import SourceThread
 from pamdi_node.agent.tasks import Custody, PendingOffer, Task, WorkItem
@@ -87,7 +87,10 @@ class RunState:
         self.offers: dict[str, PendingOffer] = {}
         self.rtc_inbox: list[tuple[float, OffloadRequest, str]] = []
         self.rtc_window_end: float | None = None
-        self.reserved: dict[str, tuple[float, float, float]] = {}  # hop -> (est_s, expires, weight)
+        # Granted (CTC) work on its way here: hop -> (est_s, expires, weight, born).
+        self.reserved: dict[str, tuple[float, float, float, float]] = {}
+        # List the queue task by task in the self view only for policies that use it (as the simulator).
+        self.list_waiting = bool(getattr(policy, "uses_waiting", False))
         self.outstanding: dict[str, tuple[Task, float, int]] = {}  # at the origin: id -> (task, local birth, index)
         self.completed_ids: set[str] = set()
         # Results with no live route to their source yet: id -> (task, ok, reason, since).
@@ -105,21 +108,27 @@ class RunState:
         """Orchestrator-aligned time (task ages are compared across nodes)."""
         return time.time() - self.clock_offset
 
-    def own_queue(self, now: float) -> tuple[float, tuple[tuple[float, float], ...], float]:
-        """(seconds queued, seconds per weight, residual of the job in service), CTC reservations included."""
-        total, by_weight, residual = self.executor.queue_detail(now)
-        if self.reserved:
-            acc = dict(by_weight)
-            for est, _, weight in self.reserved.values():
-                acc[weight] = acc.get(weight, 0.0) + est
-                total += est
-            by_weight = tuple(sorted(acc.items()))
-        return total, by_weight, residual
+    def own_queue(self, now: float) -> QueueDetail:
+        """This node's queue (``Executor.queue_detail``), CTC reservations included: work granted to a
+        peer's request counts as queued here from the grant on (the simulator has no such window)."""
+        detail = self.executor.queue_detail(now, self.list_waiting)
+        if not self.reserved:
+            return detail
+        acc = dict(detail.by_weight)
+        total = detail.total_s
+        waiting = list(detail.waiting)
+        for est, _, weight, born in self.reserved.values():
+            acc[weight] = acc.get(weight, 0.0) + est
+            total += est
+            if self.list_waiting:
+                waiting.append((born, weight, est))
+        return QueueDetail(total, tuple(sorted(acc.items())), detail.residual_s, tuple(waiting))
 
-    def world(self, exclude: frozenset[str] = frozenset()) -> WorldView:
-        t = time.time()
+    def world(self, exclude: frozenset[str] = frozenset(), t: float | None = None) -> WorldView:
+        """The view the policy decides on, at local time ``t`` (default now)."""
+        t = time.time() if t is None else t
         w = self.peers.world(t, self.speed, self.own_queue(t), exclude)
-        return WorldView(here=w.here, now_s=self.now(), peers=w.peers, sources=w.sources, speeds=w.speeds,
+        return WorldView(here=w.here, now_s=t - self.clock_offset, peers=w.peers, sources=w.sources, speeds=w.speeds,
                          neighbours=w.neighbours, links=w.links)
 
     def snapshot(self) -> WorldView:
@@ -370,7 +379,7 @@ class RunState:
             if chosen is not None and req is chosen:
                 est = self.est_s(req.task.source, req.start, req.end)
                 weight = req.priority * self.sources[req.task.source].accuracy
-                self.reserved[hop] = (est, now + max(1.0, 4 * self.cfg.rtc_timeout_s), weight)
+                self.reserved[hop] = (est, now + max(1.0, 4 * self.cfg.rtc_timeout_s), weight, req.task.born_s)
                 self.counters["granted"] += 1
                 self.send_peer(req.sender, wire.encode(wire.CTC, self.here, {"hop": hop, "task": req.task.task_id}))
             else:
@@ -489,12 +498,15 @@ class RunState:
         })
 
     # ------------------------------------------------------------------------------------ timers
-    def beacon(self) -> None:
-        now = time.time()
+    def beacon_body(self, now: float) -> dict[str, Any]:
+        """What a beacon says: the simulator's snapshot (queue seconds, residual, per-weight queue)."""
         self._beacon_seq += 1
-        total, by_weight, residual = self.own_queue(now)
-        body = {"speed": float(self.speed), "queue_s": float(total), "seq": self._beacon_seq,
-                "by_weight": [[w, s] for w, s in by_weight], "residual_s": float(residual)}
+        q = self.own_queue(now)
+        return {"speed": float(self.speed), "queue_s": float(q.total_s), "seq": self._beacon_seq,
+                "by_weight": [[w, s] for w, s in q.by_weight], "residual_s": float(q.residual_s)}
+
+    def beacon(self) -> None:
+        body = self.beacon_body(time.time())
         for name in self.peers.peers:
             self.send_peer(name, wire.encode(wire.BEACON, self.here, body))
         self._snapshot = self.world()
@@ -529,7 +541,7 @@ class RunState:
             self.deliver_result(task, ok, reason)
             if tid in self.stranded:  # still no route: keep the original time
                 self.stranded[tid] = (task, ok, reason, since)
-        for hop, (_, expires, _) in list(self.reserved.items()):
+        for hop, (_, expires, _, _) in list(self.reserved.items()):
             if now >= expires:
                 del self.reserved[hop]
         for task, born_local, _ in list(self.outstanding.values()):

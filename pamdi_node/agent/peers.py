@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from pamdi_node.agent.config import RunConfig
 from pamdi_node.policies.base import PeerView, SourceView, WorldView
@@ -96,11 +97,15 @@ class PeerTable:
         self,
         now: float,
         own_speed: float,
-        own_queue: tuple[float, tuple[tuple[float, float], ...], float],
+        own_queue: tuple[Any, ...],
         exclude: frozenset[str] = frozenset(),
     ) -> WorldView:
-        q, by_weight, residual = own_queue
-        views = {self.here: PeerView(self.here, own_speed, q, math.inf, 0.0, True, 1.0, by_weight, residual)}
+        """``own_queue``: (total s, by weight, residual s[, waiting]) as ``Executor.queue_detail``
+        gives it; the self view is then what the simulator's ``_self_view`` builds."""
+        q, by_weight, residual, *rest = own_queue
+        waiting = tuple(rest[0]) if rest else ()
+        views = {self.here: PeerView(self.here, own_speed, q, math.inf, 0.0, True, 1.0, by_weight, residual,
+                                     waiting=waiting)}
         speeds = {self.here: own_speed}
         for p in self.peers.values():
             alive = self.alive(p.name, now) and p.name not in exclude

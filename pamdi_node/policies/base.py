@@ -188,6 +188,19 @@ def needs_handshake(policy: Policy, task: TaskView, world: WorldView) -> bool:
 LINK_GOODPUT_FACTOR = 0.956
 
 
+# Liveness, the one rule for the simulator and the agent: a worker is dead (no longer a candidate;
+# work handed to it is taken back) once nothing was heard from it for ``dead_after_s(period)``. The
+# slack is for real networks: beacons leave from an I/O loop that shares the CPU with compute, and
+# on a shaped link a beacon waits behind the activations queued before it.
+DEAD_AFTER_PERIODS = 4.0
+DEAD_AFTER_SLACK_S = 0.2
+
+
+def dead_after_s(beacon_period_s: float) -> float:
+    """Seconds without a beacon (or any message) after which a worker counts as dead."""
+    return DEAD_AFTER_PERIODS * beacon_period_s + DEAD_AFTER_SLACK_S
+
+
 def weight_of(source: SourceView) -> float:
     """The priority weight gamma*alpha of a source's tasks."""
     return source.priority * source.accuracy
