@@ -15,17 +15,18 @@ pytestmark = [
     pytest.mark.timeout(240),
 ]
 
-# Two nodes, ResNet-50 split by AR-MDI across a 10 Mbit/s link: the activation transfer (~0.8 MB)
-# dominates, so the comparison checks shaping and quota rather than this shared host's CPU noise.
-# Node b has half a CPU (quota) and speed 0.5 in the simulator.
+# Two nodes, ResNet-50 split by AR-MDI across a 20 Mbit/s link. Source a is slow (a quarter of a
+# CPU, speed 0.25: 332 ms for the model), so AR-MDI's minimum-bottleneck chain ships the 602 KB input
+# to b (a 252 ms stage) and b runs every block: the transfer dominates, so the comparison checks
+# shaping and quota rather than this shared host's CPU noise.
 SPEC = """
 name: agree
 seed: 1
 nodes:
-  - {name: a}
-  - {name: b, speed: 0.5}
+  - {name: a, speed: 0.25}
+  - {name: b}
 links:
-  - {a: a, b: b, rate_mbit: 10, delay_ms: 2}
+  - {a: a, b: b, rate_mbit: 20, delay_ms: 2}
 sources:
   - {name: ts, node: a, model: resnet50, priority: 10, samples: 6, interval_ms: 1500}
 policy: [ar-mdi]

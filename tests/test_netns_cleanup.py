@@ -145,7 +145,10 @@ def test_rate_change_in_place() -> None:
         before = tc.stats(ns, link.if_a)
         net.set_link("a", "b", 40)
         after = tc.stats(ns, link.if_a)
-        assert before["packets"] >= 5 and after["packets"] == before["packets"]
+        # A rebuilt class would start again from zero; the kernel may send a stray packet of its
+        # own (IPv6 neighbour discovery) in between, so the counters may only have grown.
+        assert before["packets"] >= 5 and after["packets"] >= before["packets"]
+        assert after["bytes"] >= before["bytes"] >= 5000
         from orchestrator.netem.netns import ns_handle
 
         with ns_handle(ns) as h:
