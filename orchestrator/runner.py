@@ -28,7 +28,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,8 +170,13 @@ def expected_duration_s(spec: ExperimentSpec) -> float:
 # ------------------------------------------------------------------------------------ the runner
 class Runner:
     def __init__(self, spec: ExperimentSpec, backend: Backend, run_dir: str | Path,
-                 options: RunOptions | None = None, base_dir: str | Path | None = None) -> None:
+                 options: RunOptions | None = None, base_dir: str | Path | None = None,
+                 on_progress: Callable[[str, int, int], None] | None = None) -> None:
+        """``on_progress(policy, finished, total)`` is called while a policy runs (tasks completed or
+        failed at their sources, out of all the spec's tasks), from the thread that calls ``run``."""
         self.spec = spec
+        self.on_progress = on_progress
+        self.total_tasks = sum(s.samples for s in spec.sources)
         self.backend = backend
         self.run_dir = Path(run_dir)
         opts = options or RunOptions()
@@ -280,6 +285,7 @@ class Runner:
             raise RunError(f"policy {policy}: configuring the agents failed: {err}") from None
         time.sleep(max(0.3, 3 * configs[nodes[0]]["beacon_period_s"]))  # a few beacons before the first task
         source_nodes = {v.node for v in views.values()}
+        self._progress(policy, 0)
         for n in sorted(nodes, key=lambda n: n in source_nodes):  # sources last
             self.clients[n].start(offset_s=self.offsets.get(n, 0.0))
         t_start = time.time()
@@ -291,7 +297,7 @@ class Runner:
         interrupted: BaseException | None = None
         try:
             while True:
-                if self._sources_done(source_nodes):
+                if self._sources_done(source_nodes, policy):
                     break
                 if time.time() - t_start > budget:
                     timed_out = True
@@ -306,20 +312,34 @@ class Runner:
                 t.join(timeout=self.opts.agent_timeout_s)
         result = self._collect(policy, views, timed_out or interrupted is not None,
                                "interrupted (Ctrl-C)" if interrupted else "run timed out")
+        self._progress(policy, sum(1 for r in result.records if r.status in (COMPLETED, FAILED)))
         if interrupted is not None:
             self.results.append(result)
             raise interrupted
         return result
 
-    def _sources_done(self, source_nodes: set[str]) -> bool:
+    def _sources_done(self, source_nodes: set[str], policy: str | None = None) -> bool:
+        done = True
+        finished = 0
         for n in source_nodes:
             try:
                 st = self.clients[n].stats()
             except AgentError:
                 continue  # a dead source node: its tasks are reported failed at collection
-            if not all(s["done"] for s in st.get("sources", {}).values()):
-                return False
-        return True
+            for s in st.get("sources", {}).values():
+                finished += int(s.get("completed", 0)) + int(s.get("failed", 0))
+                done = done and bool(s["done"])
+        if policy is not None:
+            self._progress(policy, finished)
+        return done
+
+    def _progress(self, policy: str, finished: int) -> None:
+        if self.on_progress is None:
+            return
+        try:
+            self.on_progress(policy, min(finished, self.total_tasks), self.total_tasks)
+        except Exception:  # a display problem must not stop the run
+            log.exception("progress callback failed")
 
     def _schedule_failures(self, t0: float, views: Mapping[str, SourceView], policy: str) -> list[threading.Timer]:
         timers: list[threading.Timer] = []

@@ -60,6 +60,16 @@ def test_emulate_prints_the_simulate_json_shape(tmp_path: Path) -> None:
     assert sorted(p.name for p in (out / "agents").iterdir()) == sorted(
         f"{n}.{k}.jsonl" for n in "abc" for k in ("spans", "tasks"))
     assert _agents_of(out) == []
+    # The run folder is complete, as pamdi demo's: manifest before the run, tables, plots, report after.
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["backend"] == "local" and manifest["policies"] == ["pa-mdi"] and manifest["spec"]["name"] == "cli"
+    import pandas as pd
+
+    tasks = pd.read_parquet(out / "tasks.parquet")
+    assert len(tasks) == 16 and set(tasks["source"]) == {"ts", "nts"}
+    assert len(pd.read_parquet(out / "spans.parquet")) > 0
+    assert (out / "cdf.png").stat().st_size > 0 and summary["report"] == str(out / "report.md")
+    assert (out / "report.md").read_text().count("| pa-mdi | ts |") == 1
 
 
 def test_ctrl_c_stops_agents_and_keeps_what_was_measured(tmp_path: Path) -> None:
@@ -80,6 +90,7 @@ def test_ctrl_c_stops_agents_and_keeps_what_was_measured(tmp_path: Path) -> None
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err
+    assert (out / "manifest.json").exists() and (out / "report.md").exists()  # the report covers what ran
     records = [json.loads(line) for line in (out / "pa-mdi" / "tasks.jsonl").read_text().splitlines()]
     done = [r for r in records if r["status"] == "completed"]
     assert len(records) == 5000 and len(done) >= 20  # every task accounted for, the measured ones kept

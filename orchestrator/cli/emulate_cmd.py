@@ -1,16 +1,22 @@
 """``pamdi emulate SPEC --backend local|netns|docker|colosseum``: run a spec on real agents.
 
-Prints the same JSON as ``pamdi simulate`` (``--json``) or a table, and writes the run folder
-(``--out``, default ``results/runs/<run id>``): ``summary.json``, ``clocks.json``,
+Prints the same JSON as ``pamdi simulate`` (``--json``: nothing else on stdout) or a progress bar
+(tasks finished per policy) and a table, and writes the run folder (``--out``, default
+``results/runs/<spec>-<backend>-<time>``): ``manifest.json`` (spec, seed, backend, git commit,
+package versions, host; written before the run), ``summary.json``, ``clocks.json``,
 ``<policy>/{tasks,spans}.jsonl``, ``<policy>/agents.json``, the agents' own traces under ``agents/``
-and their logs under ``logs/``. Ctrl-C stops the agents cleanly and keeps what was measured.
+and their logs under ``logs/``; after the run, as ``pamdi demo`` does, the Parquet tables, plots and
+``report.md`` (``results.report``). Ctrl-C stops the agents cleanly, keeps what was measured and
+still writes the report.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +54,39 @@ def _print_table(name: str, backend: str, summary: dict[str, Any]) -> None:
                           str(s["failed"]), ms(s["mean_s"]), ms(s["p50_s"]), ms(s["p95_s"]))
         table.add_row("", "[dim]weighted[/dim]", "", "", "", ms(run["weighted_mean_s"]), "", "", end_section=True)
     Console().print(table)
+
+
+@contextlib.contextmanager
+def _progress(show: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A rich progress bar, one row per policy (tasks finished at their sources), or nothing."""
+    if not show:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    rows: dict[str, Any] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tasks"),
+                  TimeElapsedColumn()) as progress:
+        def update(policy: str, finished: int, total: int) -> None:
+            if policy not in rows:
+                for other in rows.values():  # the previous policy is over
+                    progress.stop_task(other)
+                rows[policy] = progress.add_task(f"policy {policy}", total=total)
+            progress.update(rows[policy], completed=finished, total=total)
+
+        yield update
+
+
+def _report(run_dir: Path) -> dict[str, Any] | None:
+    """Tables, plots and report.md of the run folder; a failure is said on stderr, not fatal."""
+    try:
+        from results.report import report
+
+        return report(run_dir)
+    except Exception as err:  # the measured data stays in the folder; `pamdi report` can retry
+        typer.echo(f"report: could not be written ({type(err).__name__}: {err}); "
+                   f"retry with `pamdi report {run_dir}`", err=True)
+        return None
 
 
 def register(app: typer.Typer) -> None:
@@ -92,17 +131,29 @@ def register(app: typer.Typer) -> None:
             raise fail(f"--backend: {err}") from None
         run_dir = out or Path("results") / "runs" / f"{s.name}-{backend}-{time.strftime('%Y%m%d-%H%M%S')}"
         opts = RunOptions(policies=policies, curve=curve, task_timeout_s=task_timeout, run_timeout_s=run_timeout)
-        runner = Runner(s, be, run_dir, opts, base_dir=path.parent)
-        try:
-            summary = runner.run()
-        except KeyboardInterrupt:
-            typer.echo(f"interrupted: agents stopped; partial results in {run_dir}", err=True)
-            raise typer.Exit(130) from None
-        except (RunError, SimulationError, RuntimeError, ValueError) as err:
-            raise fail(f"emulate: {err} (run folder: {run_dir})", code=1) from None
+        from results.trace import write_manifest
+
+        write_manifest(run_dir, s, backend=backend, policies=policies, extra={"emulate": {
+            "spec_path": str(path), "backend_options": _backend_options(backend_opt), "curve": curve,
+            "task_timeout_s": task_timeout, "run_timeout_s": run_timeout}})
+        with _progress(not as_json) as on_progress:
+            runner = Runner(s, be, run_dir, opts, base_dir=path.parent, on_progress=on_progress)
+            try:
+                summary = runner.run()
+            except KeyboardInterrupt:
+                _report(run_dir)
+                typer.echo(f"interrupted: agents stopped; partial results in {run_dir}", err=True)
+                raise typer.Exit(130) from None
+            except (RunError, SimulationError, RuntimeError, ValueError) as err:
+                raise fail(f"emulate: {err} (run folder: {run_dir})", code=1) from None
         summary["run_dir"] = str(run_dir)
+        rep = _report(run_dir)
+        if rep is not None:
+            summary["report"] = rep["report"]
         if as_json:
             print_json(summary)
         else:
             _print_table(s.name, backend, summary)
             typer.echo(f"run folder: {run_dir}")
+            if rep is not None:
+                typer.echo(f"report: {rep['report']}; plots: {', '.join(rep['images'])}")
