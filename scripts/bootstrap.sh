@@ -33,12 +33,19 @@ for extra in scripts/bootstrap.d/*.sh; do
     [ -e "$extra" ] && bash "$extra"
 done
 
+# pip quietly, minus the host's notes about configured local indexes that do not exist.
+pip_q() {
+    local noise='is ignored: it is neither'
+    "$VENV/bin/pip" install -q --disable-pip-version-check "$@" \
+        > >(grep -v "$noise" || true) 2> >(grep -v "$noise" >&2 || true)
+}
+
 if [ ! -x $VENV/bin/python ]; then
     $PY -m venv $VENV
 fi
 # Re-install when the project metadata changed since the last install.
 if [ ! -f $STAMP ] || [ pyproject.toml -nt $STAMP ]; then
-    $VENV/bin/pip install -q --disable-pip-version-check 'torch==2.13.0'
-    $VENV/bin/pip install -q --disable-pip-version-check -e '.[orchestrator,dev]'
+    pip_q 'torch==2.13.0'
+    pip_q -e '.[orchestrator,dev]'
     touch $STAMP
 fi
