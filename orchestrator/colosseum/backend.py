@@ -2,21 +2,34 @@
 
 Spec node i runs on the i-th SRN of the config. ``up``:
 
-1. finds each SRN's data-plane address (the radio stack's interface / subnet, never ``col0``);
+1. finds each SRN's data-plane address (the radio stack's interface / subnet, never ``col0``) and
+   its control address (the ``control_interface``, ``col0``);
 2. creates ``<srn_work_dir>/<run_id>/`` there and pushes the node's key folder (all public keys,
    only its own secret: ``orchestrator.keys.node_key_folder``);
-3. starts the agent bound to the radio address (``<agent_command> --listen tcp://RADIO:PORT ...``,
-   detached with setsid/nohup, pid in ``agent.pid``, stdout+stderr in ``agent.log``) and, when
-   ``pcap`` is on, ``tcpdump -U`` on the radio interface (skipped with a warning where it fails);
-4. waits for the agent's ready line, then opens an SSH local forward per agent
-   (127.0.0.1:<free port> -> RADIO:PORT through that SRN's SSH connection) for the orchestrator's
-   control messages. Peers reach each other at their radio addresses, so model data only crosses
-   the emulated RF channel; orchestration rides the SSH connection.
+3. starts the agent (``<agent_command> --listen tcp://0.0.0.0:PORT ...``, detached with
+   setsid/nohup, pid in ``agent.pid``, stdout+stderr in ``agent.log``) and, when ``pcap`` is on,
+   ``tcpdump -U`` on the radio and on the control interface (skipped with a warning where it fails);
+4. waits for the agent's ready line, then opens the control path to it (below).
 
-``set_link`` cannot shape anything on Colosseum — the RF scenario is the channel — so it logs and
-does nothing. ``link_stats`` samples rx/tx counters of the data and control interfaces. ``down``
-stops the agents (SIGTERM, then SIGKILL), harvests every SRN's run folder into
-``<run_dir>/srn-NNN/`` and closes the connections; it is idempotent and runs after errors too.
+Two planes, two networks:
+
+- **Data plane = radio.** The run config gives every agent only its peers' *radio* addresses, so
+  activations only ever cross the emulated RF channel.
+- **Control plane = col0.** ``col0`` is the SRNs' wired control network; the experimenter's machine
+  cannot reach it (it only reaches the SSH gateway, which reaches the SRNs' management addresses).
+  So the orchestrator keeps ONE SSH connection to a *leader* SRN (the first spec node's) through
+  the gateway and opens, on that connection, asyncssh direct-tcpip forwards
+  ``127.0.0.1:<free port> -> <SRN's col0 address>:PORT`` for every agent (the leader's own agent
+  through its own col0 address). A control message thus travels experimenter -> gateway -> leader
+  as SSH over the management path, then leader -> SRN over ``col0``; none rides the radio.
+
+The agent binds the wildcard address because it has to answer on both networks with one
+``--listen``; CurveZMQ (on by default here: the run's key folder) keeps anyone without the run's
+keys out on either. ``set_link`` cannot shape anything on Colosseum — the RF scenario is the
+channel — so it logs and does nothing. ``link_stats`` samples rx/tx counters of the data and
+control interfaces. ``down`` stops the agents (SIGTERM, then SIGKILL), harvests every SRN's run
+folder into ``<run_dir>/srn-NNN/`` and closes the connections; it is idempotent and runs after
+errors too.
 
 The backend API is synchronous (the runner's), so asyncssh runs on a private event loop thread.
 """
@@ -75,7 +88,8 @@ class ColosseumBackend:
         self.session = Session(cfg, srn_password)
         self.node_srn: dict[str, int] = {}
         self.radio: dict[str, tuple[str, str]] = {}  # node -> (interface, address)
-        self.control_addr: dict[str, str | None] = {}
+        self.control_addr: dict[str, str] = {}  # node -> its col0 address
+        self.leader: str | None = None  # the node whose SRN relays all control traffic onto col0
         self.workdir: dict[str, str] = {}
         self.listeners: dict[str, asyncssh.SSHListener] = {}
         self.local_port: dict[str, int] = {}
@@ -96,6 +110,7 @@ class ColosseumBackend:
             )
         self.spec, self.ctx = spec, ctx
         self.node_srn = {n.name: srns[i] for i, n in enumerate(spec.nodes)}
+        self.leader = spec.nodes[0].name
         try:
             self.call(self._up(spec, ctx))
         except BaseException:
@@ -142,7 +157,8 @@ class ColosseumBackend:
     def _agent_cmd(self, node: str) -> str:
         assert self.spec is not None
         w = self.workdir[node]
-        argv = [*shlex.split(self.cfg.agent_command), "--listen", f"tcp://{self.radio[node][1]}:{self.cfg.agent_port}",
+        # Wildcard: the agent answers its peers on the radio address and the orchestrator on col0.
+        argv = [*shlex.split(self.cfg.agent_command), "--listen", f"tcp://0.0.0.0:{self.cfg.agent_port}",
                 "--name", node, "--device", self.cfg.agent_device, "--threads", str(self.spec.node(node).threads),
                 "--trace-dir", f"{w}/traces"]
         if self.ctx is not None and self.ctx.keys_dir is not None:
@@ -163,7 +179,10 @@ class ColosseumBackend:
                 raise SrnError(srn, host, "radio", f"no data-plane address ({want}) for node {node}: is the radio up?")
             self.radio[node] = found
             ctrl = addrs.get(self.cfg.control_interface)
-            self.control_addr[node] = ctrl[0].split("/")[0] if ctrl else None
+            if not ctrl:
+                raise SrnError(srn, host, "control", f"no {self.cfg.control_interface} address for node {node}: "
+                                                     "the control plane reaches the agents over it")
+            self.control_addr[node] = ctrl[0].split("/")[0]
             w = f"{self.cfg.work_dir(srn)}/{ctx.run_id}"
             self.workdir[node] = w
             await self.session.run(srn, f"mkdir -p {q(w)}/traces {q(w)}/pcap && chmod 700 {q(w)}", check=True)
@@ -200,19 +219,21 @@ class ColosseumBackend:
         srn = self.node_srn[node]
         host = self.cfg.srn_host(srn)
         w = self.workdir[node]
-        ifname, addr = self.radio[node]
+        ifname = self.radio[node][0]
         cmd = (f"cd {q(w)} && : > agent.log && "
                f"(PYTHONUNBUFFERED=1 setsid nohup {self._agent_cmd(node)} >> agent.log 2>&1 < /dev/null & "
                f"echo $! > agent.pid)")
         await self.session.run(srn, cmd, check=True)
         if self.cfg.pcap:
-            pc = (f"cd {q(w)} && (setsid nohup tcpdump -i {q(ifname)} -U -s 256 -w pcap/{q(node)}_{q(ifname)}.pcap "
-                  f"tcp port {self.cfg.agent_port} > pcap/tcpdump.log 2>&1 < /dev/null & echo $! > tcpdump.pid); "
-                  "sleep 0.3; kill -0 $(cat tcpdump.pid) 2>/dev/null")
-            res = await self.session.run(srn, pc)
-            if not res.ok:
-                log.warning("SRN %s (%s): tcpdump on %s did not start (needs root there); no pcap for %s",
-                            srn, host, ifname, node)
+            for role, capture_if in (("data", ifname), ("control", self.cfg.control_interface)):
+                pc = (f"cd {q(w)} && (setsid nohup tcpdump -i {q(capture_if)} -U -s 256 "
+                      f"-w pcap/{q(node)}_{q(capture_if)}.pcap tcp port {self.cfg.agent_port} "
+                      f"> pcap/tcpdump-{role}.log 2>&1 < /dev/null & echo $! > tcpdump-{role}.pid); "
+                      f"sleep 0.3; kill -0 $(cat tcpdump-{role}.pid) 2>/dev/null")
+                res = await self.session.run(srn, pc)
+                if not res.ok:
+                    log.warning("SRN %s (%s): tcpdump on %s did not start (needs root there); no pcap for %s",
+                                srn, host, capture_if, node)
         deadline = time.time() + self.ready_timeout_s
         while True:
             res = await self.session.run(
@@ -227,8 +248,10 @@ class ColosseumBackend:
                 raise SrnError(srn, host, "agent", f"agent {node} not ready within {self.ready_timeout_s:.0f} s")
             await asyncio.sleep(0.3)
         if node not in self.listeners:
-            conn = await self.session.srn(srn)
-            listener = await conn.forward_local_port("127.0.0.1", 0, addr, self.cfg.agent_port)
+            # Through the leader SRN's SSH connection to the agent's col0 address (module docstring).
+            assert self.leader is not None
+            conn = await self.session.srn(self.node_srn[self.leader])
+            listener = await conn.forward_local_port("127.0.0.1", 0, self.control_addr[node], self.cfg.agent_port)
             self.listeners[node] = listener
             self.local_port[node] = listener.get_port()
 
@@ -237,7 +260,7 @@ class ColosseumBackend:
         w = self.workdir.get(node)
         if w is None:
             return
-        cmd = (f"cd {q(w)} 2>/dev/null || exit 0; for f in agent.pid tcpdump.pid; do "
+        cmd = (f"cd {q(w)} 2>/dev/null || exit 0; for f in agent.pid tcpdump-data.pid tcpdump-control.pid; do "
                f"[ -f $f ] || continue; p=$(cat $f); "
                f"kill -{signal} -- -$p 2>/dev/null || kill -{signal} $p 2>/dev/null; "
                "for i in $(seq 1 50); do kill -0 $p 2>/dev/null || break; sleep 0.1; done; "
@@ -285,6 +308,7 @@ class ColosseumBackend:
                 except Exception as err:
                     log.error("colosseum: harvesting SRN %s: %s", srn, err)
             manifest = {
+                "control_leader": self.leader,
                 "nodes": {n: {"srn": self.node_srn[n], "host": self.cfg.srn_host(self.node_srn[n]),
                               "data_interface": self.radio[n][0], "data_address": self.radio[n][1],
                               "control_address": self.control_addr.get(n), "workdir": self.workdir[n]}

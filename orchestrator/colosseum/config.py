@@ -113,7 +113,8 @@ class ColosseumConfig(BaseModel):
     retries: int = Field(default=2, ge=0, le=10)
     # Seconds between `rf stop` and `rf start`: the docs say wait more than 15 s.
     rf_stop_start_gap_s: float = Field(default=16.0, gt=15.0)
-    # Capture the data-plane interface with tcpdump on each SRN during a run (needs root there).
+    # Capture the agent port on the data-plane and control interfaces with tcpdump on each SRN during a run
+    # (needs root there).
     pcap: bool = True
 
     @field_validator("image")
