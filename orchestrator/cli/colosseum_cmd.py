@@ -282,7 +282,8 @@ def run_cmd(
     config: Path | None = ConfigOpt,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Deploy agents on the SRNs (bound to the radio), run the policies, harvest into results/runs/<run-id>/."""
+    """Deploy agents on the SRNs (data over the radio, control over col0), run the policies, harvest
+    into results/runs/<run-id>/."""
     _logging(verbose)
     from orchestrator.cli.common import spec_or_exit
     from orchestrator.colosseum.deploy import run_experiment

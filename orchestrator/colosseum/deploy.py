@@ -2,8 +2,9 @@
 
 ``run_experiment``: (1) start the config's RF scenario unless it already runs (``rf.ensure_running``,
 honouring the 15 s rule), (2) record ``rf info`` and ``rf radiomap`` in the run folder,
-(3) drive the spec with the shared runner over the ``colosseum`` backend (agents bound to the
-radio interface of each SRN; traces, pcaps and agent logs harvested into
+(3) drive the spec with the shared runner over the ``colosseum`` backend (model data between
+agents over the radio interface, control over ``col0`` relayed by the leader SRN; traces, pcaps
+and agent logs harvested into
 ``<run_dir>/srn-NNN/``), (4) write ``colosseum.json``: scenario, radio map, SRN map, image, config
 (no secret: passwords are never stored in the config object) and the pamdi git revision.
 
