@@ -78,6 +78,7 @@ def node(
     trace_dir: Optional[str] = typer.Option(None, "--trace-dir", help="Write <name>.spans.jsonl / <name>.tasks.jsonl here."),  # noqa: UP045, E501
     insecure: bool = typer.Option(False, "--insecure", help="Allow plaintext on a non-loopback address."),
     log_level: str = typer.Option("warning", "--log-level", help="debug, info, warning or error."),
+    parent_pid: Optional[int] = typer.Option(None, "--parent-pid", min=1, help="Exit when this process is no longer the agent's parent (launchers pass their own pid so agents die with them)."),  # noqa: UP045, E501
 ) -> None:
     """Run a node agent on --listen until stopped (see `pamdi node --help`), or use a subcommand."""
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.WARNING),
@@ -103,7 +104,8 @@ def node(
     from pamdi_node.agent.server import Agent
 
     try:
-        agent = Agent(listen, name=name, device=device, threads=threads, keys=keys, trace_dir=trace_dir)
+        agent = Agent(listen, name=name, device=device, threads=threads, keys=keys, trace_dir=trace_dir,
+                      parent_pid=parent_pid)
     except (KeyError_, ValueError) as err:
         typer.echo(f"pamdi node: {err}", err=True)
         raise typer.Exit(2) from None

@@ -111,6 +111,7 @@ class LocalBackend:
         logs.mkdir(parents=True, exist_ok=True)
         argv = agent_argv(node, listen, python=self.python, threads=self.spec.node(node).threads, device=self.device,
                           keys_dir=self.ctx.keys_dir, trace_dir=self.ctx.trace_dir)
+        argv += ["--parent-pid", str(os.getpid())]  # the agent exits if this process dies
         if node not in self._logs:
             self._logs[node] = (logs / f"{node}.log").open("ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(self.spec.node(node).threads))

@@ -185,6 +185,7 @@ class NetnsBackend:
         argv = agent_argv(node, f"tcp://0.0.0.0:{AGENT_PORT}", python=self.python, threads=threads,
                           keys_dir=self.ctx.keys_dir, trace_dir=self.ctx.trace_dir,
                           insecure=self.ctx.keys_dir is None)
+        argv += ["--parent-pid", str(os.getpid())]  # nsexec execs the agent: it exits if this process dies
         if node not in self._logs:
             self._logs[node] = (Path(self.ctx.run_dir) / "logs" / f"{node}.log").open("ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads))

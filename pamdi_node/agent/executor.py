@@ -18,6 +18,10 @@ from pamdi_node.agent.tasks import WorkItem
 
 log = logging.getLogger(__name__)
 
+# Longest the executor waits for the I/O loop's decision on a task that finished a partition here
+# (a safety net: the loop answers in well under a millisecond unless its CPU quota is exhausted).
+DECISION_HOLD_S = 0.5
+
 
 class QueueDetail(NamedTuple):
     """A worker's queue as beacons and the self view carry it (see ``Executor.queue_detail``)."""
@@ -77,8 +81,10 @@ class Executor(threading.Thread):
         on_done: Callable[[WorkItem, Any, float, float, str | None], None],
         speed: float,
         emulate_speed: bool,
+        hold_for_decision: bool = True,
     ) -> None:
         super().__init__(name="pamdi-executor", daemon=True)
+        self.hold_for_decision = hold_for_decision
         self.store = store
         self.on_done = on_done
         self.speed = speed
@@ -88,8 +94,11 @@ class Executor(threading.Thread):
         self._running: WorkItem | None = None
         self._running_since = 0.0
         self._stop = False
+        # Set after each item until the I/O loop has decided where that task goes next (``decided``).
+        self._awaiting_decision = False
         self.busy_s = 0.0
         self.ran = 0
+        self.decision_waits = 0  # holds that ran into DECISION_HOLD_S (the I/O loop never answered)
 
     # ------------------------------------------------------------------ called from other threads
     def submit(self, item: WorkItem) -> None:
@@ -100,6 +109,13 @@ class Executor(threading.Thread):
     def stop(self) -> None:
         with self._cv:
             self._stop = True
+            self._cv.notify()
+
+    def decided(self) -> None:
+        """The I/O loop has handled the last completed item (its task's next partition is queued
+        here, offered or sent elsewhere, or its result is on its way): pick the next item now."""
+        with self._cv:
+            self._awaiting_decision = False
             self._cv.notify()
 
     def queue_s(self, now: float) -> float:
@@ -158,6 +174,18 @@ class Executor(threading.Thread):
     def run(self) -> None:
         while True:
             with self._cv:
+                # Hold the worker until the task that just finished a partition here has decided
+                # its next step, as the simulator does (``_done`` decides, then starts the next
+                # job): otherwise a queued lower-priority item starts in the gap and a TS task runs
+                # one partition in two behind NTS work (blocks interleave, priorities mean nothing).
+                hold_until = time.time() + DECISION_HOLD_S
+                while self._awaiting_decision and not self._stop:
+                    left = hold_until - time.time()
+                    if left <= 0:
+                        self._awaiting_decision = False
+                        self.decision_waits += 1
+                        break
+                    self._cv.wait(left)
                 while not self._queue and not self._stop:
                     self._cv.wait()
                 if self._stop:
@@ -180,4 +208,5 @@ class Executor(threading.Thread):
                 self._running = None
                 self.busy_s += t1 - t0
                 self.ran += 1
+                self._awaiting_decision = self.hold_for_decision
             self.on_done(item, out, t0, t1, err)

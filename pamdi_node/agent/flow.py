@@ -388,6 +388,12 @@ class RunState:
 
     # ---------------------------------------------------------------------------- executor results
     def computed(self, item: WorkItem, out: Any, t0: float, t1: float, err: str | None) -> None:
+        try:
+            self._after_compute(item, out, t0, t1, err)
+        finally:
+            self.executor.decided()  # the executor holds its next item until this decision is made
+
+    def _after_compute(self, item: WorkItem, out: Any, t0: float, t1: float, err: str | None) -> None:
         task = item.task
         self.tel.span("queue", task.id, task.source, item.enqueued, t0, blocks=[item.start, item.end])
         self.tel.span("compute", task.id, task.source, t0, t1, blocks=[item.start, item.end])
@@ -569,4 +575,5 @@ class RunState:
         return {"sources": {k: v.as_dict() for k, v in self.stats.items()}, "queue": len(self.executor),
                 "custody": len(self.custody), "offers": len(self.offers), "speed": self.speed,
                 "peers": self.peers.summary(now), "ran": self.executor.ran, "busy_s": self.executor.busy_s,
+                "decision_waits": self.executor.decision_waits,
                 **self.counters}

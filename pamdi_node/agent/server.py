@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -63,8 +64,13 @@ class Agent:
         threads: int | None = None,
         keys: str | None = None,
         trace_dir: str | None = None,
+        parent_pid: int | None = None,
     ) -> None:
         self.listen = listen
+        # Exit once this process is no longer our parent (the launcher died, even by SIGKILL: we are
+        # re-parented). Polled by the loop rather than PR_SET_PDEATHSIG, which fires when the
+        # launching *thread* ends, and launchers start agents from worker threads.
+        self.parent_pid = parent_pid
         self.name = name
         self.device = device
         self.threads = threads
@@ -148,6 +154,10 @@ class Agent:
 
     def _timers(self) -> None:
         now = time.time()
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            log.warning("agent %s: parent process %d is gone; stopping", self.name, self.parent_pid)
+            self._stop.set()
+            return
         run = self.run
         if run is not None and self.state in ("ready", "running"):
             if now >= self._next_beacon:

@@ -1,0 +1,71 @@
+"""Agents die with the process that launched them (no orphans after a killed orchestrator or pytest).
+
+A launcher process brings two agents up with the real local backend, prints their pids and then
+waits; we SIGKILL the launcher (no cleanup code can run) and the agents must exit on their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+LAUNCHER = r"""
+import json, sys, time
+from pathlib import Path
+from orchestrator.backends import get_backend
+from orchestrator.backends.base import RunContext
+from orchestrator.spec import parse_spec
+
+spec = parse_spec({"name": "orphans", "nodes": [{"name": "a"}, {"name": "b"}], "full_mesh": {"rate_mbit": 100},
+                   "sources": [{"name": "s", "node": "a", "model": "tiny", "samples": 1}]})
+be = get_backend("local")
+be.up(spec, RunContext(run_id="orphans", run_dir=Path(sys.argv[1])))
+print(json.dumps({n: be.pid(n) for n in ("a", "b")}), flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purpose (its parent, now init, reaps it).
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_agents_exit_when_the_launcher_is_killed(tmp_path: Path) -> None:
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(tmp_path)], stdout=subprocess.PIPE,
+                                text=True)
+    pids: dict[str, int] = {}
+    try:
+        line = launcher.stdout.readline()  # type: ignore[union-attr]
+        assert line, f"launcher ended without starting agents (rc {launcher.poll()})"
+        pids = json.loads(line)
+        assert all(_alive(p) for p in pids.values())
+        time.sleep(0.5)
+        assert all(_alive(p) for p in pids.values()), "agents must keep running while their launcher lives"
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait(10)
+        deadline = time.time() + 10
+        while time.time() < deadline and any(_alive(p) for p in pids.values()):
+            time.sleep(0.1)
+        left = [n for n, p in pids.items() if _alive(p)]
+        assert not left, f"agents {left} outlived their killed launcher"
+        log = (tmp_path / "logs" / "a.log").read_text()
+        assert "parent process" in log and "is gone" in log
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        for p in pids.values():  # only the agents this test started
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
