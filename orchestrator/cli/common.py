@@ -25,6 +25,19 @@ def spec_or_exit(path: Path) -> ExperimentSpec:
         raise fail(str(err)) from None
 
 
+def select_policies(option: str | None, spec: ExperimentSpec | None = None) -> list[str]:
+    """Resolve a ``--policy`` option: None = the spec's own list, ``all`` = the paper's five, or one name."""
+    from orchestrator.spec import DEFAULT_POLICIES, POLICY_NAMES
+
+    if option is None and spec is not None:
+        return list(spec.policy)
+    if option in (None, "all"):
+        return list(DEFAULT_POLICIES)
+    if option in POLICY_NAMES:
+        return [option]
+    raise fail(f"--policy: unknown policy {option!r}; known: {', '.join(POLICY_NAMES)}, all")
+
+
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, sort_keys=False, default=str)
     sys.stdout.write("\n")

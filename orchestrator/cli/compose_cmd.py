@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from orchestrator.cli.common import fail, print_json
+from orchestrator.cli.common import fail, print_json, select_policies
 
 
 def register(app: typer.Typer) -> None:
@@ -23,21 +23,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Render a docker-compose project that runs SPEC by itself (docker-compose up)."""
         from orchestrator.compose import render_compose
-        from orchestrator.spec import DEFAULT_POLICIES, POLICY_NAMES, SpecError, load_spec
+        from orchestrator.spec import SpecError, load_spec
         from orchestrator.specs import resolve_spec
 
         try:
             s = load_spec(resolve_spec(spec))
         except (FileNotFoundError, SpecError) as err:
             raise fail(str(err)) from None
-        if policy is None:
-            policies = list(s.policy)
-        elif policy == "all":
-            policies = list(DEFAULT_POLICIES)
-        elif policy in POLICY_NAMES:
-            policies = [policy]
-        else:
-            raise fail(f"--policy: unknown policy {policy!r}; known: {', '.join(POLICY_NAMES)}, all")
+        policies = select_policies(policy, s)
         try:
             project = render_compose(s, out, image=image, policies=policies, subnet_pool=subnet_pool,
                                      cpu_quota=cpu_quota, task_timeout_s=task_timeout)

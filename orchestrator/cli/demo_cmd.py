@@ -22,7 +22,7 @@ from pathlib import Path
 
 import typer
 
-from orchestrator.cli.common import fail
+from orchestrator.cli.common import fail, select_policies
 
 DEMO_SPEC = "paper-5node-resnet50"
 # (samples, interval_ms) per source: TS every 500 ms, NTS every 150 ms (the shipped spec: 250 / 200 ms),
@@ -68,7 +68,6 @@ def register(app: typer.Typer) -> None:
 
         from orchestrator.backends import get_backend
         from orchestrator.runner import RunError, Runner, RunOptions
-        from orchestrator.spec import DEFAULT_POLICIES, POLICY_NAMES
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         console = Console()
@@ -80,12 +79,7 @@ def register(app: typer.Typer) -> None:
                               "run as root for network namespaces with tc-shaped links[/yellow]")
         if backend not in ("netns", "local"):
             raise fail("--backend: netns or local")
-        if policy == "all":
-            policies = list(DEFAULT_POLICIES)
-        elif policy in POLICY_NAMES:
-            policies = [policy]
-        else:
-            raise fail(f"--policy: unknown policy {policy!r}")
+        policies = select_policies(policy)
         spec = demo_spec()
         run_dir = out or Path("results") / "runs" / f"demo-{backend}-{time.strftime('%Y%m%d-%H%M%S')}"
         console.print(f"[bold]pamdi demo[/bold]: {spec.description}; backend [bold]{backend}[/bold]; "

@@ -22,7 +22,7 @@ from typing import Any
 
 import typer
 
-from orchestrator.cli.common import fail, print_json
+from orchestrator.cli.common import fail, print_json, select_policies
 
 
 def _backend_options(pairs: list[str]) -> dict[str, Any]:
@@ -107,7 +107,7 @@ def register(app: typer.Typer) -> None:
         from orchestrator.backends import get_backend
         from orchestrator.runner import RunError, Runner, RunOptions
         from orchestrator.simulator import SimulationError
-        from orchestrator.spec import DEFAULT_POLICIES, POLICY_NAMES, SpecError, load_spec
+        from orchestrator.spec import SpecError, load_spec
         from orchestrator.specs import resolve_spec
 
         logging.basicConfig(level=getattr(logging, log_level.upper(), logging.WARNING),
@@ -117,14 +117,7 @@ def register(app: typer.Typer) -> None:
             s = load_spec(path)
         except (FileNotFoundError, SpecError) as err:
             raise fail(str(err)) from None
-        if policy is None:
-            policies = list(s.policy)
-        elif policy == "all":
-            policies = list(DEFAULT_POLICIES)
-        elif policy in POLICY_NAMES:
-            policies = [policy]
-        else:
-            raise fail(f"--policy: unknown policy {policy!r}; known: {', '.join(POLICY_NAMES)}, all")
+        policies = select_policies(policy, s)
         try:
             be = get_backend(backend, **_backend_options(backend_opt))
         except (ValueError, TypeError) as err:

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from orchestrator.cli.common import fail, print_json
+from orchestrator.cli.common import fail, print_json, select_policies
 
 
 def _load(spec_arg: str) -> tuple[Any, Path]:
@@ -72,17 +72,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Simulate a spec under one or all policies (discrete-event, profiled block times)."""
         from orchestrator.simulator import SimulationError, run_policies
-        from orchestrator.spec import DEFAULT_POLICIES, POLICY_NAMES
 
         s, path = _load(spec)
-        if policy is None:
-            policies = s.policy
-        elif policy == "all":
-            policies = DEFAULT_POLICIES
-        elif policy in POLICY_NAMES:
-            policies = (policy,)
-        else:
-            raise fail(f"--policy: unknown policy {policy!r}; known: {', '.join(POLICY_NAMES)}, all")
+        policies = select_policies(policy, s)
         try:
             summary, results = run_policies(s, policies, seed=seed, base_dir=path.parent)
         except SimulationError as err:
