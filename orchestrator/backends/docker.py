@@ -380,18 +380,33 @@ class DockerBackend:
 
 
 # ------------------------------------------------------------------------------------- cleanup
-def remove_labelled(cli: Any, label_filter: str) -> list[str]:
-    """Remove every container, then every network, matching a label filter; returns their names."""
+def remove_labelled(cli: Any, label_filter: str, timeout_s: float = 60.0) -> list[str]:
+    """Remove every container, then every network, matching a label filter; returns their names.
+
+    Under load the engine can time out or refuse (a network stays busy while a container is still
+    being torn down), so this goes round again until nothing matching is left, or warns at the
+    deadline so that ``pamdi cleanup`` can finish the job.
+    """
     removed: list[str] = []
-    for c in cli.containers.list(all=True, filters={"label": label_filter}):
-        with contextlib.suppress(Exception):
-            c.remove(force=True)
-            removed.append(f"container {c.name}")
-    for n in cli.networks.list(filters={"label": label_filter}):
-        with contextlib.suppress(Exception):
-            n.remove()
-            removed.append(f"network {n.name}")
-    return removed
+    deadline = time.monotonic() + timeout_s
+    while True:
+        containers = cli.containers.list(all=True, filters={"label": label_filter})
+        for c in containers:
+            with contextlib.suppress(Exception):
+                c.remove(force=True)
+                removed.append(f"container {c.name}")
+        networks = cli.networks.list(filters={"label": label_filter})
+        for n in networks:
+            with contextlib.suppress(Exception):
+                n.remove()
+                removed.append(f"network {n.name}")
+        if not containers and not networks:
+            return removed
+        if time.monotonic() > deadline:
+            left = [c.name for c in containers] + [n.name for n in networks]
+            log.warning("docker: could not remove %s; run `pamdi cleanup`", ", ".join(left))
+            return removed
+        time.sleep(0.5)
 
 
 def _owner_alive(pid: str) -> bool:
