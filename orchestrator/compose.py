@@ -3,7 +3,9 @@
 Rendered files (paths relative to DIR, so the folder can be moved or copied to another host)::
 
     docker-compose.yml        one service per spec node + a ``coordinator``; a network per link
-    pamdi/spec.yaml           the spec
+    pamdi/spec.yaml           the spec (naming pamdi/profiles as its profile folder)
+    pamdi/profiles/           the profiles the run predicts and holds with (this host's own unless
+                              the spec names a folder), so the coordinator measures nothing
     pamdi/nodes/<node>.json   what a node's entry script reads at start (PAMDI_NODE_CONFIG):
                               its links (subnet, rate, delay, loss) and its agent arguments
     pamdi/run.json            the coordinator's job: endpoints, policies, run options
@@ -32,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.backends.base import AgentEndpoint, RunContext, agent_argv
+from orchestrator.backends.base import AgentEndpoint, RunContext, agent_argv, agent_env
 from orchestrator.backends.docker import (
     AGENT_PORT,
     DEFAULT_IMAGE,
@@ -77,15 +79,39 @@ def render_compose(
     subnet_pool: str = DEFAULT_SUBNET_POOL,
     taken_subnets: Sequence[str] | None = None,
     cpu_quota: bool = True,
+    device_time: str | None = None,
+    time_stretch: float | None = None,
     task_timeout_s: float = 60.0,
     run_timeout_s: float | None = None,
     keep_outputs: bool = False,
 ) -> ComposeProject:
-    """Write the compose project for ``spec`` into ``out_dir``; ``taken_subnets`` None = ask Docker."""
+    """Write the compose project for ``spec`` into ``out_dir``; ``taken_subnets`` None = ask Docker.
+
+    The device-time model (default ``profile``) and the time stretch are settled here, on the host
+    that will run the containers: links are shaped stretched, ``--cpus`` is set only under
+    ``quota``, and the coordinator gets the stretch and the profiles to use."""
+    from orchestrator.hostprofiles import run_profiles
     from orchestrator.netem.devices import node_quota
     from orchestrator.simulator import node_speed
+    from orchestrator.spec import DEFAULT_POLICIES
+    from orchestrator.timescale import estimate_headroom, stretch_spec
+    from pamdi_node import devicetime
+    from pamdi_node.models.profile import profile_filename
 
     out_dir = Path(out_dir)
+    device_time = devicetime.check(device_time or spec.device_time or StaticBackend.default_device_time)
+    run_policies = list(policies) if policies else list(spec.policy)
+    if run_policies == ["all"]:
+        run_policies = list(DEFAULT_POLICIES)
+    profiles, choice = run_profiles(spec, device_time)
+    (out_dir / "pamdi" / "profiles").mkdir(parents=True, exist_ok=True)
+    for src in spec.sources:
+        profiles[src.name].save(out_dir / "pamdi" / "profiles" / profile_filename(src.model, src.batch, 1))
+    nominal = spec.model_copy(update={"profiles": f"{CONFIG_MOUNT}/profiles"})
+    if device_time == "profile" and time_stretch is None:
+        time_stretch = estimate_headroom(spec, run_policies, profiles).stretch
+    k = float(time_stretch or 1.0)
+    spec = stretch_spec(spec, k)  # what the node containers shape
     for node in spec.nodes:
         _service_name(node.name)
     if taken_subnets is None:
@@ -134,14 +160,14 @@ def render_compose(
             "hostname": n,
             "init": True,
             "cap_add": ["NET_ADMIN"],
-            "environment": {"PAMDI_NODE_CONFIG": f"{CONFIG_MOUNT}/nodes/{n}.json", "OMP_NUM_THREADS": str(threads),
+            "environment": {"PAMDI_NODE_CONFIG": f"{CONFIG_MOUNT}/nodes/{n}.json", **agent_env(threads),
                             "PYTHONUNBUFFERED": "1"},
             "volumes": [f"./pamdi:{CONFIG_MOUNT}:ro", f"./traces:{TRACE_MOUNT}"],
             "networks": networks,
             "labels": {**labels, "pamdi.node": n},
             "stop_grace_period": "10s",
         }
-        if cpu_quota and cpus:
+        if cpu_quota and cpus and device_time == "quota":
             service["cpus"] = round(float(cpus), 3)
         services[_service_name(n)] = service
 
@@ -155,16 +181,17 @@ def render_compose(
         "run_dir": TRACE_MOUNT,
         "run_id": run_id,
         "endpoints": endpoints,
-        "policies": list(policies) if policies else list(spec.policy),
+        "policies": run_policies,
         "task_timeout_s": task_timeout_s,
         "run_timeout_s": run_timeout_s,
         "keep_outputs": keep_outputs,
-        # The CPU quota already makes slow nodes slow; agents pad compute only without one.
-        "emulate_speed": not cpu_quota,
+        "device_time": device_time,
+        "time_stretch": k,
+        "profiles": choice.as_dict(),
     }
     (out_dir / "pamdi" / "run.json").write_text(json.dumps(run_job, indent=2) + "\n")
     (out_dir / "pamdi" / "spec.yaml").write_text(
-        yaml.safe_dump(spec.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
+        yaml.safe_dump(nominal.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
     services[COORDINATOR] = {
         "image": image,
         "init": True,
@@ -214,7 +241,7 @@ class StaticBackend:
 
     name = "compose"
     default_curve = False
-    emulates_speed = True
+    default_device_time = "profile"  # the containers share this host (``--cpus`` only under "quota")
 
     def __init__(self, endpoints: Mapping[str, Mapping[str, Any]]) -> None:
         self._endpoints = {n: AgentEndpoint(node=n, control=str(e["control"]), data=dict(e.get("data", {})))
@@ -245,7 +272,7 @@ def run_from_config(path: Path) -> dict[str, Any]:
     job = json.loads(Path(path).read_text())
     spec = load_spec(Path(job["spec"]))
     opts = RunOptions(policies=job["policies"], curve=False, keep_outputs=bool(job.get("keep_outputs")),
-                      emulate_speed=bool(job.get("emulate_speed", False)),
+                      device_time=job.get("device_time"), time_stretch=job.get("time_stretch"),
                       task_timeout_s=float(job.get("task_timeout_s", 60.0)), run_timeout_s=job.get("run_timeout_s"))
 
     class _Runner(Runner):

@@ -6,8 +6,8 @@ the runner then
 
 1. generates the run's Curve keys (when on) before ``up`` so the backend can hand ``--keys`` out,
 2. waits for every agent to answer a ping and estimates its clock offset NTP-style,
-3. per policy: sends each agent its run configuration (``build_configs``; compute padding for slow
-   nodes only where the backend does not already slow them with a CPU quota), starts the agents
+3. per policy: sends each agent its run configuration (``build_configs``, with the run's device-time
+   model, ``pamdi_node/devicetime.py``), starts the agents
    (sources last), applies the spec's ``failures`` (kill / restart through the backend), polls the
    source nodes until every task has completed or failed (or the run times out), collects task
    records and spans from every agent, shifts spans onto the orchestrator clock, and writes
@@ -16,6 +16,13 @@ the runner then
 
 The result is ``metrics.summarize``'s JSON (the same shape as ``pamdi simulate``); a task that never
 came back is reported failed with a reason, never dropped.
+
+Before ``up`` the runner settles how time is produced: the device-time model (the options', else
+the spec's, else the backend's default), the profiles it predicts with (``hostprofiles``: this
+host's own unless the spec names a folder) and, under ``profile``, the stretch factor ``k`` the
+host needs (``timescale``): the agents then run the spec stretched ``k`` times and every time the
+runner reports (records, spans) is divided by ``k`` again. Each policy's summary carries the
+overrun fraction of its block ranges and whether the run was faithful.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from typing import Any
 from orchestrator.backends.base import AgentEndpoint, Backend, RunContext, SupportsFailures
 from orchestrator.metrics import COMPLETED, FAILED, TaskRecord, summarize_run
 from orchestrator.spec import DEFAULT_POLICIES, ExperimentSpec
+from pamdi_node import devicetime
 from pamdi_node.agent.client import AgentClient, AgentError
 from pamdi_node.agent.config import task_id
 from pamdi_node.policies.base import LINK_GOODPUT_FACTOR, SourceView
@@ -53,9 +61,10 @@ class RunOptions:
     policies: Sequence[str] | None = None  # None = the spec's; ("all",) = the paper's five
     curve: bool | None = None  # None = the backend's default (``backend.default_curve``)
     keep_outputs: bool = False  # ship every result tensor back (identity tests)
-    # Pad compute on nodes with speed < 1 (agents sharing one host). None = automatic: pad unless the
-    # backend already slows its nodes itself (``agents_pad_compute``); True/False force it.
-    emulate_speed: bool | None = None
+    # Device-time model (pamdi_node/devicetime.py); None = the spec's, else the backend's default.
+    device_time: str | None = None
+    # Time stretch k (profile device time); None = what the host headroom needs (``timescale``).
+    time_stretch: float | None = None
     task_timeout_s: float = 60.0
     run_timeout_s: float | None = None  # per policy; None = from the spec's arrival schedule
     agent_timeout_s: float = 90.0  # for agents to come up / build their blocks
@@ -75,18 +84,10 @@ class PolicyRun:
 
 
 # ------------------------------------------------------------------------------ configurations
-def backend_emulates_speed(backend: object) -> bool:
-    """Whether ``backend`` itself makes slow nodes slow (a CPU quota per node): its class says so with
-    ``emulates_speed = True``, and an instance started without quotas (``cpu_quota=False``) does not."""
-    return bool(getattr(backend, "emulates_speed", False)) and bool(getattr(backend, "cpu_quota", True))
-
-
-def agents_pad_compute(emulate_speed: bool | None, backend: object | None) -> bool:
-    """Whether agents stretch their compute to 1/speed: as asked, or (None) exactly when the backend
-    does not slow the nodes down already. Padding on top of a CPU quota would slow a node twice."""
-    if emulate_speed is not None:
-        return emulate_speed
-    return backend is None or not backend_emulates_speed(backend)
+def resolve_device_time(asked: str | None, spec: ExperimentSpec, backend: object | None) -> str:
+    """The run's device-time model: as asked, else the spec's, else the backend's default."""
+    name = asked or spec.device_time or getattr(backend, "default_device_time", None) or "native"
+    return devicetime.check(name)
 
 
 def policy_params(spec: ExperimentSpec, policy: str, views: Mapping[str, SourceView]) -> dict[str, Any]:
@@ -115,7 +116,7 @@ def build_configs(
     from orchestrator.simulator import node_speed
 
     opts = options or RunOptions()
-    emulate_speed = agents_pad_compute(opts.emulate_speed, None)  # the Runner resolves None per backend
+    device_time = devicetime.check(opts.device_time or spec.device_time or "native")
     params = dict(params if params is not None else policy_params(spec, policy, views))
     graph = spec.neighbours()
     speeds = {n.name: node_speed(n) for n in spec.nodes}
@@ -152,7 +153,7 @@ def build_configs(
         blocks = {v.model: (0, len(v.block_time_s)) for v in views.values() if policy != "local" or v.node == n}
         configs[n] = {
             "node": n, "run_id": run_id, "seed": spec.seed, "policy": policy, "policy_params": params,
-            "speed": speeds[n], "emulate_speed": emulate_speed, "threads": node.threads,
+            "speed": speeds[n], "device_time": device_time, "threads": node.threads,
             "beacon_period_s": beacon, "task_timeout_s": opts.task_timeout_s, "peers": peers,
             "graph": {k: list(v) for k, v in graph.items()}, "speeds": speeds, "sources": sources,
             "links": links,
@@ -160,6 +161,35 @@ def build_configs(
             **dict(opts.extra_config),
         }
     return configs
+
+
+def fidelity(spans: Sequence[Mapping[str, Any]], device_time: str, stretch: float) -> dict[str, Any]:
+    """How faithfully the agents kept to the modelled device times (profile device time): the share of
+    compute spans that overran by more than ``devicetime.OVERRUN_TOLERANCE_S`` (in real seconds), the
+    overrun as a share of the modelled compute, and whether the run counts as faithful."""
+    compute = [s for s in spans if s.get("kind") == "compute" and "model_s" in s]
+    out: dict[str, Any] = {"device_time": device_time, "time_stretch": stretch}
+    if device_time != "profile" or not compute:
+        return out
+    tol = devicetime.OVERRUN_TOLERANCE_S / stretch  # spans are back on the nominal time line
+    over = [float(s.get("overrun_s") or 0.0) for s in compute]
+    modelled = math.fsum(float(s["model_s"]) for s in compute)
+    frac = sum(1 for o in over if o > tol) / len(compute)
+    out.update({"compute_spans": len(compute), "overrun_fraction": round(frac, 4),
+                "overrun_share": round(math.fsum(over) / modelled, 4) if modelled > 0 else 0.0,
+                "faithful": frac <= devicetime.FAITHFUL_MAX_OVERRUN_FRACTION})
+    return out
+
+
+def _merge_manifest(run_dir: Path, extra: Mapping[str, Any]) -> None:
+    """Add ``extra`` to the run folder's ``manifest.json`` (written by the CLI before the run), if any."""
+    path = run_dir / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    manifest.update(extra)
+    path.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
 
 
 def expected_duration_s(spec: ExperimentSpec) -> float:
@@ -174,14 +204,18 @@ class Runner:
                  on_progress: Callable[[str, int, int], None] | None = None) -> None:
         """``on_progress(policy, finished, total)`` is called while a policy runs (tasks completed or
         failed at their sources, out of all the spec's tasks), from the thread that calls ``run``."""
-        self.spec = spec
+        self.spec = spec  # what the agents run: the nominal spec stretched by ``self.stretch``
+        self.nominal = spec
         self.on_progress = on_progress
         self.total_tasks = sum(s.samples for s in spec.sources)
         self.backend = backend
         self.run_dir = Path(run_dir)
         opts = options or RunOptions()
-        # Decided once per run: compute padding only where the backend does not slow nodes already.
-        self.opts = dataclasses.replace(opts, emulate_speed=agents_pad_compute(opts.emulate_speed, backend))
+        # Decided once per run (the stretch in ``run``, once the profiles are known).
+        self.opts = dataclasses.replace(opts, device_time=resolve_device_time(opts.device_time, spec, backend))
+        self.device_time: str = self.opts.device_time  # type: ignore[assignment]
+        self.stretch = 1.0
+        self.timing: dict[str, Any] = {"device_time": self.device_time, "time_stretch": 1.0}
         self.base_dir = base_dir
         self.run_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.clients: dict[str, AgentClient] = {}
@@ -222,19 +256,53 @@ class Runner:
             return {n: f.result() for n, f in futs.items()}
 
     # --------------------------------------------------------------------------------- lifecycle
+    def prepare(self) -> dict[str, Any]:
+        """Settle profiles and time stretch (before ``up``); returns what goes in the manifest."""
+        from orchestrator.hostprofiles import run_profiles
+
+        self.profiles, choice = run_profiles(self.nominal, self.device_time, self.base_dir)
+        self.timing["profiles"] = choice.as_dict()
+        if self.device_time == "profile":
+            if self.opts.time_stretch is not None:
+                self.stretch = float(self.opts.time_stretch)
+                self.timing["headroom"] = {"stretch": self.stretch, "reason": "asked"}
+            else:
+                from orchestrator.timescale import estimate_headroom
+
+                head = estimate_headroom(self.nominal, self.policies(), self.profiles)
+                self.stretch = head.stretch
+                self.timing["headroom"] = head.as_dict()
+        if self.stretch < 1.0:
+            raise RunError(f"time stretch must be >= 1, got {self.stretch}")
+        if self.stretch != 1.0:
+            from orchestrator.timescale import stretch_spec
+
+            self.spec = stretch_spec(self.nominal, self.stretch)
+            k = self.stretch
+            extra = {"ack_timeout_s": 3.0 * k, "rtc_timeout_s": 0.25 * k, "grant_window_s": 0.002 * k}
+            self.opts = dataclasses.replace(
+                self.opts, task_timeout_s=self.opts.task_timeout_s * k,
+                run_timeout_s=None if self.opts.run_timeout_s is None else self.opts.run_timeout_s * k,
+                extra_config={**extra, **dict(self.opts.extra_config)})
+        self.timing["time_stretch"] = self.stretch
+        _merge_manifest(self.run_dir, {"emulation": self.timing})
+        return self.timing
+
     def run(self) -> dict[str, Any]:
         """Run every policy; returns ``{"runs": [...]}`` (partial after Ctrl-C, which is re-raised)."""
-        from orchestrator.simulator import load_profiles, source_views
+        from orchestrator.simulator import source_views
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        views = source_views(self.spec, load_profiles(self.spec, base_dir=self.base_dir))
+        if not hasattr(self, "profiles"):
+            self.prepare()
+        views = source_views(self.spec, self.profiles)
         curve = self.opts.curve if self.opts.curve is not None else getattr(self.backend, "default_curve", True)
         if curve:
             from orchestrator.keys import generate_run_keys
 
             self.keys_dir = generate_run_keys(self.run_dir / "keys", [n.name for n in self.spec.nodes])
         ctx = RunContext(self.run_id, self.run_dir, self.spec.seed, keys_dir=self.keys_dir,
-                         trace_dir=self.run_dir / "agents")
+                         trace_dir=self.run_dir / "agents", device_time=self.device_time, time_scale=self.stretch)
         try:
             self.endpoints = dict(self.backend.up(self.spec, ctx))
             self.clients = {n: self._client(n, ep) for n, ep in self.endpoints.items()}
@@ -252,7 +320,7 @@ class Runner:
         prios = {name: v.priority for name, v in views.items()}
         return {"runs": [dict(r.summary, **({"timed_out": True} if r.timed_out else {})) for r in self.results]
                 if self.results else [], "run_id": self.run_id, "backend": getattr(self.backend, "name", "?"),
-                "priorities": prios}
+                "priorities": prios, **self.timing}
 
     def _write_summary(self, views: Mapping[str, SourceView]) -> None:
         try:
@@ -288,7 +356,7 @@ class Runner:
         self._progress(policy, 0)
         for n in sorted(nodes, key=lambda n: n in source_nodes):  # sources last
             self.clients[n].start(offset_s=self.offsets.get(n, 0.0))
-        t_start = time.time()
+        t_start = self._t_start = time.time()
         failures = self._schedule_failures(t_start, views, policy)
         budget = self.opts.run_timeout_s
         if budget is None:
@@ -394,6 +462,8 @@ class Runner:
             outputs.update(outs)
         records = self._records(records_raw, views, why if incomplete else "no record at its source node")
         spans = [self._align(s) for s in spans]
+        if self.stretch != 1.0:  # back onto the nominal time line
+            records, spans = self._unstretch(records, spans)
         out_dir = self.run_dir / policy
         out_dir.mkdir(parents=True, exist_ok=True)
         with (out_dir / "tasks.jsonl").open("w") as f:
@@ -405,7 +475,27 @@ class Runner:
         (out_dir / "agents.json").write_text(json.dumps(stats, indent=2, default=str) + "\n")
         prios = {name: v.priority for name, v in views.items()}
         summary = summarize_run(policy, records, prios)
+        summary.update(fidelity(spans, self.device_time, self.stretch))
         return PolicyRun(policy, records, spans, outputs, summary, stats, timed_out=incomplete)
+
+    def _unstretch(self, records: list[TaskRecord], spans: list[dict[str, Any]]
+                   ) -> tuple[list[TaskRecord], list[dict[str, Any]]]:
+        """Divide every time by the stretch factor around the policy's start (orchestrator clock)."""
+        k, t0 = self.stretch, getattr(self, "_t_start", 0.0)
+
+        def back(t: float) -> float:
+            return t0 + (t - t0) / k
+
+        recs = [dataclasses.replace(r, born_s=back(r.born_s) if not math.isnan(r.born_s) else r.born_s,
+                                    done_s=None if r.done_s is None else back(r.done_s)) for r in records]
+        out = []
+        for sp in spans:
+            sp = dict(sp, start=back(sp["start"]), end=back(sp["end"]))
+            for key in ("model_s", "host_s", "overrun_s"):
+                if isinstance(sp.get(key), int | float):
+                    sp[key] = sp[key] / k
+            out.append(sp)
+        return recs, out
 
     def _align(self, span: dict[str, Any]) -> dict[str, Any]:
         """Shift a span onto the orchestrator clock (offset = agent clock - orchestrator clock)."""

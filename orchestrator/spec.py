@@ -136,8 +136,11 @@ class ExperimentSpec(_Frozen):
     policy_params: dict[str, float | int | str | bool] = Field(default_factory=dict)
     beacon_period_ms: float = Field(default=100.0, gt=0)
     failures: tuple[Failure, ...] = ()
-    # Profile set to use (a folder of profile JSON files); None = the shipped profiles.
+    # Profile set to use (a folder of profile JSON files); None = the shipped profiles for simulation,
+    # this host's own (measured on first use, cached) for emulation.
     profiles: str | None = None
+    # Device-time model of an emulation (pamdi_node/devicetime.py); None = the backend's default.
+    device_time: Literal["profile", "quota", "native"] | None = None
 
     @field_validator("policy", mode="before")
     @classmethod

@@ -67,7 +67,7 @@ def test_peer_liveness_death_and_rejoin() -> None:
 
 def test_executor_serves_by_key_and_reports_its_queue() -> None:
     done: list[str] = []
-    ex = Executor(BlockStore(0, "cpu"), lambda item, out, t0, t1, err: done.append(item.task.id), 1.0, False)
+    ex = Executor(BlockStore(0, "cpu"), lambda item, out, timing, err: done.append(item.task.id), 1.0, "native")
     x = zoo.example_input("tiny")
     for i, key in enumerate([(3.0,), (1.0,), (2.0,)]):
         task = Task(f"t{i}", "ts", "a", "tiny", 1.0, 0.0, 0, x)

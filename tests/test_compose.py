@@ -34,9 +34,10 @@ SPEC = {
 }
 
 
-def test_rendered_project_is_consistent(tmp_path: Path) -> None:
+@pytest.mark.parametrize("device_time", ["quota", "profile"])
+def test_rendered_project_is_consistent(tmp_path: Path, device_time: str) -> None:
     spec = parse_spec(SPEC)
-    project = render_compose(spec, tmp_path, image="img:x", taken_subnets=["10.213.0.0/24"])
+    project = render_compose(spec, tmp_path, image="img:x", taken_subnets=["10.213.0.0/24"], device_time=device_time)
     compose = yaml.safe_load(project.compose_file.read_text())
     assert set(compose["services"]) == {"a", "b", "c", "coordinator"}
     assert set(compose["networks"]) == {"ctl", "a-b", "a-c", "b-c"}
@@ -44,6 +45,9 @@ def test_rendered_project_is_consistent(tmp_path: Path) -> None:
     assert ipaddress.ip_network("10.213.0.0/24") not in subnets.values()  # taken subnets are skipped
     assert len(set(subnets.values())) == 4 and all(n["internal"] for n in compose["networks"].values())
     job = json.loads((tmp_path / "pamdi/run.json").read_text())
+    assert job["device_time"] == device_time
+    k = job["time_stretch"]  # links are shaped stretched; the coordinator divides times by k again
+    assert (k == 1.0) if device_time == "quota" else (k >= 1.0)
     for node in "abc":
         svc = compose["services"][node]
         assert svc["cap_add"] == ["NET_ADMIN"] and svc["image"] == "img:x"
@@ -54,11 +58,17 @@ def test_rendered_project_is_consistent(tmp_path: Path) -> None:
             addr = svc["networks"][net]["ipv4_address"]
             assert ipaddress.ip_address(addr) in subnets[net] and link["subnet"] == str(subnets[net])
             assert job["endpoints"][node]["data"][link["peer"]] == f"tcp://{addr}:7000"
-            assert link["rate_mbit"] == (10 if net == "a-c" else 40)
+            assert link["rate_mbit"] == pytest.approx((10 if net == "a-c" else 40) / k)
         assert job["endpoints"][node]["control"] == f"tcp://{svc['networks']['ctl']['ipv4_address']}:7000"
         assert cfg["agent_args"][:2] == ["--listen", "tcp://0.0.0.0:7000"]
-    assert compose["services"]["c"]["cpus"] == 0.5
-    assert parse_spec(yaml.safe_load((tmp_path / "pamdi/spec.yaml").read_text())) == spec
+    if device_time == "quota":  # a CPU quota only where it is the device-time model
+        assert compose["services"]["c"]["cpus"] == 0.5
+    else:
+        assert all("cpus" not in svc for svc in compose["services"].values())
+    # The nominal spec, naming the shipped-along profiles the run holds and predicts with.
+    shipped = parse_spec(yaml.safe_load((tmp_path / "pamdi/spec.yaml").read_text()))
+    assert shipped == spec.model_copy(update={"profiles": "/pamdi/profiles"})
+    assert (tmp_path / "pamdi/profiles/resnet56_b1_t1.json").is_file()
 
 
 def test_reserved_service_name(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Runner options resolved against the backend: compute padding only where nothing else slows nodes."""
+"""Runner options resolved against the spec and the backend: the device-time model and the stretch."""
 
 from __future__ import annotations
 
@@ -29,29 +29,37 @@ def _configs(runner: Runner) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize(
-    ("backend", "asked", "padded"),
+    ("backend", "asked", "spec_says", "model"),
     [
-        (LocalBackend(), None, True),  # agents share one host: only padding makes a slow node slow
-        (NetnsBackend(), None, False),  # the CPU quota slows it already: padding would slow it twice
-        (DockerBackend(), None, False),
-        (NetnsBackend(cpu_quota=False), None, True),  # no quota: padding is the only slow-down left
-        (DockerBackend(cpu_quota=False), None, True),
-        (NetnsBackend(), True, True),  # an explicit choice wins
-        (LocalBackend(), False, False),
+        (LocalBackend(), None, None, "profile"),  # agents share this host: hold to the modelled time
+        (NetnsBackend(), None, None, "profile"),
+        (DockerBackend(), None, None, "profile"),
+        (NetnsBackend(), None, "quota", "quota"),  # the spec's choice beats the backend's default
+        (NetnsBackend(), "native", "quota", "native"),  # an explicit option beats both
+        (LocalBackend(), "quota", None, "quota"),
     ],
 )
-def test_compute_padding_follows_the_backend(tmp_path: Path, backend: object, asked: bool | None,
-                                             padded: bool) -> None:
-    runner = Runner(SPEC, backend, tmp_path, RunOptions(emulate_speed=asked))  # type: ignore[arg-type]
-    assert runner.opts.emulate_speed is padded
+def test_device_time_follows_options_spec_backend(tmp_path: Path, backend: object, asked: str | None,
+                                                  spec_says: str | None, model: str) -> None:
+    spec = SPEC.model_copy(update={"device_time": spec_says})
+    runner = Runner(spec, backend, tmp_path, RunOptions(device_time=asked))  # type: ignore[arg-type]
+    assert runner.device_time == model
     cfgs = _configs(runner)
-    assert {n: c["emulate_speed"] for n, c in cfgs.items()} == {"a": padded, "b": padded}
+    assert {n: c["device_time"] for n, c in cfgs.items()} == {"a": model, "b": model}
     assert cfgs["a"]["speed"] == 0.25  # the speed itself still travels (views and policies use it)
 
 
-def test_any_backend_that_slows_nodes_itself_gets_no_padding(tmp_path: Path) -> None:
-    class QuotaBackend(LocalBackend):
-        emulates_speed = True
+def test_unknown_device_time_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="device_time: 'fast' is not one of profile, quota, native"):
+        Runner(SPEC, LocalBackend(), tmp_path, RunOptions(device_time="fast"))
+    from orchestrator.spec import SpecError
 
-    assert Runner(SPEC, QuotaBackend(), tmp_path, RunOptions()).opts.emulate_speed is False
-    assert Runner(SPEC, LocalBackend(), tmp_path, RunOptions()).opts.emulate_speed is True
+    with pytest.raises(SpecError, match="device_time"):
+        parse_spec({**SPEC.model_dump(mode="json"), "device_time": "fast"})
+
+
+def test_backend_without_a_default_runs_native(tmp_path: Path) -> None:
+    class Remote(LocalBackend):
+        default_device_time = "native"
+
+    assert Runner(SPEC, Remote(), tmp_path, RunOptions()).device_time == "native"

@@ -39,6 +39,12 @@ class RunContext:
     keys_dir: Path | None = None
     # Where agents write their JSONL traces when the backend can give them a shared folder.
     trace_dir: Path | None = None
+    # Device-time model of the run (pamdi_node/devicetime.py): a backend applies its CPU quotas only
+    # under "quota" (under "profile" the agents hold results to the modelled time themselves).
+    device_time: str = "native"
+    # Time stretch k of the run (orchestrator/timescale.py): the spec handed to ``up`` is already
+    # stretched; a backend that drives links from a radio scenario stretches its time line too.
+    time_scale: float = 1.0
 
 
 def agent_argv(
@@ -69,9 +75,18 @@ def agent_argv(
     return argv
 
 
+def agent_env(threads: int) -> dict[str, str]:
+    """Environment of an agent process: ``threads`` OpenMP threads that sleep instead of spinning
+    when idle (spin-waiting burns CPU quota and the other agents' cores without doing work)."""
+    return {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
+
+
 @runtime_checkable
 class Backend(Protocol):
     name: str
+    # The device-time model a run gets unless the spec or the user says otherwise: "profile" where
+    # agents share this host (local, netns, docker, compose), "native" on real devices.
+    default_device_time: str
 
     def up(self, spec: ExperimentSpec, ctx: RunContext) -> Mapping[str, AgentEndpoint]:
         """Create the network, start an agent per node, return how to reach each one."""

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.backends.base import AgentEndpoint, RunContext, agent_argv
+from orchestrator.backends.base import AgentEndpoint, RunContext, agent_argv, agent_env
 from orchestrator.spec import ExperimentSpec, LinkParams
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,9 @@ def link_shaping(net: LinkNet, peer: str, params: LinkParams) -> dict[str, Any]:
 class DockerBackend:
     name = "docker"
     default_curve = False  # internal networks reachable only from this host; --curve turns keys on
-    emulates_speed = True  # nodes are slowed by their CPU quota
+    # Agents share this host: they hold results to the modelled device time (``--cpus`` per node
+    # only under device_time "quota").
+    default_device_time = "profile"
 
     def __init__(self, *, image: str = DEFAULT_IMAGE, cpu_quota: bool = True, start_timeout_s: float = 120.0,
                  subnet_pool: str = DEFAULT_SUBNET_POOL, scenario_tick_s: float = 0.1) -> None:
@@ -261,7 +263,9 @@ class DockerBackend:
                 import radio_scenarios
 
                 p = radio_scenarios.get(link.scenario).at(0.0)
-                params = link.model_copy(update={"rate_mbit": p.rate_mbit, "delay_ms": p.delay_ms, "loss": p.loss})
+                k = self.ctx.time_scale if self.ctx is not None else 1.0
+                params = link.model_copy(update={"rate_mbit": p.rate_mbit / k, "delay_ms": p.delay_ms * k,
+                                                 "loss": p.loss})
             self.link_params[link.key] = LinkParams(rate_mbit=params.rate_mbit, delay_ms=params.delay_ms,
                                                     loss=params.loss)
             plan.append((net.name, subnet, link.key))
@@ -297,11 +301,11 @@ class DockerBackend:
         container_id = self.cli.api.create_container(
             self.image, command=args, name=f"pamdi-{self.token}-{node}", hostname=node,
             labels={**self._labels(), "pamdi.node": node},
-            environment={"OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"},
+            environment={**agent_env(threads), "PYTHONUNBUFFERED": "1"},
             networking_config=networking,
             host_config=self.cli.api.create_host_config(
                 cap_add=["NET_ADMIN"],
-                nano_cpus=int(cpus * 1e9) if self.cpu_quota and cpus else None,
+                nano_cpus=int(cpus * 1e9) if self.cpu_quota and self.ctx.device_time == "quota" and cpus else None,
                 binds=volumes,
                 init=True,  # signals reach the agent; zombies are reaped
             ),
@@ -368,14 +372,15 @@ class DockerBackend:
     def _drive_scenarios(self, scenarios: Mapping[tuple[str, str], Any]) -> None:
         t0 = time.time()
         current = {key: None for key in scenarios}
+        k = self.ctx.time_scale if self.ctx is not None else 1.0  # a stretched run stretches its scenarios
         while not self._stop.wait(self.scenario_tick_s):
             for key, sc in scenarios.items():
-                p = sc.at(time.time() - t0)
+                p = sc.at((time.time() - t0) / k)
                 point = (p.rate_mbit, p.delay_ms, p.loss)
                 if point != current[key]:
                     current[key] = point  # type: ignore[assignment]
                     with contextlib.suppress(Exception):
-                        self.set_link(key[0], key[1], LinkParams(rate_mbit=p.rate_mbit, delay_ms=p.delay_ms,
+                        self.set_link(key[0], key[1], LinkParams(rate_mbit=p.rate_mbit / k, delay_ms=p.delay_ms * k,
                                                                  loss=p.loss))
 
 

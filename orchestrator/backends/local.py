@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from orchestrator.backends.base import AgentEndpoint, RunContext, agent_argv
+from orchestrator.backends.base import AgentEndpoint, RunContext, agent_argv, agent_env
 from orchestrator.spec import ExperimentSpec, LinkParams
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ READY = re.compile(r"pamdi-agent ready name=(\S+) listen=(\S+)")
 class LocalBackend:
     name = "local"
     default_curve = False  # loopback only; the runner turns Curve on with --curve
+    default_device_time = "profile"  # agents share this host: hold results to the modelled device time
 
     def __init__(self, *, python: str | None = None, start_timeout_s: float = 60.0, device: str = "cpu",
                  first_host: int = 2) -> None:
@@ -114,7 +115,7 @@ class LocalBackend:
         argv += ["--parent-pid", str(os.getpid())]  # the agent exits if this process dies
         if node not in self._logs:
             self._logs[node] = (logs / f"{node}.log").open("ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(self.spec.node(node).threads))
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **agent_env(self.spec.node(node).threads))
         self.procs[node] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._logs[node],  # type: ignore[arg-type]
                                             stdin=subprocess.DEVNULL, start_new_session=True, env=env)
         self.listen[node] = listen

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
-from orchestrator.backends.base import AgentEndpoint, RunContext, agent_argv
+from orchestrator.backends.base import AgentEndpoint, RunContext, agent_argv, agent_env
 from orchestrator.spec import ExperimentSpec, LinkParams
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,9 @@ READY = re.compile(r"pamdi-agent ready name=(\S+) listen=(\S+)")
 class NetnsBackend:
     name = "netns"
     default_curve = False
-    # Nodes are slowed by their CPU quota: agents must not also pad their compute time.
-    emulates_speed = True
+    # Agents share this host: they hold results to the modelled device time (a CPU quota per node
+    # only under device_time "quota").
+    default_device_time = "profile"
 
     def __init__(self, *, python: str | None = None, start_timeout_s: float = 90.0, cpu_quota: bool = True,
                  stats_period_s: float = 0.5, pcap: bool = False, snaplen: int = 128,
@@ -89,7 +90,7 @@ class NetnsBackend:
         try:
             for node in spec.nodes:
                 cpus = None
-                if self.cpu_quota:
+                if self.cpu_quota and ctx.device_time == "quota":
                     cpus, _ = node_quota(_speed(node), node.threads, node.device)
                 self.net.add_node(node.name, cpus=cpus)
             for link in spec.resolved_links():
@@ -97,7 +98,8 @@ class NetnsBackend:
                 if sc is not None:
                     p0 = sc.at(0)
                     stage = any(p.delay_ms > 0 or p.loss > 0 for p in sc.points)
-                    self.net.add_link(link.a, link.b, p0.rate_mbit, p0.delay_ms, p0.loss, delay_line=stage)
+                    k = ctx.time_scale
+                    self.net.add_link(link.a, link.b, p0.rate_mbit / k, p0.delay_ms * k, p0.loss, delay_line=stage)
                 else:
                     self.net.add_link(link.a, link.b, link.rate_mbit, link.delay_ms, link.loss)
             run_dir = Path(ctx.run_dir)
@@ -188,7 +190,7 @@ class NetnsBackend:
         argv += ["--parent-pid", str(os.getpid())]  # nsexec execs the agent: it exits if this process dies
         if node not in self._logs:
             self._logs[node] = (Path(self.ctx.run_dir) / "logs" / f"{node}.log").open("ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads))
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **agent_env(threads))
         self.agents[node] = self.net.spawn(node, argv, stdout=subprocess.PIPE, stderr=self._logs[node], env=env)
 
     def _wait_ready(self, node: str) -> None:
@@ -240,13 +242,14 @@ class NetnsBackend:
         assert self.net is not None
         current = {key: sc.at(0) for key, sc in scenarios.items()}
         t0 = time.monotonic()
+        k = self.ctx.time_scale if self.ctx is not None else 1.0  # a stretched run stretches its scenarios
         while not self._stop.wait(self.scenario_tick_s):
-            t = time.monotonic() - t0
+            t = (time.monotonic() - t0) / k
             for key, sc in scenarios.items():
                 p = sc.at(t)
                 if p != current[key]:
                     try:
-                        self.net.set_link(key[0], key[1], p.rate_mbit, p.delay_ms, p.loss)
+                        self.net.set_link(key[0], key[1], p.rate_mbit / k, p.delay_ms * k, p.loss)
                         current[key] = p
                     except Exception as err:
                         log.warning("scenario %s on link %s-%s: %s", sc.name, key[0], key[1], err)

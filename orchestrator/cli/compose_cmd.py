@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
         image: str = typer.Option("pamdi-node:latest", help="node image (pamdi image build)"),
         policy: str = typer.Option(None, "--policy", "-p", help="policy name or 'all' (default: the spec's)"),
         subnet_pool: str = typer.Option("10.213.0.0/16", help="where the experiment's /24 subnets come from"),
-        cpu_quota: bool = typer.Option(True, help="limit each node to its device's CPUs"),
+        cpu_quota: bool = typer.Option(True, help="under --device-time quota: limit each node to its device's CPUs"),
+        device_time: str = typer.Option(None, "--device-time", help="profile (default), quota or native"),
         task_timeout: float = typer.Option(60.0, help="seconds before a task counts as failed"),
     ) -> None:
         """Render a docker-compose project that runs SPEC by itself (docker-compose up)."""
@@ -33,7 +34,7 @@ def register(app: typer.Typer) -> None:
         policies = select_policies(policy, s)
         try:
             project = render_compose(s, out, image=image, policies=policies, subnet_pool=subnet_pool,
-                                     cpu_quota=cpu_quota, task_timeout_s=task_timeout)
+                                     cpu_quota=cpu_quota, device_time=device_time, task_timeout_s=task_timeout)
         except (ValueError, RuntimeError) as err:
             raise fail(f"compose: {err}") from None
         print_json({"compose_file": str(project.compose_file), "services": list(project.services),

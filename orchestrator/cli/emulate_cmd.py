@@ -45,7 +45,10 @@ def _print_table(name: str, backend: str, summary: dict[str, Any]) -> None:
     def ms(x: float | None) -> str:
         return "-" if x is None else f"{x * 1000:.1f}"
 
-    table = Table(title=f"{name}: measured inference time per source (ms), backend {backend}")
+    title = f"{name}: measured inference time per source (ms), backend {backend}"
+    if summary.get("device_time"):
+        title += f", device time {summary['device_time']}, stretch {summary.get('time_stretch', 1.0):g}"
+    table = Table(title=title)
     for col in ("policy", "source", "γ", "done", "failed", "mean", "p50", "p95"):
         table.add_column(col, justify="left" if col in ("policy", "source") else "right")
     for run in summary["runs"]:
@@ -53,6 +56,9 @@ def _print_table(name: str, backend: str, summary: dict[str, Any]) -> None:
             table.add_row(run["policy"] if i == 0 else "", src, f"{s['priority']:g}", str(s["completed"]),
                           str(s["failed"]), ms(s["mean_s"]), ms(s["p50_s"]), ms(s["p95_s"]))
         table.add_row("", "[dim]weighted[/dim]", "", "", "", ms(run["weighted_mean_s"]), "", "", end_section=True)
+        if "overrun_fraction" in run and not run.get("faithful", True):
+            table.add_row("", f"[yellow]not faithful: {run['overrun_fraction']:.0%} of block ranges overran[/yellow]",
+                          "", "", "", "", "", "", end_section=True)
     Console().print(table)
 
 
@@ -101,6 +107,10 @@ def register(app: typer.Typer) -> None:
         task_timeout: float = typer.Option(60.0, "--task-timeout", help="seconds before a task counts as failed"),
         run_timeout: float = typer.Option(None, "--run-timeout", help="seconds per policy (default: from the spec)"),
         backend_opt: list[str] = typer.Option([], "--backend-opt", help="KEY=VALUE passed to the backend"),
+        device_time: str = typer.Option(None, "--device-time",
+                                        help="profile, quota or native (default: the spec's, else the backend's)"),
+        stretch: float = typer.Option(None, "--stretch", min=1.0,
+                                      help="time stretch k (profile device time; default: what the host needs)"),
         log_level: str = typer.Option("warning", "--log-level", help="debug, info, warning or error"),
     ) -> None:
         """Run a spec on real agents (one per node) and measure every policy."""
@@ -123,12 +133,16 @@ def register(app: typer.Typer) -> None:
         except (ValueError, TypeError) as err:
             raise fail(f"--backend: {err}") from None
         run_dir = out or Path("results") / "runs" / f"{s.name}-{backend}-{time.strftime('%Y%m%d-%H%M%S')}"
-        opts = RunOptions(policies=policies, curve=curve, task_timeout_s=task_timeout, run_timeout_s=run_timeout)
+        if device_time is not None and device_time not in ("profile", "quota", "native"):
+            raise fail(f"--device-time: {device_time!r} is not one of profile, quota, native")
+        opts = RunOptions(policies=policies, curve=curve, task_timeout_s=task_timeout, run_timeout_s=run_timeout,
+                          device_time=device_time, time_stretch=stretch)
         from results.trace import write_manifest
 
         write_manifest(run_dir, s, backend=backend, policies=policies, extra={"emulate": {
             "spec_path": str(path), "backend_options": _backend_options(backend_opt), "curve": curve,
-            "task_timeout_s": task_timeout, "run_timeout_s": run_timeout}})
+            "task_timeout_s": task_timeout, "run_timeout_s": run_timeout, "device_time": device_time,
+            "time_stretch": stretch}})
         with _progress(not as_json) as on_progress:
             runner = Runner(s, be, run_dir, opts, base_dir=path.parent, on_progress=on_progress)
             try:

@@ -80,6 +80,7 @@ class LoopThread:
 class ColosseumBackend:
     name = "colosseum"
     default_curve = True  # agents listen on non-loopback addresses: CurveZMQ on
+    default_device_time = "native"  # real SRNs: real speed, predictions from a profile measured there
 
     def __init__(self, cfg: ColosseumConfig, srn_password: str, *, ready_timeout_s: float = 120.0) -> None:
         self.cfg = cfg

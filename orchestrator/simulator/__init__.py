@@ -2,8 +2,9 @@
 
 ``simulate(spec, policy)`` builds the workers, links and sources of a spec (profiles scaled by each
 node's speed), runs the engine (``engine.py``; model and rationale there) and returns a
-``SimResult`` with one ``TaskRecord`` per task. ``run_policies`` runs several policies and returns
-the ``metrics.summarize`` JSON.
+``SimResult`` with one ``TaskRecord`` per task. A link that names a radio ``scenario`` follows the
+scenario's points over time (``link_schedule``), as the netns backend drives it. ``run_policies``
+runs several policies and returns the ``metrics.summarize`` JSON.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from orchestrator.simulator.devices import device_speed
 from orchestrator.simulator.engine import (
     FailureConfig,
     LinkConfig,
+    LinkSchedule,
     NodeConfig,
     SimOptions,
     SimResult,
@@ -24,17 +26,19 @@ from orchestrator.simulator.engine import (
     Simulator,
     SourceConfig,
 )
-from orchestrator.spec import ExperimentSpec, Node
+from orchestrator.spec import ExperimentSpec, Link, Node
 from pamdi_node.models.profile import ModelProfile
 from pamdi_node.policies import get_policy, params_for
 from pamdi_node.policies.base import Policy, SourceView, source_view_from_profile
 
 __all__ = [
+    "LinkSchedule",
     "SimOptions",
     "SimResult",
     "SimulationError",
     "Simulator",
     "build_simulator",
+    "link_schedule",
     "load_profiles",
     "make_policy",
     "node_speed",
@@ -49,6 +53,26 @@ def node_speed(node: Node) -> float:
     if node.device is not None and "speed" not in node.model_fields_set:
         return device_speed(node.device)
     return node.speed
+
+
+def link_schedule(link: Link) -> LinkSchedule | None:
+    """The time-varying physical link of a spec link that names a radio ``scenario`` (None for a
+    constant link). Same semantics as the netns backend: the scenario's points from t = 0 (the
+    link's own rate/delay/loss are only what the agents are told), looping every ``period`` when
+    the scenario loops. A scenario without points (a Colosseum-only entry) cannot be simulated."""
+    if link.scenario is None:
+        return None
+    import radio_scenarios
+
+    try:
+        sc = radio_scenarios.get(link.scenario)
+    except radio_scenarios.ScenarioError as err:
+        raise SimulationError(f"link {link.a}-{link.b}: {err}") from None
+    if not sc.shapeable:
+        raise SimulationError(f"link {link.a}-{link.b}: scenario {link.scenario!r} has no link profile to simulate "
+                              "(a Colosseum-only entry; import a measured one with `pamdi scenarios import-iperf3`)")
+    points = tuple((p.t_s, p.rate_mbit * 1e6, p.delay_ms / 1000.0, p.loss) for p in sc.points)
+    return LinkSchedule(name=sc.name, points=points, period_s=sc.period if sc.loop else 0.0)
 
 
 def load_profiles(
@@ -121,7 +145,8 @@ def build_simulator(
     views = source_views(spec, profiles)
     nodes = [NodeConfig(n.name, node_speed(n)) for n in spec.nodes]
     links = {
-        (lk.a, lk.b): LinkConfig(rate_bps=lk.rate_mbit * 1e6, delay_s=lk.delay_ms / 1000.0, loss=lk.loss)
+        (lk.a, lk.b): LinkConfig(rate_bps=lk.rate_mbit * 1e6, delay_s=lk.delay_ms / 1000.0, loss=lk.loss,
+                                 schedule=link_schedule(lk))
         for lk in spec.resolved_links()
     }
     sources = [
@@ -130,6 +155,8 @@ def build_simulator(
         for s in spec.sources
     ]
     failures = [FailureConfig(f.node, f.at_s, f.recover_after_s) for f in spec.failures]
+    # ``options`` replaces the defaults whole (its beacon period included): runtime costs
+    # (decision_cost_s, message_cost_s) and the scenario phase travel in it.
     opts = options or SimOptions(beacon_period_s=spec.beacon_period_ms / 1000.0)
     return Simulator(nodes, links, sources, make_policy(spec, policy, views), options=opts, failures=failures,
                      seed=spec.seed if seed is None else seed)

@@ -12,8 +12,21 @@ Model (all times in seconds):
   time with a world holding only the worker itself; see the PA-MDI docstring for why its keys
   are clock-independent). The FIFO baselines key on the task's birth: FIFO at the task level.
 - Links: one serialization queue per direction (FIFO); ``bytes*8 / (rate * LINK_GOODPUT_FACTOR)``
-  then the one-way delay. Control messages (RTC/CTC/DENY) are 64 bytes and bypass the data queue
-  (they would be tiny frames interleaved with bulk TCP). Beacons cost no bandwidth.
+  then the one-way delay, plus ``SimOptions.message_cost_s`` per data/result hop (pure latency:
+  encode/decode and socket overhead; it does not hold the link). Control messages (RTC/CTC/DENY)
+  are 64 bytes and bypass the data queue (they would be tiny frames interleaved with bulk TCP).
+  Beacons cost no bandwidth.
+- Time-varying links (``LinkConfig.schedule``, from a spec link's radio ``scenario``): the link is
+  what the netns backend makes of it: the scenario's points from t = 0 (the spec link's own
+  rate/delay/loss are not used on the wire), each point in force from its ``t_s`` on, both
+  directions, repeating every period when the scenario loops (``Scenario.at``). The netns backend
+  polls the scenario every 50 ms and starts its clock when the agents are up; here each point
+  applies at its exact time and scenario time = simulated time + ``SimOptions.scenario_offset_s``.
+  Serialization is piecewise like an htb/tbf shaper's: bits still queued or being sent when the
+  rate changes go at the new rate. The delay is the one in force when each bit leaves: a message
+  arrives when its last bit has (the latest of ``t + delay(t)`` at its last bit and at every change
+  it straddled), never before the message ahead of it on the same direction (a FIFO delay line,
+  in-order TCP). Loss has no timing model here (as before); it only shows in the policies' view.
 - Beacons: every worker snapshots (queue seconds, residual, per-weight queue) every period, with a
   seeded random phase. Queue seconds count what the tasks present still need to finish their
   models there (queued job + the rest of the model, at the worker's speed): with per-partition
@@ -21,12 +34,23 @@ Model (all times in seconds):
   would hide most of the committed work. The residual is only what is left of the partition in
   service (all a waiting task of higher priority sits out); the rest of that task's model counts
   in its weight's queue. Every worker also knows the graph's link rates and delays
-  (``WorldView.links``, from the run configuration) for planners. A neighbour sees the latest snapshot older than the
+  (``WorldView.links``, from the run configuration) for planners. Rates, delays and success
+  probabilities in the policies' view (``WorldView.links``, ``PeerView.rate_bps/delay_s/success``)
+  are the configured ones even on scenario links, because that is all the agents get: the
+  orchestrator sends them the spec link's ``rate_mbit/delay_ms/loss`` once in the run config
+  (``runner.build_configs``) and the netns backend changes tc in place without telling them. The
+  sender's link backlog estimate likewise counts what it queued at the configured rate (the
+  agent's ``PeerTable.on_sent``). A neighbour sees the latest snapshot older than the
   link delay (stale views); no snapshot for ``base.dead_after_s`` = dead (not a candidate).
 - At every boundary the holder asks ``policy.rank``; it tries placements in order: itself (queue
   locally), or a neighbour (after an RTC/CTC round trip when ``policy.handshake``, or per task
   ``policy.needs_handshake``; a DENY or a timeout moves on to the next placement; exhausting the
   list computes the next partition locally). ``start == end`` placements are relays (multi-hop moves without compute).
+- Decision cost (``SimOptions.decision_cost_s``): after a worker computes a partition and the task
+  has blocks left, the worker stays occupied that long before the boundary decision is taken and
+  before it starts its next job (the agent's executor holds its next item until the I/O loop has
+  decided). A task's first decision at its source, relay decisions and the end of the model
+  (result sent back) are not charged.
 - After the last block the result goes back to the source along the cheapest path (serialization
   + delay per hop).
 - Failures: a failed worker loses its queue, job in service and anything arriving later. The
@@ -39,6 +63,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import math
 import random
 import time
@@ -66,6 +91,12 @@ from pamdi_node.policies.base import (
 
 CTRL_BYTES = 64
 
+# Directed link state (a list per direction, both sharing one LinkSchedule): configured goodput,
+# configured delay, when the physical link has sent everything queued (free_at), configured
+# success probability, the schedule (None = constant link), the sender's estimate of free_at at
+# the configured rate, and the last arrival on that direction (FIFO delivery).
+_RATE, _DELAY, _FREE, _SUCCESS, _SCHED, _EST_FREE, _LAST_ARRIVAL = range(7)
+
 
 class SimulationError(RuntimeError):
     """The simulation cannot go on (a policy returned an impossible placement, runaway time)."""
@@ -81,6 +112,12 @@ class SimOptions:
     rtc_timeout_s: float = 0.5  # sender gives up waiting for CTC/DENY
     max_retries: int = 2
     max_sim_time_s: float = 1e7
+    # Seconds a worker stays occupied after a partition before its boundary decision (module doc).
+    decision_cost_s: float = 0.0
+    # Seconds added once to every data/result transfer hop, on top of serialization + delay.
+    message_cost_s: float = 0.0
+    # Scenario time at simulated time 0 (a scenario link's phase; see the module doc).
+    scenario_offset_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -90,10 +127,91 @@ class NodeConfig:
 
 
 @dataclass(frozen=True)
+class LinkSchedule:
+    """A link's parameters over time (a radio scenario's points): from ``t_s`` on, until the next
+    point, the link runs at ``rate_bps`` (link-layer) with ``delay_s`` one-way and ``loss``; with
+    ``period_s > 0`` the points repeat every period (``Scenario.at``: t mod period), else the last
+    point stays. Times are scenario seconds."""
+
+    name: str
+    points: tuple[tuple[float, float, float, float], ...]  # (t_s, rate_bps, delay_s, loss)
+    period_s: float = 0.0
+    goodput_factor: float = LINK_GOODPUT_FACTOR
+    _times: tuple[float, ...] = field(init=False, repr=False, compare=False)
+    _goodput: tuple[float, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        times = tuple(float(p[0]) for p in self.points)
+        if times:
+            if times[0] != 0.0:
+                raise SimulationError(f"scenario {self.name!r}: the first point must be at t_s = 0")
+            if any(b <= a for a, b in itertools.pairwise(times)):
+                raise SimulationError(f"scenario {self.name!r}: point times must increase strictly")
+            if any(p[1] <= 0 for p in self.points):
+                raise SimulationError(f"scenario {self.name!r}: rates must be positive")
+            if self.period_s > 0 and self.period_s <= times[-1]:
+                raise SimulationError(f"scenario {self.name!r}: the period must be longer than the last point's t_s")
+        object.__setattr__(self, "_times", times)
+        object.__setattr__(self, "_goodput", tuple(p[1] * self.goodput_factor for p in self.points))
+
+    def index(self, t: float) -> int:
+        """The point in force at scenario time ``t`` (the last one with ``t_s <= t``)."""
+        if self.period_s > 0:
+            t = t % self.period_s
+        i = bisect.bisect_right(self._times, t) - 1
+        return i if i > 0 else 0
+
+    def state(self, t: float) -> tuple[float, float, float]:
+        """(goodput bps, one-way delay s, loss) at scenario time ``t``."""
+        i = self.index(t)
+        return self._goodput[i], self.points[i][2], self.points[i][3]
+
+    def transmit(self, start: float, bits: float) -> tuple[float, float]:
+        """Serialize ``bits`` from scenario time ``start`` on, at the goodput in force at every
+        instant; return (when the last bit has left, when the whole message has arrived): the
+        latest of ``t + delay(t)`` at the last bit and just before every change it straddled."""
+        times, goodput, points, period = self._times, self._goodput, self.points, self.period_s
+        n = len(times)
+        if period > 0:
+            local = start % period
+            k = math.floor((start - local) / period + 0.5)
+        else:
+            local, k = start, 0
+        i = bisect.bisect_right(times, local) - 1
+        if i < 0:
+            i = 0
+        s = start
+        release = -math.inf
+        while True:
+            r = goodput[i]
+            if i + 1 < n:
+                seg_end = k * period + times[i + 1]
+            elif period > 0:
+                seg_end = (k + 1) * period
+            else:
+                seg_end = math.inf
+            done = s + bits / r
+            if done <= seg_end:
+                arrival = done + points[i][2]
+                return done, arrival if arrival > release else release
+            if seg_end > s:
+                bits -= (seg_end - s) * r
+                edge = seg_end + points[i][2]  # the bits that left just before the change
+                if edge > release:
+                    release = edge
+                s = seg_end
+            i += 1
+            if i == n:
+                i, k = 0, k + 1
+
+
+@dataclass(frozen=True)
 class LinkConfig:
-    rate_bps: float  # configured link-layer rate
+    rate_bps: float  # configured link-layer rate (what the agents are told)
     delay_s: float = 0.0
     loss: float = 0.0
+    # Time-varying physical link (a radio scenario); None = the configured values throughout.
+    schedule: LinkSchedule | None = None
 
 
 @dataclass(frozen=True)
@@ -135,12 +253,13 @@ class _Task:
 
 
 class _Job:
-    __slots__ = ("after", "attempt", "dur", "end", "start", "task", "weight")
+    __slots__ = ("after", "attempt", "dur", "end", "start", "t0", "task", "weight")
 
     def __init__(self, task: _Task, start: int, end: int, dur: float, after: float, weight: float) -> None:
         self.task, self.start, self.end, self.dur, self.weight = task, start, end, dur, weight
         self.after = after  # seconds the task still needs after this job (rest of its model, here)
         self.attempt = task.attempt
+        self.t0 = 0.0  # when it started
 
 
 class _Node:
@@ -173,6 +292,8 @@ class SimResult:
     wall_s: float
     end_s: float
     busy_s: dict[str, float] = field(default_factory=dict)
+    # (node, start, end) of every job that ran to completion, in simulated seconds (no relays).
+    compute: list[tuple[str, float, float]] = field(default_factory=list)
 
 
 class Simulator:
@@ -188,6 +309,9 @@ class Simulator:
         seed: int = 0,
     ) -> None:
         self.opt = options or SimOptions()
+        for opt_name in ("decision_cost_s", "message_cost_s"):
+            if not getattr(self.opt, opt_name) >= 0:
+                raise SimulationError(f"SimOptions.{opt_name} must be >= 0, got {getattr(self.opt, opt_name)}")
         self.policy = policy
         self.dead_after_s = (dead_after_s(self.opt.beacon_period_s) if self.opt.dead_after is None
                              else self.opt.dead_after * self.opt.beacon_period_s)
@@ -197,19 +321,26 @@ class Simulator:
         self.rng = random.Random(seed)
         self.nodes = {n.name: _Node(n.name, n.speed) for n in nodes}
         self.speeds = {n.name: n.speed for n in nodes}
-        # directed links: (a, b) -> [goodput_bps, delay, free_at, success]
-        self.links: dict[tuple[str, str], list[float]] = {}
+        # directed links: (a, b) -> [goodput_bps, delay, free_at, success, schedule, est_free_at, last_arrival]
+        # (the _RATE.. indices above; rate, delay and success are the configured values).
+        self.links: dict[tuple[str, str], list[Any]] = {}
         adj: dict[str, list[str]] = {n: [] for n in self.nodes}
         for (a, b), lk in links.items():
+            sched = lk.schedule
+            if sched is not None and not sched.points:
+                raise SimulationError(f"link {a}-{b}: scenario {sched.name!r} has no link profile (rate/delay/loss "
+                                      "points) to simulate")
             for u, v in ((a, b), (b, a)):
                 if u not in self.nodes or v not in self.nodes:
                     raise SimulationError(f"link {a}-{b} names an unknown node")
-                self.links[(u, v)] = [lk.rate_bps * LINK_GOODPUT_FACTOR, lk.delay_s, 0.0, 1.0 - lk.loss]
+                self.links[(u, v)] = [lk.rate_bps * LINK_GOODPUT_FACTOR, lk.delay_s, 0.0, 1.0 - lk.loss, sched,
+                                      0.0, 0.0]
                 if v not in adj[u]:
                     adj[u].append(v)
         self.neighbours = {n: tuple(sorted(v)) for n, v in adj.items()}
-        # The graph's links as every worker knows them from the run configuration (for planners).
-        self.link_table = {uv: (lk[0], lk[1]) for uv, lk in self.links.items()}
+        # The graph's links as every worker knows them from the run configuration (for planners):
+        # configured values, also on scenario links (the agents are never told of changes).
+        self.link_table = {uv: (lk[_RATE], lk[_DELAY]) for uv, lk in self.links.items()}
         self.sources = {s.view.name: s.view for s in sources}
         self.source_cfg = sources
         self.failures = tuple(failures)
@@ -220,6 +351,7 @@ class Simulator:
         self.outstanding = 0
         self.token = 0
         self.busy_s = dict.fromkeys(self.nodes, 0.0)
+        self.compute: list[tuple[str, float, float]] = []
         self._peer_cache: dict[tuple[str, str], tuple[int, PeerView]] = {}
         self._routes: dict[tuple[str, int], dict[str, tuple[str, ...]]] = {}
         for node in self.nodes.values():
@@ -255,7 +387,25 @@ class Simulator:
             if self.outstanding == 0 and self._arrivals_done():
                 break
         self.records.sort(key=lambda r: (r.source, r.born_s, r.task_id))
-        return SimResult(self.records, n_events, time.perf_counter() - wall0, self.now, self.busy_s)
+        return SimResult(self.records, n_events, time.perf_counter() - wall0, self.now, self.busy_s, self.compute)
+
+    # ------------------------------------------------------------------ physical links
+    def link_state(self, a: str, b: str, t: float | None = None) -> tuple[float, float, float]:
+        """(goodput bps, one-way delay s, loss) of the physical link a->b at simulated time ``t``
+        (default: now). On a scenario link this is the scenario's point then, not the view's."""
+        link = self.links[(a, b)]
+        sched: LinkSchedule | None = link[_SCHED]
+        if sched is None:
+            return link[_RATE], link[_DELAY], 1.0 - link[_SUCCESS]
+        return sched.state((self.now if t is None else t) + self.opt.scenario_offset_s)
+
+    def _phys(self, link: list[Any]) -> tuple[float, float]:
+        """(goodput, delay) of a directed link right now."""
+        sched: LinkSchedule | None = link[_SCHED]
+        if sched is None:
+            return link[_RATE], link[_DELAY]
+        g, d, _ = sched.state(self.now + self.opt.scenario_offset_s)
+        return g, d
 
     def _arrivals_done(self) -> bool:
         return self._pending_arrivals == 0
@@ -316,7 +466,8 @@ class Simulator:
     def _peer_view(self, here: str, other: str) -> PeerView:
         link = self.links[(here, other)]
         node = self.nodes[other]
-        delay = link[1]
+        # Beacons travel the physical link; the view carries the configured link (module doc).
+        delay = link[_DELAY] if link[_SCHED] is None else self._phys(link)[1]
         idx = bisect.bisect_right(node.snap_times, self.now - delay) - 1
         if idx < 0:
             idx = 0
@@ -324,12 +475,14 @@ class Simulator:
         alive = (self.now - delay - snap_t) <= self.dead_after_s
         key = (here, other)
         cached = self._peer_cache.get(key)
-        backlog = link[2] - self.now if link[2] > self.now else 0.0
+        free_at = link[_FREE] if link[_SCHED] is None else link[_EST_FREE]
+        backlog = free_at - self.now if free_at > self.now else 0.0
         if cached is not None and cached[0] == idx and cached[1].alive == alive and cached[1].link_backlog_s == backlog:
             return cached[1]
         q, residual, bw = node.snaps[idx]
-        view = PeerView(name=other, speed=node.speed, queue_s=q, rate_bps=link[0], delay_s=delay, alive=alive,
-                        success=link[3], queue_by_weight=bw, residual_s=residual, link_backlog_s=backlog)
+        view = PeerView(name=other, speed=node.speed, queue_s=q, rate_bps=link[_RATE], delay_s=link[_DELAY],
+                        alive=alive, success=link[_SUCCESS], queue_by_weight=bw, residual_s=residual,
+                        link_backlog_s=backlog)
         self._peer_cache[key] = (idx, view)
         return view
 
@@ -391,7 +544,10 @@ class Simulator:
     # ------------------------------------------------------------------ RTC / CTC
     def _ctrl_delay(self, a: str, b: str) -> float:
         link = self.links[(a, b)]
-        return link[1] + CTRL_BYTES * 8 / link[0]
+        if link[_SCHED] is None:
+            return link[_DELAY] + CTRL_BYTES * 8 / link[_RATE]
+        goodput, delay = self._phys(link)
+        return delay + CTRL_BYTES * 8 / goodput
 
     def _send_rtc(self, task: _Task, here: str, p: Placement) -> None:
         self.token += 1
@@ -441,12 +597,25 @@ class Simulator:
         """Queue ``nbytes`` on link a->b; return the arrival time at b."""
         link = self.links[(a, b)]
         start = self.now if self.now > link[2] else link[2]
-        link[2] = start + nbytes * 8.0 / link[0]
-        return link[2] + link[1]
+        sched: LinkSchedule | None = link[_SCHED]
+        if sched is None:
+            link[2] = start + nbytes * 8.0 / link[0]
+            return link[2] + link[1]
+        bits = nbytes * 8.0
+        off = self.opt.scenario_offset_s
+        done, arrival = sched.transmit(start + off, bits)
+        link[_FREE] = done - off
+        arrival -= off
+        if arrival < link[_LAST_ARRIVAL]:
+            arrival = link[_LAST_ARRIVAL]
+        link[_LAST_ARRIVAL] = arrival
+        est = link[_EST_FREE]
+        link[_EST_FREE] = (self.now if self.now > est else est) + bits / link[_RATE]
+        return arrival
 
     def _transfer(self, task: _Task, here: str, dest: str, start: int, end: int) -> None:
         task.hops += 1
-        arrival = self._send_bytes(here, dest, task.view.bytes_into(start))
+        arrival = self._send_bytes(here, dest, task.view.bytes_into(start)) + self.opt.message_cost_s
         self.at(arrival, self._on_arrive, task, dest, start, end, task.attempt)
 
     def _on_arrive(self, task: _Task, dest: str, start: int, end: int, attempt: int) -> None:
@@ -494,18 +663,36 @@ class Simulator:
             if job.attempt == job.task.attempt:
                 break
         node.busy = job
+        job.t0 = self.now
         node.busy_until = self.now + job.dur
         self.at(node.busy_until, self._done, node, job, node.epoch)
 
     def _done(self, node: _Node, job: _Job, epoch: int) -> None:
         if node.epoch != epoch:
             return  # the node failed meanwhile; the job was already accounted as lost
-        node.busy = None
         self.busy_s[node.name] += job.dur
+        self.compute.append((node.name, job.t0, self.now))
         task = job.task
         task.block = job.end
         task.placements.append((node.name, job.start, job.end))
+        cost = self.opt.decision_cost_s
+        if cost > 0 and task.block < task.view.num_blocks:
+            # The worker stays occupied (node.busy is still this job: its residual is what is left
+            # of the decision, its ``after`` the rest of the task) until the decision is taken.
+            node.busy_until = self.now + cost
+            self.at(node.busy_until, self._decided, node, job, epoch)
+            return
+        node.busy = None
         self._decide(task, node.name)
+        if node.busy is None:
+            self._start_next(node)
+
+    def _decided(self, node: _Node, job: _Job, epoch: int) -> None:
+        if node.epoch != epoch:
+            return  # the node failed during the decision; the task was lost with it
+        node.busy = None
+        if job.attempt == job.task.attempt:
+            self._decide(job.task, node.name)
         if node.busy is None:
             self._start_next(node)
 
@@ -515,7 +702,9 @@ class Simulator:
         table = self._routes.get(key)
         if table is None:
             def cost(u: str, v: str) -> float:
-                link = self.links[(v, u)]  # paths are computed from the destination backwards
+                # Paths are computed from the destination backwards, on the configured links
+                # (what the workers know; routes do not follow a scenario's changes).
+                link = self.links[(v, u)]
                 return nbytes * 8.0 / link[0] + link[1]
             table = shortest_paths(dst, self.neighbours, cost)
             self._routes[key] = table
@@ -546,7 +735,7 @@ class Simulator:
             self._finish(task, COMPLETED, "")
             return
         task.hops += 1
-        arrival = self._send_bytes(here, path[i + 1], task.view.result_bytes)
+        arrival = self._send_bytes(here, path[i + 1], task.view.result_bytes) + self.opt.message_cost_s
         self.at(arrival, self._result_hop, task, path, i + 1, attempt)
 
     # ------------------------------------------------------------------ failures

@@ -76,11 +76,12 @@ class RunConfig(_Strict):
     seed: int = 0
     policy: str = Field(min_length=1, max_length=64)
     policy_params: dict[str, Any] = Field(default_factory=dict)  # pa-mdi-static: a nested plan
-    # Relative compute speed of this node (1.0 = the profiled host). With emulate_speed the executor
-    # pads every block range by (1/speed - 1) x its measured time, so a loopback agent behaves like a
-    # slower device.
+    # Relative compute speed of this node (1.0 = the profiled host): a block range's modelled time is
+    # its profiled time / speed.
     speed: float = Field(default=1.0, gt=0)
-    emulate_speed: bool = False
+    # How compute time is produced (pamdi_node/devicetime.py): "profile" holds each result until the
+    # modelled time has passed, "quota" and "native" release it as soon as it is computed.
+    device_time: Literal["profile", "quota", "native"] = "native"
     # Advertise a re-measured speed (EWMA of profiled / measured block time) instead of ``speed``.
     # Off by default so that agents and the simulator see the same speeds.
     measure_speed: bool = False

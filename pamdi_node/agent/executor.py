@@ -4,6 +4,10 @@ Work items (a task and a block range) wait in a queue served by the policy's ``q
 the I/O loop computes at enqueue time (as the simulator does). Blocks are built once per node from
 the model zoo (only the blocks this node may run) and kept on the chosen device; activations come
 in and go out as CPU tensors (the wire format), moved to the device only around the compute.
+
+Under the ``profile`` device-time model (``pamdi_node/devicetime.py``) the executor holds each
+result until the range's modelled time (profiled time / node speed, ``WorkItem.est_s``) has passed
+since its compute started, and records by how much the real compute overran it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from pamdi_node import devicetime
 from pamdi_node.agent.tasks import WorkItem
+from pamdi_node.devicetime import Timing
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,25 @@ class BlockStore:
         for model, (lo, hi) in allowed.items():
             for i in range(lo, hi):
                 self.block(model, i)
+
+    def warm_up(self, allowed: dict[str, tuple[int, int]], batch: dict[str, int] | None = None) -> None:
+        """Run every allowed block range once on a dummy input of the right shape: the first pass of
+        a process allocates and picks its kernels (ResNet-50: 160 ms instead of 90), which would
+        otherwise land on the first task and overrun its modelled time."""
+        import torch
+
+        from pamdi_node.models import zoo
+
+        for model, (lo, hi) in allowed.items():
+            if lo >= hi:
+                continue
+            b = (batch or {}).get(model, 1)
+            if lo == 0:
+                x = zoo.example_input(model, b, 0)
+            else:
+                shape = zoo.block_infos(model, b)[lo - 1].out_shape
+                x = torch.zeros(shape)
+            self.run(model, lo, hi, x)
 
     def block(self, model: str, index: int) -> Any:
         key = (model, index)
@@ -78,9 +103,9 @@ class Executor(threading.Thread):
     def __init__(
         self,
         store: BlockStore,
-        on_done: Callable[[WorkItem, Any, float, float, str | None], None],
+        on_done: Callable[[WorkItem, Any, Timing, str | None], None],
         speed: float,
-        emulate_speed: bool,
+        device_time: str = "native",
         hold_for_decision: bool = True,
     ) -> None:
         super().__init__(name="pamdi-executor", daemon=True)
@@ -88,7 +113,7 @@ class Executor(threading.Thread):
         self.store = store
         self.on_done = on_done
         self.speed = speed
-        self.emulate_speed = emulate_speed
+        self.device_time = devicetime.check(device_time)
         self._cv = threading.Condition()
         self._queue: list[WorkItem] = []
         self._running: WorkItem | None = None
@@ -96,8 +121,11 @@ class Executor(threading.Thread):
         self._stop = False
         # Set after each item until the I/O loop has decided where that task goes next (``decided``).
         self._awaiting_decision = False
-        self.busy_s = 0.0
+        self.busy_s = 0.0  # modelled (profile) or real compute time of everything run
+        self.host_busy_s = 0.0  # real compute time on this host
         self.ran = 0
+        self.overruns = 0  # ranges whose real compute overran their modelled time (profile)
+        self.overrun_s = 0.0
         self.decision_waits = 0  # holds that ran into DECISION_HOLD_S (the I/O loop never answered)
 
     # ------------------------------------------------------------------ called from other threads
@@ -197,16 +225,17 @@ class Executor(threading.Thread):
             out: Any = None
             try:
                 out = self.store.run(item.task.model, item.start, item.end, item.task.tensor)
-                if self.emulate_speed and self.speed < 1.0:
-                    # A slower device: stretch the measured compute to elapsed / speed.
-                    time.sleep((time.time() - t0) * (1.0 / self.speed - 1.0))
             except Exception as e:  # a bad activation must fail the task, not the agent
                 log.exception("compute of %s blocks [%d,%d) failed", item.task.id, item.start, item.end)
                 err = f"compute of blocks [{item.start},{item.end}) failed: {type(e).__name__}: {e}"[:1000]
-            t1 = time.time()
+            timing = devicetime.hold(self.device_time if err is None else "native", t0, time.time(), item.est_s)
             with self._cv:
                 self._running = None
-                self.busy_s += t1 - t0
+                self.busy_s += timing.released - t0
+                self.host_busy_s += timing.host_s
                 self.ran += 1
+                if devicetime.is_overrun(timing.overrun_s):
+                    self.overruns += 1
+                    self.overrun_s += timing.overrun_s
                 self._awaiting_decision = self.hold_for_decision
-            self.on_done(item, out, t0, t1, err)
+            self.on_done(item, out, timing, err)

@@ -26,6 +26,7 @@ from pamdi_node.agent.executor import BlockStore, Executor, QueueDetail
 from pamdi_node.agent.peers import PeerTable
 from pamdi_node.agent.sources import SourceThread
 from pamdi_node.agent.tasks import Custody, PendingOffer, Task, WorkItem
+from pamdi_node.devicetime import Timing
 from pamdi_node.policies.base import OffloadRequest, Placement, Policy, TaskView, WorldView, needs_handshake
 from pamdi_node.telemetry import Telemetry
 
@@ -81,7 +82,7 @@ class RunState:
         self.allowed = cfg.allowed_blocks()
         self.sources = {s.name: s for s in cfg.sources}
         self.stats = {s.name: SourceStats(s) for s in cfg.sources if s.node == self.here}
-        self.executor = Executor(store, self._computed, cfg.speed, cfg.emulate_speed)
+        self.executor = Executor(store, self._computed, cfg.speed, cfg.device_time)
         self.executor.start()
         self.custody: dict[str, Custody] = {}
         self.offers: dict[str, PendingOffer] = {}
@@ -387,30 +388,35 @@ class RunState:
                                                                               "reason": "another request won"}))
 
     # ---------------------------------------------------------------------------- executor results
-    def computed(self, item: WorkItem, out: Any, t0: float, t1: float, err: str | None) -> None:
+    def computed(self, item: WorkItem, out: Any, timing: Timing, err: str | None) -> None:
         try:
-            self._after_compute(item, out, t0, t1, err)
+            self._after_compute(item, out, timing, err)
         finally:
             self.executor.decided()  # the executor holds its next item until this decision is made
 
-    def _after_compute(self, item: WorkItem, out: Any, t0: float, t1: float, err: str | None) -> None:
+    def _after_compute(self, item: WorkItem, out: Any, timing: Timing, err: str | None) -> None:
         task = item.task
+        t0, t1 = timing.started, timing.released
         self.tel.span("queue", task.id, task.source, item.enqueued, t0, blocks=[item.start, item.end])
-        self.tel.span("compute", task.id, task.source, t0, t1, blocks=[item.start, item.end])
+        # model_s: what the simulator charges; host_s: what it really took here; overrun_s > 0 when
+        # the host could not keep up with the modelled device (profile device time).
+        self.tel.span("compute", task.id, task.source, t0, t1, blocks=[item.start, item.end],
+                      model_s=round(item.est_s, 6), host_s=round(timing.host_s, 6),
+                      overrun_s=round(timing.overrun_s, 6))
         if err is not None:
             self.deliver_result(task, ok=False, reason=f"{self.here}: {err}")
             return
         ref = self.est_s(task.source, item.start, item.end) * self.speed
         if self.cfg.measure_speed and ref > 0 and t1 > t0:  # re-measured speed (EWMA), what the beacons advertise
-            measured = ref / (t1 - t0)
+            measured = ref / (t1 - t0)  # under profile device time: the modelled speed, as it should
             self.speed = min(max(0.7 * self.speed + 0.3 * measured, 1e-3), 1e4)
         task.tensor = out
         task.next_block = item.end
         task.placements.append([self.here, item.start, item.end])
         self.decide(task, since=t1)
 
-    def _computed(self, item: WorkItem, out: Any, t0: float, t1: float, err: str | None) -> None:
-        self.post(("computed", item, out, t0, t1, err))  # executor thread -> I/O loop
+    def _computed(self, item: WorkItem, out: Any, timing: Timing, err: str | None) -> None:
+        self.post(("computed", item, out, timing, err))  # executor thread -> I/O loop
 
     # ---------------------------------------------------------------------------------- results
     def deliver_result(self, task: Task, ok: bool, reason: str | None = None) -> None:
@@ -575,5 +581,7 @@ class RunState:
         return {"sources": {k: v.as_dict() for k, v in self.stats.items()}, "queue": len(self.executor),
                 "custody": len(self.custody), "offers": len(self.offers), "speed": self.speed,
                 "peers": self.peers.summary(now), "ran": self.executor.ran, "busy_s": self.executor.busy_s,
+                "host_busy_s": self.executor.host_busy_s, "device_time": self.executor.device_time,
+                "overruns": self.executor.overruns, "overrun_s": self.executor.overrun_s,
                 "decision_waits": self.executor.decision_waits,
                 **self.counters}

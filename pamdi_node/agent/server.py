@@ -356,6 +356,10 @@ class Agent:
                     torch.set_num_threads(cfg.threads)
                 store = BlockStore(cfg.seed, self.device, cfg.weights)
                 store.prebuild(cfg.allowed_blocks())
+                batches: dict[str, int] = {}
+                for src in cfg.sources:
+                    batches[src.model] = max(batches.get(src.model, 1), src.batch)
+                store.warm_up(cfg.allowed_blocks(), batches)
                 self.post(("built", gen, ident, msg, cfg, policy, store, None, time.time() - t0))
             except Exception as err:
                 log.exception("building blocks failed")

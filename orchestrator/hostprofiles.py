@@ -1,0 +1,103 @@
+"""Profiles of the host in use: measured on first use, cached, and named in every run's manifest.
+
+An emulation under the ``profile`` or ``quota`` device-time model predicts and holds block times
+from a profile; profiles are facts about one host at one time (ResNet-50 at one thread: 83 ms when
+the shipped profiles were made, 91-96 ms on a fresh machine of the same kind), so an emulation
+uses this host's own unless the spec names a profile folder. The cache is keyed by CPU model and
+core count, torch version, threads and batch (the file name carries batch and threads):
+``$PAMDI_CACHE_DIR/profiles/<host-tag>-torch<version>/<model>_b<B>_t<T>.json``
+(default ``~/.cache/pamdi``). The shipped profiles stay as data for ``pamdi simulate``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.spec import ExperimentSpec
+from pamdi_node.models.profile import ModelProfile, host_tag, load_profile_from, profile_filename
+
+log = logging.getLogger(__name__)
+
+# Fewer repeats than `pamdi profile` (20): a first emulation should not wait long, and the profile
+# device time only needs the host to be faster than the modelled device, not a precise median.
+CACHE_WARMUP = 2
+CACHE_REPEATS = 10
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("PAMDI_CACHE_DIR", Path.home() / ".cache" / "pamdi"))
+
+
+def host_key() -> str:
+    import torch
+
+    version = re.sub(r"[^A-Za-z0-9.]+", "-", torch.__version__)
+    return f"{host_tag()}-torch{version}"
+
+
+def host_profile_dir() -> Path:
+    return cache_root() / "profiles" / host_key()
+
+
+@dataclass(frozen=True)
+class ProfileChoice:
+    """Which profiles a run used (for the manifest and the summary)."""
+
+    kind: str  # "spec" (the spec's folder), "host" (this host's cache), "shipped"
+    folder: str
+    measured: tuple[str, ...] = ()  # models measured now (first use on this host)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "folder": self.folder, "measured_now": list(self.measured)}
+
+
+def host_profile(model: str, batch: int = 1, threads: int = 1, folder: Path | None = None
+                 ) -> tuple[ModelProfile, bool]:
+    """This host's profile of ``model`` (measured and cached on first use); (profile, measured now)."""
+    folder = folder or host_profile_dir()
+    try:
+        return load_profile_from(folder, model, batch, threads), False
+    except (FileNotFoundError, ValueError):
+        pass
+    from pamdi_node.models.profiling import profile_model
+
+    log.info("profiling %s (batch %d, %d thread) on this host, once: cached in %s", model, batch, threads, folder)
+    prof = profile_model(model, batch, threads, warmup=CACHE_WARMUP, repeats=CACHE_REPEATS)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (profile_filename(model, batch, threads) + f".tmp{os.getpid()}")
+    prof.save(tmp)
+    tmp.replace(folder / profile_filename(model, batch, threads))  # atomic: parallel runs never read half a file
+    return prof, True
+
+
+def run_profiles(spec: ExperimentSpec, device_time: str, base_dir: str | Path | None = None
+                 ) -> tuple[dict[str, ModelProfile], ProfileChoice]:
+    """The profiles (by source name) an emulation of ``spec`` under ``device_time`` predicts with:
+    the spec's folder when it names one, else this host's (``profile``/``quota``), else the shipped."""
+    from orchestrator.simulator import load_profiles
+
+    if spec.profiles:
+        folder = Path(spec.profiles)
+        if not folder.is_absolute() and base_dir is not None:
+            folder = Path(base_dir) / folder
+        return load_profiles(spec, base_dir=base_dir), ProfileChoice("spec", str(folder))
+    if device_time == "native":
+        from pamdi_node.models.profile import DEFAULT_HOST, SHIPPED_DIR
+
+        return load_profiles(spec), ProfileChoice("shipped", str(SHIPPED_DIR / DEFAULT_HOST))
+    folder = host_profile_dir()
+    by_model: dict[tuple[str, int], ModelProfile] = {}
+    measured: list[str] = []
+    for src in spec.sources:
+        key = (src.model, src.batch)
+        if key not in by_model:
+            by_model[key], now = host_profile(src.model, src.batch, 1, folder)
+            if now:
+                measured.append(f"{src.model}_b{src.batch}")
+    profiles = {s.name: by_model[(s.model, s.batch)] for s in spec.sources}
+    return profiles, ProfileChoice("host", str(folder), tuple(measured))
+

@@ -1,0 +1,134 @@
+"""The simulator's prediction of an emulated run, and the gap between the two.
+
+An emulation under the ``profile`` device-time model and the simulator share the block times
+(the run's own profiles, divided by each node's speed), the links (goodput and delay) and the
+arrival schedule (same seed). What the simulator cannot know by itself is what the agents' own
+software costs: the decision at every partition boundary (the executor holds the worker meanwhile)
+and the serialisation of every message. ``runtime_costs`` measures both from the run's own spans
+(already on the nominal time line: divided by the stretch factor), ``predict`` charges them
+(``SimOptions.decision_cost_s`` / ``message_cost_s``) and ``compare`` lines the two up per policy
+and source.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.spec import ExperimentSpec
+from pamdi_node.models.profile import ModelProfile
+
+
+@dataclass(frozen=True)
+class RuntimeCosts:
+    decision_s: float = 0.0  # median time from a partition's release to its next step being decided
+    message_s: float = 0.0  # median serialise + receive (deserialise) time of a data message
+
+    def as_dict(self) -> dict[str, float]:
+        return {"decision_s": round(self.decision_s, 7), "message_s": round(self.message_s, 7)}
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else 0.0
+
+
+def runtime_costs(spans: Iterable[Mapping[str, Any]]) -> RuntimeCosts:
+    """Median per-decision and per-message software costs from a policy's spans."""
+    decide: list[float] = []
+    ser: list[float] = []
+    recv: list[float] = []
+    for s in spans:
+        d = float(s["end"]) - float(s["start"])
+        kind = s.get("kind")
+        if kind == "decide" and s.get("to") == s.get("node"):  # local: no handshake or transfer inside
+            decide.append(d)
+        elif kind == "serialize":
+            ser.append(d)
+        elif kind == "recv":
+            recv.append(d)
+    return RuntimeCosts(max(0.0, _median(decide)), max(0.0, _median(ser) + _median(recv)))
+
+
+def read_spans(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def predict(spec: ExperimentSpec, policies: Sequence[str], profiles: Mapping[str, ModelProfile],
+            costs: Mapping[str, RuntimeCosts] | None = None) -> dict[tuple[str, str], float | None]:
+    """The simulator's mean per (policy, source) for ``spec`` with the run's profiles and costs."""
+    from orchestrator.metrics import summarize_run
+    from orchestrator.simulator import SimOptions, SimulationError, simulate
+
+    prios = {s.name: s.priority for s in spec.sources}
+    out: dict[tuple[str, str], float | None] = {}
+    for policy in policies:
+        c = (costs or {}).get(policy, RuntimeCosts())
+        opts = SimOptions(beacon_period_s=spec.beacon_period_ms / 1000.0, decision_cost_s=c.decision_s,
+                          message_cost_s=c.message_s)
+        try:
+            res = simulate(spec, policy, profiles=dict(profiles), options=opts)
+        except SimulationError:
+            continue
+        summary = summarize_run(policy, res.records, prios)
+        for src, stats in summary["sources"].items():
+            out[(policy, src)] = stats.get("mean_s")
+    return out
+
+
+def compare(emulated: Mapping[str, Any], predicted: Mapping[tuple[str, str], float | None]) -> list[dict[str, Any]]:
+    """One row per (policy, source): emulated and simulated means and the relative gap."""
+    rows = []
+    for run in emulated.get("runs", []):
+        for src, stats in run["sources"].items():
+            emu, sim = stats.get("mean_s"), predicted.get((run["policy"], src))
+            gap = (emu - sim) / sim if emu is not None and sim else None
+            rows.append({"policy": run["policy"], "source": src, "completed": stats.get("completed"),
+                         "failed": stats.get("failed"), "emulated_mean_s": emu, "sim_mean_s": sim, "gap": gap,
+                         "overrun_fraction": run.get("overrun_fraction"), "faithful": run.get("faithful")})
+    return rows
+
+
+def shorten(spec: ExperimentSpec, max_s: float) -> ExperimentSpec:
+    """``spec`` with every source's sample count cut so that arrivals end within ``max_s`` seconds,
+    at the same loads (intervals unchanged)."""
+    import math
+
+    sources = []
+    for s in spec.sources:
+        span = s.samples * s.interval_s
+        if s.interval_s > 0 and s.start_ms / 1000.0 + span > max_s:
+            n = max(1, math.floor(max(0.0, max_s - s.start_ms / 1000.0) / s.interval_s))
+            s = s.model_copy(update={"samples": n})
+        sources.append(s)
+    return spec.model_copy(update={"sources": tuple(sources)})
+
+
+def run_and_compare(spec: ExperimentSpec, backend: Any, run_dir: Path, options: Any, base_dir: Path | None = None,
+                    on_progress: Any = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Emulate ``spec`` with ``backend`` and predict each (policy, source) mean with the same profiles,
+    charging each policy's measured runtime costs; returns (emulated summary, ``compare`` rows)."""
+    from orchestrator.runner import Runner
+
+    runner = Runner(spec, backend, run_dir, options, base_dir=base_dir, on_progress=on_progress)
+    runner.prepare()
+    summary = runner.run()
+    costs = {r.policy: runtime_costs(r.spans) for r in runner.results}
+    predicted = predict(spec, [r.policy for r in runner.results], runner.profiles, costs)
+    rows = compare(summary, predicted)
+    for row in rows:
+        row["costs"] = costs[row["policy"]].as_dict()
+    # The prediction beside each measured mean, in summary.json too (the report shows both).
+    for run in summary.get("runs", []):
+        run["runtime_costs"] = costs[run["policy"]].as_dict() if run["policy"] in costs else None
+        for src, stats in run["sources"].items():
+            stats["sim_mean_s"] = predicted.get((run["policy"], src))
+    with contextlib.suppress(OSError):
+        (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary, rows

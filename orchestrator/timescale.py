@@ -1,0 +1,154 @@
+"""Host headroom and time stretch: run an emulation k times slower when the host cannot keep up.
+
+Under the ``profile`` device-time model an agent computes a block range at host speed and holds it
+until its modelled time has passed, so the run is faithful only while the host has the CPU for
+every node computing at once. ``estimate_headroom`` predicts the CPU the agents need at peak from a
+simulation of the same spec (each computing node needs ``speed x host/profile`` of a core for the
+whole modelled duration) and, when that does not fit this host's cores with a margin, picks a
+stretch factor ``k``: every modelled duration of the run (block times, link rates, delays,
+arrivals, beacons, timeouts, failures) is scaled by ``k`` (``stretch_spec``) and the runner divides
+every reported time by ``k``. This is time dilation as DieCast or time-warped network emulation do
+it, in the toolkit's own clock rather than in the kernel. The factor goes in the manifest and the
+summary; a refused run says what would fit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from orchestrator.spec import ExperimentSpec
+from pamdi_node.models.profile import ModelProfile
+
+# Share of the host's cores the agents' compute may take at the 95th percentile of the predicted
+# demand: the rest is for their I/O threads, serialisation, beacons and the orchestrator.
+CORE_BUDGET = 0.7
+# A single node may use at most this share of a core while it computes: the slack absorbs Python
+# overhead around the blocks and the host's timing noise (a speed-1.0 node on its own host profile
+# would otherwise overrun every block).
+NODE_BUDGET = 0.75
+DEMAND_QUANTILE = 0.95
+MAX_STRETCH = 8.0
+
+
+@dataclass(frozen=True)
+class Headroom:
+    stretch: float  # k >= 1
+    peak_cpus: float  # predicted CPU demand at the DEMAND_QUANTILE, unstretched
+    mean_cpus: float
+    max_node_cpus: float  # the fastest node's need while computing
+    cores: int
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"stretch": self.stretch, "peak_cpus": round(self.peak_cpus, 3), "mean_cpus": round(self.mean_cpus, 3),
+                "max_node_cpus": round(self.max_node_cpus, 3), "cores": self.cores, "reason": self.reason}
+
+
+class HeadroomError(ValueError):
+    """The run does not fit this host even stretched by MAX_STRETCH."""
+
+
+def host_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def demand_quantile(intervals: Sequence[tuple[float, float, float]], q: float) -> tuple[float, float]:
+    """(time-weighted ``q`` quantile, mean) of the summed demand of ``(start, end, cpus)`` intervals."""
+    if not intervals:
+        return 0.0, 0.0
+    edges: list[tuple[float, float]] = []
+    for s, e, c in intervals:
+        if e > s:
+            edges += [(s, c), (e, -c)]
+    if not edges:
+        return 0.0, 0.0
+    edges.sort()
+    t0, t_end = edges[0][0], edges[-1][0]
+    level, prev = 0.0, t0
+    spans: list[tuple[float, float]] = []  # (level, duration)
+    for t, d in edges:
+        if t > prev:
+            spans.append((level, t - prev))
+        level += d
+        prev = t
+    total = t_end - t0
+    if total <= 0:
+        return 0.0, 0.0
+    mean = sum(lv * dt for lv, dt in spans) / total
+    acc = 0.0
+    for lv, dt in sorted(spans):
+        acc += dt
+        if acc >= q * total:
+            return lv, mean
+    return max(lv for lv, _ in spans), mean
+
+
+def estimate_headroom(spec: ExperimentSpec, policies: Sequence[str], profiles: Mapping[str, ModelProfile],
+                      cores: int | None = None, host_ratio: float = 1.0) -> Headroom:
+    """The stretch factor this host needs for ``spec`` under ``policies`` (profile device time).
+
+    ``host_ratio`` is this host's real block time over the profile's (1.0 for the host's own profile).
+    """
+    from orchestrator.simulator import SimulationError, node_speed, simulate
+
+    cores = cores or host_cores()
+    speeds = {n.name: node_speed(n) * host_ratio for n in spec.nodes}
+    peak = mean = 0.0
+    for policy in policies:
+        try:
+            res = simulate(spec, policy, profiles=dict(profiles))
+        except SimulationError:
+            continue
+        jobs = getattr(res, "compute", None)
+        if jobs:
+            p, m = demand_quantile([(s, e, speeds[n]) for n, s, e in jobs], DEMAND_QUANTILE)
+        else:  # no interval log: the average load, every node busy in proportion
+            m = sum(b / max(res.end_s, 1e-9) * speeds[n] for n, b in res.busy_s.items())
+            p = min(sum(speeds.values()), 2 * m)
+        peak, mean = max(peak, p), max(mean, m)
+    max_node = max(speeds.values())
+    k_cores = peak / (CORE_BUDGET * cores)
+    k_node = max_node / NODE_BUDGET
+    k = max(1.0, k_cores, k_node)
+    k = math.ceil(k * 20 - 1e-9) / 20  # in steps of 0.05, for readable manifests
+    if k_cores >= k_node and k_cores > 1:
+        why = (f"predicted peak demand {peak:.2f} CPUs > {CORE_BUDGET:.0%} of {cores} cores")
+    elif k_node > 1:
+        why = f"the fastest node needs {max_node:.2f} of a core while computing (> {NODE_BUDGET:.0%})"
+    else:
+        why = "fits: no stretch"
+    if k > MAX_STRETCH:
+        raise HeadroomError(
+            f"this host ({cores} cores) would need time stretched {k:.1f}x (> {MAX_STRETCH:g}) for {spec.name}: {why}; "
+            f"lower the node speeds or loads (a peak of about {CORE_BUDGET * cores * MAX_STRETCH:.1f} CPUs fits)")
+    return Headroom(k, peak, mean, max_node, cores, why)
+
+
+def stretch_spec(spec: ExperimentSpec, k: float) -> ExperimentSpec:
+    """``spec`` with every modelled duration ``k`` times longer (speeds and rates divided by ``k``)."""
+    if k == 1.0:
+        return spec
+    from orchestrator.simulator import node_speed
+
+    nodes = tuple(n.model_copy(update={"speed": node_speed(n) / k}) for n in spec.nodes)
+
+    def link(lk):  # type: ignore[no-untyped-def]
+        return lk.model_copy(update={"rate_mbit": lk.rate_mbit / k, "delay_ms": lk.delay_ms * k})
+
+    sources = tuple(s.model_copy(update={
+        "interval_ms": s.interval_s * 1000.0 * k if s.interval_s > 0 else None, "rate_hz": None,
+        "start_ms": s.start_ms * k}) for s in spec.sources)
+    failures = tuple(f.model_copy(update={
+        "at_s": f.at_s * k, "recover_after_s": None if f.recover_after_s is None else f.recover_after_s * k})
+        for f in spec.failures)
+    return spec.model_copy(update={
+        "nodes": nodes, "links": tuple(link(lk) for lk in spec.links),
+        "full_mesh": None if spec.full_mesh is None else link(spec.full_mesh),
+        "sources": sources, "failures": failures, "beacon_period_ms": spec.beacon_period_ms * k,
+    })

@@ -1,0 +1,150 @@
+"""The device-time model (pamdi_node/devicetime.py), the time stretch (orchestrator/timescale.py)
+and the prediction helpers (orchestrator/predict.py), against hand computation."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.spec import parse_spec
+from pamdi_node import devicetime
+
+
+class FakeClock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.t += s + 0.0001  # the OS wakes a little late
+
+
+def test_profile_holds_until_the_modelled_time() -> None:
+    clock = FakeClock(10.030)  # computed 30 ms after start, modelled 100 ms
+    t = devicetime.hold("profile", 10.0, 10.030, 0.100, clock=clock, sleep=clock.sleep)
+    assert t.host_s == pytest.approx(0.030)
+    assert t.overrun_s == 0.0
+    assert t.released >= 10.100
+    assert clock.slept[0] == pytest.approx(0.070)
+
+
+def test_profile_records_an_overrun_and_does_not_wait() -> None:
+    clock = FakeClock(10.130)  # the host took 130 ms for a 100 ms device
+    t = devicetime.hold("profile", 10.0, 10.130, 0.100, clock=clock, sleep=clock.sleep)
+    assert clock.slept == []
+    assert t.overrun_s == pytest.approx(0.030)
+    assert t.released == pytest.approx(10.130)
+    assert devicetime.is_overrun(t.overrun_s) and not devicetime.is_overrun(0.0005)
+
+
+@pytest.mark.parametrize("model", ["quota", "native"])
+def test_quota_and_native_release_at_once(model: str) -> None:
+    clock = FakeClock(10.030)
+    t = devicetime.hold(model, 10.0, 10.030, 0.100, clock=clock, sleep=clock.sleep)
+    assert clock.slept == [] and t.released == 10.030 and t.overrun_s == 0.0
+
+
+def test_real_sleep_releases_close_to_the_modelled_time() -> None:
+    import time
+
+    t0 = time.time()
+    t = devicetime.hold("profile", t0, t0, 0.02)
+    assert 0.02 <= t.released - t0 < 0.025
+
+
+def test_unknown_model_is_refused() -> None:
+    with pytest.raises(ValueError, match="device_time: 'fast'"):
+        devicetime.check("fast")
+
+
+SPEC = parse_spec({
+    "name": "k", "seed": 3, "beacon_period_ms": 50,
+    "nodes": [{"name": "a", "device": "xavier-nx"}, {"name": "b", "speed": 2.0}],
+    "links": [{"a": "a", "b": "b", "rate_mbit": 20, "delay_ms": 2}],
+    "sources": [{"name": "s", "node": "a", "model": "tiny", "samples": 5, "interval_ms": 100, "start_ms": 10},
+                {"name": "r", "node": "b", "model": "tiny", "samples": 5, "rate_hz": 4}],
+    "failures": [{"node": "b", "at_s": 1.0, "recover_after_s": 0.5}],
+})
+
+
+def test_stretch_scales_every_modelled_duration() -> None:
+    from orchestrator.simulator import node_speed
+    from orchestrator.timescale import stretch_spec
+
+    k = 2.5
+    st = stretch_spec(SPEC, k)
+    assert [node_speed(n) for n in st.nodes] == pytest.approx([0.5 / k, 2.0 / k])
+    (lk,) = st.resolved_links()
+    assert (lk.rate_mbit, lk.delay_ms) == pytest.approx((20 / k, 2 * k))
+    s, r = st.sources
+    assert (s.interval_s, s.start_ms, s.samples) == pytest.approx((0.1 * k, 10 * k, 5))
+    assert r.interval_s == pytest.approx(0.25 * k)
+    assert st.beacon_period_ms == pytest.approx(50 * k)
+    (f,) = st.failures
+    assert (f.at_s, f.recover_after_s) == pytest.approx((1.0 * k, 0.5 * k))
+    assert stretch_spec(SPEC, 1.0) is SPEC
+
+
+def test_stretched_simulation_is_the_nominal_one_k_times_slower() -> None:
+    """Time dilation is exact for the model: every latency of the stretched spec is k x nominal."""
+    from orchestrator.simulator import simulate
+    from orchestrator.timescale import stretch_spec
+
+    k = 1.75
+    spec = SPEC.model_copy(update={"failures": ()})
+    for policy in ("local", "pa-mdi", "ar-mdi"):
+        nominal = simulate(spec, policy).records
+        stretched = simulate(stretch_spec(spec, k), policy).records
+        assert [r.latency_s * k for r in nominal] == pytest.approx([r.latency_s for r in stretched], rel=1e-6)
+
+
+def test_demand_quantile_by_hand() -> None:
+    from orchestrator.timescale import demand_quantile
+
+    # 0-1 s: 0.5 CPU; 1-2 s: 1.5 (two overlap); 2-4 s: 1.0. Mean over 4 s = (0.5 + 1.5 + 2) / 4.
+    peak, mean = demand_quantile([(0.0, 2.0, 0.5), (1.0, 4.0, 1.0)], 0.95)
+    assert mean == pytest.approx(1.0)
+    assert peak == pytest.approx(1.5)
+    assert demand_quantile([(0.0, 2.0, 0.5), (1.0, 4.0, 1.0)], 0.5)[0] == pytest.approx(1.0)
+    assert demand_quantile([], 0.95) == (0.0, 0.0)
+
+
+def test_headroom_stretches_only_when_the_host_is_short() -> None:
+    from orchestrator.simulator import load_profiles
+    from orchestrator.timescale import NODE_BUDGET, HeadroomError, estimate_headroom
+
+    spec = SPEC.model_copy(update={"failures": ()})
+    profiles = load_profiles(spec)
+    roomy = estimate_headroom(spec.model_copy(update={"nodes": tuple(
+        n.model_copy(update={"speed": 0.1, "device": None}) for n in spec.nodes)}), ["local"], profiles, cores=64)
+    assert roomy.stretch == 1.0
+    fast = estimate_headroom(spec, ["local"], profiles, cores=64)  # b at speed 2 needs 2 cores' worth
+    assert fast.stretch == pytest.approx(2.0 / NODE_BUDGET, abs=0.05)
+    with pytest.raises(HeadroomError, match="would need time stretched"):
+        estimate_headroom(spec.model_copy(update={"nodes": tuple(
+            n.model_copy(update={"speed": 20.0}) for n in spec.nodes)}), ["local"], profiles, cores=1)
+
+
+def test_shorten_keeps_the_loads() -> None:
+    from orchestrator.predict import shorten
+
+    short = shorten(SPEC, 0.5)
+    s, r = short.sources
+    assert (s.samples, s.interval_s) == (4, pytest.approx(0.1))  # (0.5 - 0.01) / 0.1 -> 4
+    assert (r.samples, r.interval_s) == (2, pytest.approx(0.25))
+    assert shorten(SPEC, 100).sources == SPEC.sources
+
+
+def test_runtime_costs_from_spans() -> None:
+    from orchestrator.predict import runtime_costs
+
+    spans = [{"kind": "decide", "node": "a", "to": "a", "start": 0.0, "end": d} for d in (0.001, 0.002, 0.009)]
+    spans += [{"kind": "decide", "node": "a", "to": "b", "start": 0.0, "end": 0.5}]  # an offload: not counted
+    spans += [{"kind": "serialize", "node": "a", "start": 0.0, "end": 0.0004},
+              {"kind": "recv", "node": "b", "start": 1.0, "end": 1.0002}]
+    c = runtime_costs(spans)
+    assert c.decision_s == pytest.approx(0.002)
+    assert c.message_s == pytest.approx(0.0006)
