@@ -101,3 +101,35 @@ def run_profiles(spec: ExperimentSpec, device_time: str, base_dir: str | Path | 
     profiles = {s.name: by_model[(s.model, s.batch)] for s in spec.sources}
     return profiles, ProfileChoice("host", str(folder), tuple(measured))
 
+
+
+def host_ratio(profile: ModelProfile, passes: int = 5) -> float:
+    """How much slower than ``profile`` this host runs the whole model right now, the way an agent
+    does (``BlockStore.run``, one thread): the slowest of ``passes`` timed passes after a warm-up,
+    over the profile's total. Timings here drift by tens of percent within minutes (ResNet-56:
+    6.4 ms profiled, 8.6 ms a while later), so the headroom is planned on a fresh reading."""
+    import time
+
+    import torch
+
+    from pamdi_node.agent.executor import BlockStore
+    from pamdi_node.models.zoo import example_input
+
+    total = profile.total_time_s
+    if total <= 0:
+        return 1.0
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        store = BlockStore(0, "cpu")
+        x = example_input(profile.model, profile.batch, 0)
+        n = profile.num_blocks
+        store.run(profile.model, 0, n, x)
+        times = []
+        for _ in range(passes):
+            t0 = time.perf_counter()
+            store.run(profile.model, 0, n, x)
+            times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(previous)
+    return max(times) / total

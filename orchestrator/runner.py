@@ -267,9 +267,16 @@ class Runner:
                 self.stretch = float(self.opts.time_stretch)
                 self.timing["headroom"] = {"stretch": self.stretch, "reason": "asked"}
             else:
+                from orchestrator.hostprofiles import host_ratio
                 from orchestrator.timescale import estimate_headroom
 
-                head = estimate_headroom(self.nominal, self.policies(), self.profiles)
+                seen: dict[tuple[str, int], float] = {}
+                for p in self.profiles.values():
+                    if (p.model, p.batch) not in seen:
+                        seen[(p.model, p.batch)] = host_ratio(p)
+                ratio = max(seen.values(), default=1.0)
+                self.timing["host_ratio"] = {f"{m}_b{b}": round(r, 3) for (m, b), r in seen.items()}
+                head = estimate_headroom(self.nominal, self.policies(), self.profiles, host_ratio=ratio)
                 self.stretch = head.stretch
                 self.timing["headroom"] = head.as_dict()
         if self.stretch < 1.0:

@@ -73,6 +73,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.metrics import COMPLETED, FAILED, TaskRecord
+from pamdi_node.arrivals import arrival_offsets
 from pamdi_node.policies.base import (
     LINK_GOODPUT_FACTOR,
     OffloadRequest,
@@ -319,6 +320,7 @@ class Simulator:
         # (it costs O(queue) per decision, and unstable baselines grow long queues).
         self._list_waiting = bool(getattr(policy, "uses_waiting", False))
         self.rng = random.Random(seed)
+        self.seed = seed
         self.nodes = {n.name: _Node(n.name, n.speed) for n in nodes}
         self.speeds = {n.name: n.speed for n in nodes}
         # directed links: (a, b) -> [goodput_bps, delay, free_at, success, schedule, est_free_at, last_arrival]
@@ -414,14 +416,11 @@ class Simulator:
     _pending_arrivals = 0
 
     def _schedule_arrivals(self, cfg: SourceConfig) -> None:
-        t = cfg.start_s
-        for i in range(cfg.samples):
+        # The agents' own schedule for this seed (pamdi_node/arrivals.py): same times, same order.
+        times = arrival_offsets(cfg.view.name, self.seed, cfg.samples, cfg.interval_s, cfg.arrival, cfg.start_s)
+        for i, t in enumerate(times):
             self._pending_arrivals += 1
             self.at(t, self._arrive, cfg.view, i)
-            if cfg.arrival == "poisson" and cfg.interval_s > 0:
-                t += self.rng.expovariate(1.0 / cfg.interval_s)
-            else:
-                t += cfg.interval_s
 
     def _arrive(self, source: SourceView, i: int) -> None:
         self._pending_arrivals -= 1

@@ -12,7 +12,6 @@ everything at ``start_s``.
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -53,10 +52,12 @@ class SourceThread(threading.Thread):
         self.data = load_data(src.data) if src.data else None
 
     def run(self) -> None:
-        rng = random.Random(input_seed(self.run_seed, self.src.name, -1))
-        due = self.t0 + self.src.start_s
-        for i in range(self.src.samples):
-            wait = due - time.time()
+        from pamdi_node.arrivals import arrival_offsets
+
+        s = self.src
+        for i, offset in enumerate(arrival_offsets(s.name, self.run_seed, s.samples, s.interval_s, s.arrival,
+                                                   s.start_s)):
+            wait = self.t0 + offset - time.time()
             if wait > 0 and self.stopped.wait(wait):
                 return
             if self.stopped.is_set():
@@ -64,7 +65,3 @@ class SourceThread(threading.Thread):
             x = make_input(self.src, self.run_seed, i, self.data)
             self.submit(self.src, i, x, time.time())
             self.submitted += 1
-            gap = self.src.interval_s
-            if self.src.arrival == "poisson" and gap > 0:
-                gap = rng.expovariate(1.0 / gap)
-            due += gap
