@@ -111,8 +111,10 @@ def build_configs(
     run_id: str = "run",
     options: RunOptions | None = None,
     params: Mapping[str, Any] | None = None,
+    agent_delayed: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset(),
 ) -> dict[str, dict[str, Any]]:
-    """One agent configuration per node (``pamdi_node.agent.config.RunConfig`` as a dict)."""
+    """One agent configuration per node (``pamdi_node.agent.config.RunConfig`` as a dict);
+    ``agent_delayed``: links (sorted name pairs) whose delay the receiving agents apply."""
     from orchestrator.simulator import node_speed
 
     opts = options or RunOptions()
@@ -148,6 +150,7 @@ def build_configs(
                 "rate_bps": link.rate_mbit * 1e6 * LINK_GOODPUT_FACTOR,
                 "delay_s": link.delay_ms / 1000.0,
                 "loss": link.loss,
+                "apply_delay": link.key in agent_delayed,
             }
         # Under "local" nobody else's model ever runs here: build only this node's own models.
         blocks = {v.model: (0, len(v.block_time_s)) for v in views.values() if policy != "local" or v.node == n}
@@ -351,7 +354,7 @@ class Runner:
         log.info("run %s: policy %s", self.run_id, policy)
         params = policy_params(self.spec, policy, views)
         configs = build_configs(self.spec, policy, self.endpoints, views, run_id=self.run_id, options=self.opts,
-                                params=params)
+                                params=params, agent_delayed=getattr(self.backend, "agent_delayed_links", set()))
         self._configs = configs
         nodes = [n.name for n in self.spec.nodes]
         try:
@@ -483,6 +486,10 @@ class Runner:
         prios = {name: v.priority for name, v in views.items()}
         summary = summarize_run(policy, records, prios)
         summary.update(fidelity(spans, self.device_time, self.stretch))
+        cpu = [(float(st["cpu_s"]), float(st["wall_s"])) for st in stats.values()
+               if isinstance(st.get("cpu_s"), int | float)]
+        if cpu:  # how much of the host the agents really took (all their threads), since configured
+            summary["agents_cpu_cores"] = round(sum(c for c, _ in cpu) / max(w for _, w in cpu), 3)
         return PolicyRun(policy, records, spans, outputs, summary, stats, timed_out=incomplete)
 
     def _unstretch(self, records: list[TaskRecord], spans: list[dict[str, Any]]

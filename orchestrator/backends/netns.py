@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from orchestrator.backends.base import AgentEndpoint, RunContext, agent_argv, agent_env
 from orchestrator.spec import ExperimentSpec, LinkParams
@@ -77,6 +77,7 @@ class NetnsBackend:
         from orchestrator.netem.network import EmulatedNetwork
 
         self.spec, self.ctx = spec, ctx
+        self.agent_delayed_links: set[tuple[str, str]] = set()
         # Validate every scenario before building anything.
         scenarios = {}
         for link in spec.resolved_links():
@@ -100,6 +101,12 @@ class NetnsBackend:
                     stage = any(p.delay_ms > 0 or p.loss > 0 for p in sc.points)
                     k = ctx.time_scale
                     self.net.add_link(link.a, link.b, p0.rate_mbit / k, p0.delay_ms * k, p0.loss, delay_line=stage)
+                elif link.delay_ms > 0 and link.loss == 0 and not self.net.use_netem:
+                    # No netem here: a delay-only link is shaped for rate by tc and its delay is
+                    # applied by the receiving agents (a user-space forwarder per link would take
+                    # a large share of a small host's CPU from the agents it emulates).
+                    self.net.add_link(link.a, link.b, link.rate_mbit)
+                    self.agent_delayed_links.add(link.key)
                 else:
                     self.net.add_link(link.a, link.b, link.rate_mbit, link.delay_ms, link.loss)
             run_dir = Path(ctx.run_dir)
@@ -151,6 +158,9 @@ class NetnsBackend:
         if self._stats_file is not None:
             self._stats_file.close()
             self._stats_file = None
+        if self.net is not None and self.ctx is not None:
+            with contextlib.suppress(Exception):
+                self._write_cpu_stat(Path(self.ctx.run_dir))
         if self.net is not None:
             self.net.close()  # SIGTERM to agents (they flush traces), then everything else
         self.agents = {}
@@ -158,6 +168,16 @@ class NetnsBackend:
         for f in self._logs.values():
             f.close()
         self._logs = {}
+
+    def _write_cpu_stat(self, run_dir: Path) -> None:
+        """Each node's cgroup CPU counters over the whole run (throttling under a quota)."""
+        from orchestrator.netem import cgroups
+
+        assert self.net is not None
+        stats = {n: {"cpus": h.cpus, **cgroups.cpu_stat(h.cgroup)} for n, h in self.net.nodes.items()
+                 if h.cgroup is not None}
+        if stats:
+            (run_dir / "cpu_stat.json").write_text(json.dumps(stats, indent=2) + "\n")
 
     # ------------------------------------------------------------------------- SupportsFailures
     def kill(self, node: str) -> None:
@@ -209,6 +229,15 @@ class NetnsBackend:
                     return
         raise RuntimeError(f"agent {node} was not ready within {self.start_timeout_s:.0f}s")
 
+    def _agent_delayed(self, lk: Any) -> bool:
+        return ((lk.a, lk.b) if lk.a < lk.b else (lk.b, lk.a)) in self.agent_delayed_links
+
+    def _delay_ms(self, lk: Any) -> float:
+        if self._agent_delayed(lk) and self.spec is not None:
+            link = self.spec.link(lk.a, lk.b)
+            return link.delay_ms if link is not None else 0.0
+        return lk.state.delay_ms
+
     def _write_topology(self, run_dir: Path) -> None:
         assert self.net is not None
         topo = {
@@ -218,8 +247,9 @@ class NetnsBackend:
             "nodes": {n: {"netns": h.netns, "control": h.control_addr, "cpus": h.cpus}
                       for n, h in self.net.nodes.items()},
             "links": [{"a": lk.a, "b": lk.b, "if": lk.if_a, "addr_a": lk.addr_a, "addr_b": lk.addr_b,
-                       "rate_mbit": lk.state.rate_mbit, "delay_ms": lk.state.delay_ms, "loss": lk.state.loss,
-                       "stage": "netem" if lk.netem else ("forwarder" if lk.forwarder else "none")}
+                       "rate_mbit": lk.state.rate_mbit, "delay_ms": self._delay_ms(lk), "loss": lk.state.loss,
+                       "stage": "netem" if lk.netem else ("forwarder" if lk.forwarder else
+                                                          "agent" if self._agent_delayed(lk) else "none")}
                       for lk in self.net.links.values()],
         }
         (run_dir / "links" / "topology.json").write_text(json.dumps(topo, indent=2) + "\n")

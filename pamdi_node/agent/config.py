@@ -24,6 +24,9 @@ class PeerConfig(_Strict):
     rate_bps: float = Field(gt=0, description="goodput (the spec's rate x LINK_GOODPUT_FACTOR)")
     delay_s: float = Field(default=0.0, ge=0)
     loss: float = Field(default=0.0, ge=0, lt=1)
+    # Hold every message from this peer for delay_s before handling it: the link's delay applied by
+    # the agent, where the emulated network shapes only the rate (no netem on the host).
+    apply_delay: bool = False
 
 
 class SourceConfig(_Strict):

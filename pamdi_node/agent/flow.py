@@ -103,6 +103,7 @@ class RunState:
         self.counters: dict[str, int] = {"sent_tasks": 0, "recv_tasks": 0, "retries": 0, "denied": 0,
                                          "granted": 0, "duplicates": 0, "results_relayed": 0}
         self._snapshot = self.world()
+        self._cpu0, self._wall0 = time.process_time(), time.time()
 
     # ------------------------------------------------------------------------------ views & clocks
     def now(self) -> float:
@@ -584,4 +585,7 @@ class RunState:
                 "host_busy_s": self.executor.host_busy_s, "device_time": self.executor.device_time,
                 "overruns": self.executor.overruns, "overrun_s": self.executor.overrun_s,
                 "decision_waits": self.executor.decision_waits,
+                # CPU this agent process used since the run was configured (all threads): with the
+                # wall time it says how much of the host the emulation really took.
+                "cpu_s": time.process_time() - self._cpu0, "wall_s": now - self._wall0,
                 **self.counters}

@@ -17,6 +17,8 @@ answered with an ``error`` when it came with a routing id, and never stops the l
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import logging
 import math
 import os
@@ -114,6 +116,11 @@ class Agent:
         self._next_tick = 0.0
         self._next_flush = 0.0
         self._config_gen = 0
+        # Peer messages held for their link's one-way delay (PeerConfig.apply_delay): where the
+        # kernel has no netem, the delay is applied here instead of by a packet forwarder.
+        # Entries: (due, seq, run, msg); one link's messages share a delay, so each stays in order.
+        self._delayed: list[tuple[float, int, RunState, wire.Message]] = []
+        self._delay_seq = itertools.count()
         if threads:
             import torch
 
@@ -138,7 +145,8 @@ class Agent:
         try:
             while not self._stop.is_set():
                 now = time.time()
-                due = min(self._next_beacon, self._next_tick, self.run.next_deadline() if self.run else math.inf)
+                due = min(self._next_beacon, self._next_tick, self.run.next_deadline() if self.run else math.inf,
+                          self._delayed[0][0] if self._delayed else math.inf)
                 timeout_ms = max(0, min(50, int((due - now) * 1000) + 1))
                 for sock, _ in self.poller.poll(timeout_ms):
                     if sock is self.router:
@@ -148,9 +156,20 @@ class Agent:
                     else:
                         self._drain_peer(sock)
                 self._drain_events()
+                self._release_delayed()
                 self._timers()
         finally:
             self._shutdown()
+
+    def _release_delayed(self) -> None:
+        now = time.time()
+        while self._delayed and self._delayed[0][0] <= now:
+            due, _, run, msg = heapq.heappop(self._delayed)
+            if run is self.run:  # a message of a superseded run is dropped with it
+                try:
+                    self._on_peer(run, msg, due)
+                except Exception:
+                    log.exception("agent %s: failed to handle delayed %s from %s", self.name, msg.type, msg.src)
 
     def _timers(self) -> None:
         now = time.time()
@@ -267,6 +286,10 @@ class Agent:
                 raise wire.WireError(f"{t!r} refused: this agent has no run configuration yet")
             if msg.src not in run.peers.peers or ident != msg.src.encode():
                 raise wire.WireError(f"{t!r} refused: {msg.src!r} is not a configured neighbour of {self.name}")
+            peer = run.cfg.peers[msg.src]
+            if peer.apply_delay and peer.delay_s > 0:
+                heapq.heappush(self._delayed, (t_recv + peer.delay_s, next(self._delay_seq), run, msg))
+                return
             self._on_peer(run, msg, t_recv)
             return
         if t == wire.PING:
@@ -423,6 +446,7 @@ class Agent:
             s.close(0)
         self.peer_socks = {}
         self._next_beacon = math.inf
+        self._delayed = []
 
     # ------------------------------------------------------------------------------------ collect
     def _collect(self, ident: bytes, msg: wire.Message) -> None:
