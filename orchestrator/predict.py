@@ -13,6 +13,7 @@ and source.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.spec import ExperimentSpec
+from pamdi_node.agent.config import RunConfig
 from pamdi_node.models.profile import ModelProfile
+
+AGENT_DEFAULTS = RunConfig(node="x", policy="local")
 
 
 @dataclass(frozen=True)
@@ -38,10 +42,16 @@ def _median(xs: list[float]) -> float:
 
 
 def runtime_costs(spans: Iterable[Mapping[str, Any]]) -> RuntimeCosts:
-    """Median per-decision and per-message software costs from a policy's spans."""
+    """Median per-decision and per-message software costs from a policy's spans.
+
+    The decision cost is the gap between two partitions of one task computed back to back on one
+    node (release of the first to start of the second): the decision itself plus the hand-offs
+    between the executor and the I/O loop, all of which the worker and the task wait out. Without
+    such pairs it falls back to the local ``decide`` spans."""
     decide: list[float] = []
     ser: list[float] = []
     recv: list[float] = []
+    compute: dict[str, list[tuple[float, float, str, int, int]]] = {}
     for s in spans:
         d = float(s["end"]) - float(s["start"])
         kind = s.get("kind")
@@ -51,7 +61,17 @@ def runtime_costs(spans: Iterable[Mapping[str, Any]]) -> RuntimeCosts:
             ser.append(d)
         elif kind == "recv":
             recv.append(d)
-    return RuntimeCosts(max(0.0, _median(decide)), max(0.0, _median(ser) + _median(recv)))
+        elif kind == "compute" and isinstance(s.get("blocks"), list | tuple) and len(s["blocks"]) == 2:
+            compute.setdefault(str(s.get("task")), []).append(
+                (float(s["start"]), float(s["end"]), str(s.get("node")), int(s["blocks"][0]), int(s["blocks"][1])))
+    gaps = []
+    for parts in compute.values():
+        parts.sort()
+        for (_, end, node, _, hi), (start, _, node2, lo2, _) in itertools.pairwise(parts):
+            if node == node2 and hi == lo2 and start >= end:
+                gaps.append(start - end)
+    decision = _median(gaps) if len(gaps) >= 5 else _median(decide)
+    return RuntimeCosts(max(0.0, decision), max(0.0, _median(ser) + _median(recv)))
 
 
 def read_spans(path: Path) -> list[dict[str, Any]]:
@@ -61,8 +81,11 @@ def read_spans(path: Path) -> list[dict[str, Any]]:
 
 
 def predict(spec: ExperimentSpec, policies: Sequence[str], profiles: Mapping[str, ModelProfile],
-            costs: Mapping[str, RuntimeCosts] | None = None) -> dict[tuple[str, str], float | None]:
-    """The simulator's mean per (policy, source) for ``spec`` with the run's profiles and costs."""
+            costs: Mapping[str, RuntimeCosts] | None = None, shaper_stretch: float | None = None
+            ) -> dict[tuple[str, str], float | None]:
+    """The simulator's mean per (policy, source) for ``spec`` with the run's profiles and costs;
+    ``shaper_stretch``: the run shaped its links with htb at this stretch (its bucket is modelled).
+    The handshake window and timeout are the agents' defaults (``agent.config.RunConfig``)."""
     from orchestrator.metrics import summarize_run
     from orchestrator.simulator import SimOptions, SimulationError, simulate
 
@@ -71,7 +94,8 @@ def predict(spec: ExperimentSpec, policies: Sequence[str], profiles: Mapping[str
     for policy in policies:
         c = (costs or {}).get(policy, RuntimeCosts())
         opts = SimOptions(beacon_period_s=spec.beacon_period_ms / 1000.0, decision_cost_s=c.decision_s,
-                          message_cost_s=c.message_s)
+                          message_cost_s=c.message_s, rtc_window_s=AGENT_DEFAULTS.grant_window_s,
+                          rtc_timeout_s=AGENT_DEFAULTS.rtc_timeout_s, shaper_stretch=shaper_stretch)
         try:
             res = simulate(spec, policy, profiles=dict(profiles), options=opts)
         except SimulationError:
@@ -120,7 +144,9 @@ def run_and_compare(spec: ExperimentSpec, backend: Any, run_dir: Path, options: 
     runner.prepare()
     summary = runner.run()
     costs = {r.policy: runtime_costs(r.spans) for r in runner.results}
-    predicted = predict(spec, [r.policy for r in runner.results], runner.profiles, costs)
+    shaped = getattr(backend, "shapes_with_htb", False)
+    predicted = predict(spec, [r.policy for r in runner.results], runner.profiles, costs,
+                        shaper_stretch=runner.stretch if shaped else None)
     rows = compare(summary, predicted)
     for row in rows:
         row["costs"] = costs[row["policy"]].as_dict()

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from pamdi_node.models import MODEL_NAMES
+from pamdi_node.policies.base import DEFAULT_PARTITIONS, PER_BLOCK
 
 POLICY_NAMES: tuple[str, ...] = ("local", "ar-mdi", "ms-mdi", "pa-mdi", "ddi", "pa-mdi-static")
 # Policies the paper compares; "all" expands to these.
@@ -87,8 +88,10 @@ class Source(_Frozen):
     arrival: Literal["periodic", "poisson"] = "periodic"
     start_ms: float = Field(default=0.0, ge=0)
     batch: int = Field(default=1, ge=1, le=4096)
-    # Number of partitions the model is cut into for the per-boundary decision (None = one per block).
-    partitions: int | None = Field(default=None, ge=1)
+    # Partitions the model is cut into for the per-boundary decision: a count of ~equal-compute
+    # partitions (default 4, as the authors' PA-MDI demo and code; a model with fewer blocks gets
+    # one per block), or "blocks" for one partition per block.
+    partitions: int | Literal["blocks"] = DEFAULT_PARTITIONS
     # Optional input data (image folder, CIFAR-10 batch, token file); synthetic seeded inputs otherwise.
     data: str | None = None
 
@@ -98,6 +101,15 @@ class Source(_Frozen):
         if v not in MODEL_NAMES:
             raise ValueError(f"unknown model {v!r}; known: {', '.join(MODEL_NAMES)}")
         return v
+
+    @field_validator("partitions", mode="before")
+    @classmethod
+    def _partitions(cls, v: object) -> object:
+        if v == PER_BLOCK and isinstance(v, str):
+            return v
+        if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
+            return v
+        raise ValueError(f"partitions must be a whole number >= 1 or {PER_BLOCK!r} (one per block), got {v!r}")
 
     @model_validator(mode="after")
     def _one_rate(self) -> Source:

@@ -104,6 +104,7 @@ class DockerBackend:
     # Agents share this host: they hold results to the modelled device time (``--cpus`` per node
     # only under device_time "quota").
     default_device_time = "profile"
+    shapes_with_htb = True  # links have htb's token bucket (the simulator models it for predictions)
 
     def __init__(self, *, image: str = DEFAULT_IMAGE, cpu_quota: bool = True, start_timeout_s: float = 120.0,
                  subnet_pool: str = DEFAULT_SUBNET_POOL, scenario_tick_s: float = 0.1) -> None:

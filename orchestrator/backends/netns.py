@@ -47,6 +47,7 @@ class NetnsBackend:
     # Agents share this host: they hold results to the modelled device time (a CPU quota per node
     # only under device_time "quota").
     default_device_time = "profile"
+    shapes_with_htb = True  # links have htb's token bucket (the simulator models it for predictions)
 
     def __init__(self, *, python: str | None = None, start_timeout_s: float = 90.0, cpu_quota: bool = True,
                  stats_period_s: float = 0.5, pcap: bool = False, snaplen: int = 128,

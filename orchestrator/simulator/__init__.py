@@ -146,7 +146,7 @@ def build_simulator(
     nodes = [NodeConfig(n.name, node_speed(n)) for n in spec.nodes]
     links = {
         (lk.a, lk.b): LinkConfig(rate_bps=lk.rate_mbit * 1e6, delay_s=lk.delay_ms / 1000.0, loss=lk.loss,
-                                 schedule=link_schedule(lk))
+                                 schedule=link_schedule(lk), burst_bytes=_burst(lk.rate_mbit, options))
         for lk in spec.resolved_links()
     }
     sources = [
@@ -160,6 +160,15 @@ def build_simulator(
     opts = options or SimOptions(beacon_period_s=spec.beacon_period_ms / 1000.0)
     return Simulator(nodes, links, sources, make_policy(spec, policy, views), options=opts, failures=failures,
                      seed=spec.seed if seed is None else seed)
+
+
+def _burst(rate_mbit: float, options: SimOptions | None) -> float:
+    """The emulating shaper's burst in bytes (the stretched run's htb bucket), or 0."""
+    if options is None or options.shaper_stretch is None:
+        return 0.0
+    from orchestrator.netem.tc import burst_bytes
+
+    return float(burst_bytes(rate_mbit / options.shaper_stretch))
 
 
 def simulate(spec: ExperimentSpec, policy: str, **kwargs: Any) -> SimResult:

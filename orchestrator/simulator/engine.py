@@ -96,7 +96,7 @@ CTRL_BYTES = 64
 # configured delay, when the physical link has sent everything queued (free_at), configured
 # success probability, the schedule (None = constant link), the sender's estimate of free_at at
 # the configured rate, and the last arrival on that direction (FIFO delivery).
-_RATE, _DELAY, _FREE, _SUCCESS, _SCHED, _EST_FREE, _LAST_ARRIVAL = range(7)
+_RATE, _DELAY, _FREE, _SUCCESS, _SCHED, _EST_FREE, _LAST_ARRIVAL, _BURST, _TOKENS, _TOK_T = range(10)
 
 
 class SimulationError(RuntimeError):
@@ -117,6 +117,9 @@ class SimOptions:
     decision_cost_s: float = 0.0
     # Seconds added once to every data/result transfer hop, on top of serialization + delay.
     message_cost_s: float = 0.0
+    # Model the htb token bucket the netns/docker backends shape links with, as in a run stretched
+    # this many times (``orchestrator/timescale.py``); None = pure serialisation (real links).
+    shaper_stretch: float | None = None
     # Scenario time at simulated time 0 (a scenario link's phase; see the module doc).
     scenario_offset_s: float = 0.0
 
@@ -213,6 +216,9 @@ class LinkConfig:
     loss: float = 0.0
     # Time-varying physical link (a radio scenario); None = the configured values throughout.
     schedule: LinkSchedule | None = None
+    # Token bucket of the shaper that emulates the link (htb's burst, ``netem/tc.burst_bytes``): an
+    # idle link sends up to this many bytes at once. 0 = a pure serialisation queue (real links).
+    burst_bytes: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -335,8 +341,9 @@ class Simulator:
             for u, v in ((a, b), (b, a)):
                 if u not in self.nodes or v not in self.nodes:
                     raise SimulationError(f"link {a}-{b} names an unknown node")
+                burst = lk.burst_bytes * 8.0 * LINK_GOODPUT_FACTOR
                 self.links[(u, v)] = [lk.rate_bps * LINK_GOODPUT_FACTOR, lk.delay_s, 0.0, 1.0 - lk.loss, sched,
-                                      0.0, 0.0]
+                                      0.0, 0.0, burst, burst, 0.0]
                 if v not in adj[u]:
                     adj[u].append(v)
         self.neighbours = {n: tuple(sorted(v)) for n, v in adj.items()}
@@ -598,7 +605,16 @@ class Simulator:
         start = self.now if self.now > link[2] else link[2]
         sched: LinkSchedule | None = link[_SCHED]
         if sched is None:
-            link[2] = start + nbytes * 8.0 / link[0]
+            bits = nbytes * 8.0
+            burst = link[_BURST]
+            if burst > 0:  # the shaper's bucket refills while the link idles; what it holds goes at once
+                avail = min(burst, link[_TOKENS] + (start - link[_TOK_T]) * link[_RATE])
+                if bits <= avail:
+                    link[_TOKENS], bits = avail - bits, 0.0
+                else:
+                    link[_TOKENS], bits = 0.0, bits - avail
+            link[2] = start + bits / link[0]
+            link[_TOK_T] = link[2]
             return link[2] + link[1]
         bits = nbytes * 8.0
         off = self.opt.scenario_offset_s

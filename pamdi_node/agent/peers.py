@@ -48,6 +48,12 @@ class PeerTable:
         }
         self.sources: dict[str, SourceView] = {s.name: s.view() for s in cfg.sources}
         self.graph = {k: tuple(v) for k, v in cfg.graph.items()}
+        self.dead_after = cfg.dead_after  # the config is frozen: read the rule once
+        # Nominal speeds of the nodes that are neither this one nor a peer (world() adds the rest).
+        self._far_speeds = {n: v for n, v in cfg.speeds.items() if n != self.here and n not in self.peers}
+        # The last view built of each peer, reused while nothing in it changed (world() runs at
+        # every decision; a beacon arrives only every beacon period).
+        self._views: dict[str, tuple[tuple[Any, ...], PeerView]] = {}
 
     def on_beacon(self, name: str, body: dict, now: float) -> bool:
         """Record a beacon; returns True if the peer (re)joined."""
@@ -81,7 +87,7 @@ class PeerTable:
 
     def alive(self, name: str, now: float) -> bool:
         p = self.peers.get(name)
-        return p is not None and p.last_beacon is not None and now - p.last_beacon <= self.cfg.dead_after
+        return p is not None and p.last_beacon is not None and now - p.last_beacon <= self.dead_after
 
     def newly_dead(self, now: float) -> list[str]:
         """Peers that were alive and have now missed their beacons (reported once per death)."""
@@ -104,19 +110,30 @@ class PeerTable:
         gives it; the self view is then what the simulator's ``_self_view`` builds."""
         q, by_weight, residual, *rest = own_queue
         waiting = tuple(rest[0]) if rest else ()
-        views = {self.here: PeerView(self.here, own_speed, q, math.inf, 0.0, True, 1.0, by_weight, residual,
-                                     waiting=waiting)}
-        speeds = {self.here: own_speed}
-        for p in self.peers.values():
-            alive = self.alive(p.name, now) and p.name not in exclude
-            views[p.name] = PeerView(p.name, p.speed, p.queue_s, p.rate_bps, p.delay_s, alive,
-                                     p.success if alive else 0.0, p.by_weight, p.residual_s,
-                                     max(0.0, p.link_free_at - now))
-            speeds[p.name] = p.speed
-        for name, speed in self.cfg.speeds.items():
-            speeds.setdefault(name, speed)
+        here = self.here
+        views = {here: PeerView(here, own_speed, q, math.inf, 0.0, True, 1.0, by_weight, residual,
+                                waiting=waiting)}
+        speeds = {here: own_speed}
+        dead_after = self.dead_after
+        cache = self._views
+        for name, p in self.peers.items():
+            alive = p.last_beacon is not None and now - p.last_beacon <= dead_after and name not in exclude
+            backlog = p.link_free_at - now
+            if not backlog > 0.0:
+                backlog = 0.0
+            key = (p.speed, p.queue_s, p.rate_bps, p.delay_s, alive, p.success, p.by_weight, p.residual_s, backlog)
+            hit = cache.get(name)
+            if hit is not None and hit[0] == key:
+                view = hit[1]
+            else:
+                view = PeerView(name, p.speed, p.queue_s, p.rate_bps, p.delay_s, alive,
+                                p.success if alive else 0.0, p.by_weight, p.residual_s, backlog)
+                cache[name] = (key, view)
+            views[name] = view
+            speeds[name] = p.speed
+        speeds.update(self._far_speeds)
         return WorldView(
-            here=self.here, now_s=now, peers=views, sources=self.sources, speeds=speeds, neighbours=self.graph,
+            here=here, now_s=now, peers=views, sources=self.sources, speeds=speeds, neighbours=self.graph,
             links=self.links,
         )
 
