@@ -187,6 +187,10 @@ def render_compose(
         "keep_outputs": keep_outputs,
         "device_time": device_time,
         "time_stretch": k,
+        # Delay-only links whose delay the receiving agents apply (no netem in this kernel: the
+        # node containers then shape only the rate), as the netns and docker backends do.
+        "agent_delayed_links": sorted([list(lk.key) for lk in links if lk.delay_ms > 0 and lk.loss == 0
+                                       and not _host_has_netem()]),
         "profiles": choice.as_dict(),
     }
     (out_dir / "pamdi" / "run.json").write_text(json.dumps(run_job, indent=2) + "\n")
@@ -212,6 +216,21 @@ def render_compose(
               "# Clean:  docker-compose down\n")
     compose_file.write_text(header + yaml.safe_dump(compose, sort_keys=False))
     return ComposeProject(out_dir, compose_file, run_id, tuple(services), tuple(networks_yaml))
+
+
+def _host_has_netem() -> bool:
+    """Whether this host's kernel has netem (the node containers share it); without root to probe,
+    assume not (the agents then apply delays themselves)."""
+    import os
+
+    if os.geteuid() != 0 and os.environ.get("PAMDI_NETEM") not in ("0", "1"):
+        return False
+    try:
+        from orchestrator.netem.tc import netem_available
+
+        return netem_available()
+    except Exception:
+        return False
 
 
 def _initial_params(link: LinkParams) -> LinkParams:
@@ -242,10 +261,13 @@ class StaticBackend:
     name = "compose"
     default_curve = False
     default_device_time = "profile"  # the containers share this host (``--cpus`` only under "quota")
+    shapes_with_htb = True  # the node containers shape their links with htb
 
-    def __init__(self, endpoints: Mapping[str, Mapping[str, Any]]) -> None:
+    def __init__(self, endpoints: Mapping[str, Mapping[str, Any]],
+                 agent_delayed_links: Sequence[Sequence[str]] = ()) -> None:
         self._endpoints = {n: AgentEndpoint(node=n, control=str(e["control"]), data=dict(e.get("data", {})))
                            for n, e in endpoints.items()}
+        self.agent_delayed_links = {(str(a), str(b)) for a, b in agent_delayed_links}
 
     def up(self, spec: ExperimentSpec, ctx: RunContext) -> Mapping[str, AgentEndpoint]:
         del ctx
@@ -283,7 +305,8 @@ def run_from_config(path: Path) -> dict[str, Any]:
                 c.close()
             self.clients = {}
 
-    runner = _Runner(spec, StaticBackend(job["endpoints"]), Path(job["run_dir"]), opts)
+    runner = _Runner(spec, StaticBackend(job["endpoints"], job.get("agent_delayed_links", ())), Path(job["run_dir"]),
+                     opts)
     summary = runner.run()
     if opts.keep_outputs:
         import numpy as np

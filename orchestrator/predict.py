@@ -145,7 +145,12 @@ def run_and_compare(spec: ExperimentSpec, backend: Any, run_dir: Path, options: 
     summary = runner.run()
     costs = {r.policy: runtime_costs(r.spans) for r in runner.results}
     shaped = getattr(backend, "shapes_with_htb", False)
-    predicted = predict(spec, [r.policy for r in runner.results], runner.profiles, costs,
+    model = spec
+    if "quota_calibration" in runner.timing:  # a quota run: the nodes' calibrated speeds
+        from orchestrator.netem.calibrate import calibrated_spec
+
+        model = calibrated_spec(spec, runner.timing["quota_calibration"])
+    predicted = predict(model, [r.policy for r in runner.results], runner.profiles, costs,
                         shaper_stretch=runner.stretch if shaped else None)
     rows = compare(summary, predicted)
     for row in rows:

@@ -282,6 +282,11 @@ class Runner:
                 head = estimate_headroom(self.nominal, self.policies(), self.profiles, host_ratio=ratio)
                 self.stretch = head.stretch
                 self.timing["headroom"] = head.as_dict()
+        if self.device_time == "quota" and getattr(self.backend, "name", "") == "netns":
+            # Predictions of a quota run need each node's real speed under its quota (not linear).
+            from orchestrator.netem.calibrate import calibrate_spec
+
+            self.timing["quota_calibration"] = calibrate_spec(self.nominal, self.profiles)
         if self.stretch < 1.0:
             raise RunError(f"time stretch must be >= 1, got {self.stretch}")
         if self.stretch != 1.0:

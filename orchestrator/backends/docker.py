@@ -132,6 +132,7 @@ class DockerBackend:
         from orchestrator.image.dockerutil import client, image_labels
 
         self.spec, self.ctx = spec, ctx
+        self.agent_delayed_links: set[tuple[str, str]] = set()
         self.cli = client()
         if image_labels(self.cli, self.image) is None:
             raise RuntimeError(f"node image {self.image} not found: run `pamdi image build` (or pass image=...)")
@@ -332,8 +333,13 @@ class DockerBackend:
             raise RuntimeError(f"shaping the links of {node} failed: {text[-500:]}")
         done: list[dict[str, Any]] = json.loads(text.splitlines()[-1])
         for d in done:
-            if not all(d["emulated"].values()):
-                log.warning("%s-%s: delay/loss not emulated (no netem in this kernel); rate only", node, d["peer"])
+            em = d["emulated"]
+            if em["rate"] and em["loss"] and not em["delay"]:
+                # No netem in this kernel: the receiving agents apply the link's delay themselves.
+                peer = str(d["peer"])
+                self.agent_delayed_links.add((node, peer) if node < peer else (peer, node))
+            elif not all(em.values()):
+                log.warning("%s-%s: loss not emulated (no netem in this kernel); rate and delay only", node, d["peer"])
         return done
 
     def _wait_ready(self, node: str, since: int | None) -> None:
