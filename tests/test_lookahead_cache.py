@@ -114,7 +114,8 @@ def _sources(rng: random.Random) -> list[SourceView]:
         parts = rng.choice([None, 1, 2, 4, 7])
         out.append(SourceView(
             name=name, node=rng.choice([*NAMES, "z"]), model="m", priority=prio, accuracy=rng.choice([1.0, 0.8]),
-            block_time_s=times, block_out_bytes=tuple(rng.randint(10, rng.choice([20_000, 3_000_000])) for _ in range(n)),
+            block_time_s=times,
+            block_out_bytes=tuple(rng.randint(10, rng.choice([20_000, 3_000_000])) for _ in range(n)),
             input_bytes=rng.randint(10, 600_000), result_bytes=rng.randint(4, 5000),
             bounds=split_blocks(times if sum(times) > 0 else [1.0] * n, parts)))
     return out
@@ -125,7 +126,8 @@ def _graphs(rng: random.Random) -> list[tuple[dict, dict]]:
     with and without adjacency, the last two sharing one empty ``links`` mapping."""
     full = {(a, b): (rng.uniform(1e6, 1e9), rng.uniform(0, 0.01)) for a, b in itertools.permutations(NAMES, 2)}
     partial = {uv: (rng.choice([0.0, rate]), delay) for uv, (rate, delay) in full.items() if rng.random() < 0.6}
-    adjacency = {a: tuple(b for b in NAMES if b != a and rng.random() < 0.7) for a in NAMES}
+    # "a" reaches everyone (as without adjacency), the others only some: same workers in a's view.
+    adjacency = {a: tuple(b for b in NAMES if b != a and (a == "a" or rng.random() < 0.7)) for a in NAMES}
     empty: dict[tuple[str, str], tuple[float, float]] = {}
     return [(full, {}), (partial, {}), (empty, {}), (empty, adjacency)]
 
@@ -187,3 +189,24 @@ def test_cached_look_ahead_ranks_exactly_as_the_straightforward_one(
         assert fast.grant(reqs, world) is want_grant
         checked += len(got) > 1
     assert checked > 100  # most views had a choice to make
+
+
+def test_tables_are_not_shared_between_graphs_that_differ_only_in_adjacency() -> None:
+    # No link table (the fallback estimate): whether b may forward to c comes from the adjacency
+    # alone, and it changes b's best completion. Both views share the same (empty) links mapping.
+    times = (0.02,) * 6
+    src = SourceView(name="ts", node="a", model="m", priority=1.0, accuracy=1.0, block_time_s=times,
+                     block_out_bytes=(1000,) * 6, input_bytes=1000, result_bytes=40,
+                     bounds=split_blocks(times, None))
+    peers = {"a": PeerView("a", 0.1, 0.0, math.inf), "b": PeerView("b", 1.0, 0.0, 20e6, 0.001),
+             "c": PeerView("c", 10.0, 0.01, 20e6, 0.001)}
+    links: dict[tuple[str, str], tuple[float, float]] = {}
+    mesh = WorldView(here="a", now_s=0.0, peers=peers, sources={"ts": src}, links=links)
+    no_bc = WorldView(here="a", now_s=0.0, peers=peers, sources={"ts": src}, links=links,
+                      neighbours={"a": ("b", "c"), "b": ("a",), "c": ("a",)})
+    task = TaskView("ts-0", "ts", 0, 0.0, "a")
+    cached = get_policy("pa-mdi")
+    got = [[(p.node, p.index) for p in cached.rank(task, w)] for w in (mesh, no_bc, mesh)]
+    want = [[(p.node, p.index) for p in get_policy("pa-mdi").rank(task, w)] for w in (mesh, no_bc, mesh)]
+    assert got == want
+    assert dict(want[0])["b"] < dict(want[1])["b"]  # forwarding to c helps b

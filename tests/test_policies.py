@@ -286,3 +286,15 @@ def test_holder_counts_exactly_the_work_its_queue_order_serves_first() -> None:
                       sources={"ts": ts, "nts": nts})
     assert get_policy("pa-mdi").rank(task, blind)[0].index == pytest.approx((0.01 + 0.5 + rest + age) / 10.0)
     assert get_policy("ms-mdi").rank(task, blind)[0].index == pytest.approx(0.91 + rest + age)
+
+
+def test_split_blocks_default_and_per_block_word() -> None:
+    from pamdi_node.policies.base import DEFAULT_PARTITIONS, PER_BLOCK
+
+    assert DEFAULT_PARTITIONS == 4 and PER_BLOCK == "blocks"
+    assert split_blocks([1.0] * 8, DEFAULT_PARTITIONS) == (0, 2, 4, 6, 8)
+    assert split_blocks([1.0] * 3, DEFAULT_PARTITIONS) == (0, 1, 2, 3)  # fewer blocks: one per block
+    assert split_blocks([1.0] * 5, PER_BLOCK) == split_blocks([1.0] * 5, None) == (0, 1, 2, 3, 4, 5)
+    for bad in ("block", 2.0, True):
+        with pytest.raises(ValueError, match="partitions"):
+            split_blocks([1.0] * 5, bad)  # type: ignore[arg-type]

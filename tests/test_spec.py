@@ -61,3 +61,33 @@ def test_load_spec_reports_file_and_yaml_errors(tmp_path) -> None:
         load_spec(bad)
     with pytest.raises(SpecError, match="cannot read spec"):
         load_spec(tmp_path / "missing.yaml")
+
+
+def test_partitions_default_to_four_of_equal_compute_or_one_per_block() -> None:
+    from orchestrator.simulator import load_profiles, source_views
+
+    spec = parse_spec(_spec())
+    assert [s.partitions for s in spec.sources] == [4, 4]
+    views = source_views(spec, load_profiles(spec))
+    for name, view in views.items():
+        assert len(view.bounds) == 5, name  # 4 partitions ...
+        parts = [view.range_time_s(a, b) for a, b in zip(view.bounds, view.bounds[1:], strict=False)]
+        # ... of ~equal profiled compute: no cut is off its ideal by more than the blocks around it.
+        assert max(parts) < 2 * min(parts), (name, parts)
+    srcs = [{"name": "ts", "node": "a", "model": "resnet50", "partitions": "blocks"},
+            {"name": "nts", "node": "c", "model": "resnet56", "partitions": 2}]
+    spec = parse_spec(_spec(sources=srcs))
+    assert [s.partitions for s in spec.sources] == ["blocks", 2]
+    views = source_views(spec, load_profiles(spec))
+    assert views["ts"].bounds == tuple(range(views["ts"].num_blocks + 1))
+    assert len(views["nts"].bounds) == 3
+
+
+@pytest.mark.parametrize("bad", [0, -1, "block", "Blocks", "4", 2.5, True, None, [4]])
+def test_bad_partitions_are_refused_on_one_line_naming_the_field(bad: object) -> None:
+    srcs = [{"name": "ts", "node": "a", "model": "resnet50", "partitions": bad}]
+    with pytest.raises(SpecError) as err:
+        parse_spec(_spec(sources=srcs))
+    lines = [line for line in str(err.value).splitlines() if "partitions" in line]
+    assert len(lines) == 1 and lines[0].strip().startswith("sources[0].partitions:"), str(err.value)
+    assert "'blocks'" in lines[0] and repr(bad) in lines[0]

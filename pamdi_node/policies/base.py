@@ -206,21 +206,33 @@ def weight_of(source: SourceView) -> float:
     return source.priority * source.accuracy
 
 
-def split_blocks(costs: Sequence[float], parts: int | None) -> tuple[int, ...]:
+# A source's partitions unless its spec says otherwise: four of ~equal compute (the authors' PA-MDI
+# demo draws four partitions; their code splits ResNet-56 into four equal-compute parts). A model
+# with fewer blocks gets one partition per block.
+DEFAULT_PARTITIONS = 4
+# The spec's word for one partition per block (every block boundary a decision point).
+PER_BLOCK = "blocks"
+
+
+def split_blocks(costs: Sequence[float], parts: int | str | None) -> tuple[int, ...]:
     """Cut ``len(costs)`` sequential blocks into ``parts`` contiguous partitions of ~equal cost.
 
     Returns the boundaries ``(0, ..., n)``: partition p runs blocks ``[b[p], b[p+1])``. ``None``
-    (or ``parts >= n``) means one partition per block. Each cut is placed at the block boundary
-    whose cumulative cost is nearest the ideal ``total * p / parts``, while keeping every
-    partition non-empty; zero total cost falls back to equal block counts.
+    or ``"blocks"`` (or ``parts >= n``) means one partition per block. Each cut is placed at the
+    block boundary whose cumulative cost is nearest the ideal ``total * p / parts``, while keeping
+    every partition non-empty; zero total cost falls back to equal block counts.
     """
     n = len(costs)
     if n == 0:
         raise ValueError("a model needs at least one block")
-    if parts is None or parts >= n:
+    if parts is None or parts == PER_BLOCK:
         return tuple(range(n + 1))
+    if isinstance(parts, bool) or not isinstance(parts, int):
+        raise ValueError(f"partitions must be a whole number >= 1 or {PER_BLOCK!r}, got {parts!r}")
     if parts < 1:
         raise ValueError(f"partitions must be >= 1, got {parts}")
+    if parts >= n:
+        return tuple(range(n + 1))
     total = math.fsum(costs)
     cum = [0.0]
     for c in costs:
@@ -252,12 +264,14 @@ def source_view_from_profile(
     *,
     priority: float = 1.0,
     accuracy: float = 1.0,
-    partitions: int | None = None,
+    partitions: int | str | None = None,
 ) -> SourceView:
     """Build a ``SourceView`` from a measured ``ModelProfile``.
 
-    Partitions are cut to ~equal profiled time (FLOPs when the profile has no timings). A
-    profile without timings is refused: the simulator and the policies need seconds.
+    ``partitions`` as in ``split_blocks`` (None or ``"blocks"``: one per block; a spec's source
+    passes its own, ``DEFAULT_PARTITIONS`` unless it says otherwise). Partitions are cut to ~equal
+    profiled time (FLOPs when the profile has no timings). A profile without timings is refused:
+    the simulator and the policies need seconds.
     """
     if any(b.time_s is None for b in profile.blocks):
         raise ValueError(f"profile of {profile.model} has no block timings (profile it first)")

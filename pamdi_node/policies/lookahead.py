@@ -22,6 +22,22 @@ The first move (from the holder now) also waits for the holder's own backlog on 
 moves use the nominal link cost. The continuation is a plan, not a commitment: the task decides
 again at every boundary with fresh beacons (receding horizon), so this stays per-hop and
 decentralised. Cost: O(P * K^2) for P partitions left and K workers in view, in plain Python.
+
+Caching (the decision runs at every partition boundary, so it must be cheap; ``bench_agent.py``
+part 3 measures it). Two levels, both pure functions of their keys, so a cached answer is the one
+the straightforward computation gives (``tests/test_policies.py`` checks this on random views):
+
+- ``_Static``: what depends on the source, the workers in view and the links only (per-partition
+  compute seconds, the cost of every move at every boundary, the result's trip home). Rebuilt only
+  when the set of live workers or the links change.
+- ``_Table``: the backward values for one set of speeds and queues. A beacon with a new queue makes
+  a new table, but only the partitions from the decision's boundary to the end are computed (a
+  task near its end pays for little); later decisions on the same view extend it backwards.
+
+Caches are per ``LookaheadCache`` (each PA-MDI / MS-MDI policy object holds its own); the sources
+and the ``links`` / ``neighbours`` mappings of a view are keyed by identity (they are immutable in
+practice: the agent's and the simulator's never change during a run), and each cache entry holds a
+reference to them so that their ids cannot be recycled.
 """
 
 from __future__ import annotations
@@ -49,25 +65,23 @@ def _link_matrix(world: WorldView, names: list[str]) -> list[list[tuple[float, f
     return out
 
 
-class _Table:
-    """Backward values over the source's partition boundaries for one view of the neighbourhood.
+class _Static:
+    """Queue- and speed-independent parts of the backward program for one source and view.
 
-    ``run[p][i]``: seconds to run partition p on worker i and then finish as well as possible;
-    ``value[p][i]``: best from boundary p with the task on worker i (its queue there paid), i.e.
-    min(run[p][i], move to j at boundary p + j's queue + run[p][j]); ``value[P]`` is the result's
-    trip home.
+    ``times[p]``: profiled seconds of partition p; ``moves[p][i]``: ``(j, seconds)`` for every
+    worker j the activation at boundary p can move to from worker i (transfer + delay, in the
+    order of ``j``); ``ret[i]``: the result's trip home from worker i.
     """
 
-    __slots__ = ("links", "run", "value")
+    __slots__ = ("hold", "moves", "ret", "tables", "times")
 
-    def __init__(self, source: SourceView, world: WorldView, names: list[str], inv_speed: list[float],
-                 queue: list[float]) -> None:
+    def __init__(self, source: SourceView, world: WorldView, names: list[str]) -> None:
         k = len(names)
-        # Holding the mapping keeps its id (part of the cache key) from being reused by another.
-        self.links = world.links
+        # Holding these keeps their ids (part of the cache key) from being reused by others.
+        self.hold = (source, world.links, world.neighbours)
         links = _link_matrix(world, names)
         bounds = source.bounds
-        times = [source.range_time_s(a, b) for a, b in itertools.pairwise(bounds)]
+        self.times = [source.range_time_s(a, b) for a, b in itertools.pairwise(bounds)]
         home = source.node
         res_bits = source.result_bytes * 8.0
         ret: list[float] = []
@@ -87,31 +101,123 @@ class _Table:
                     cost = res_bits * hop[0] + hop[1] + res_bits / nxt[0] + nxt[1]
                     best = cost if best == 0.0 else min(best, cost)
             ret.append(best)
-        n_parts = len(times)
-        self.value: list[list[float]] = [[]] * (n_parts + 1)
-        self.run: list[list[float]] = [[]] * n_parts
-        value = ret
-        self.value[n_parts] = value
-        for p in range(n_parts - 1, -1, -1):
-            t = times[p]
-            run = [t * inv_speed[i] + value[i] for i in range(k)]
-            self.run[p] = run
-            enter = [queue[i] + run[i] for i in range(k)]
+        self.ret = ret
+        self.moves: list[list[tuple[tuple[int, float], ...]]] = []
+        for p in range(len(self.times)):
             b = source.bytes_into(bounds[p]) * 8.0
+            self.moves.append([tuple((j, b * lk[0] + lk[1]) for j, lk in enumerate(links[i]) if lk is not None)
+                               for i in range(k)])
+        self.tables: OrderedDict[tuple[float, ...], _Table] = OrderedDict()
+
+
+class _Table:
+    """Backward values over the source's partition boundaries for one view of the neighbourhood.
+
+    ``run[p][i]``: seconds to run partition p on worker i and then finish as well as possible;
+    ``value[p][i]``: best from boundary p with the task on worker i (its queue there paid), i.e.
+    min(run[p][i], move to j at boundary p + j's queue + run[p][j]); ``value[P]`` is the result's
+    trip home. Filled lazily from the end: ``value[p]`` for ``p >= low`` only.
+    """
+
+    __slots__ = ("inv_speed", "low", "queue", "run", "static", "value")
+
+    def __init__(self, static: _Static, inv_speed: list[float], queue: list[float]) -> None:
+        n_parts = len(static.times)
+        self.static = static
+        self.inv_speed = inv_speed
+        self.queue = queue
+        self.value: list[list[float] | None] = [None] * (n_parts + 1)
+        self.value[n_parts] = static.ret
+        self.run: list[list[float] | None] = [None] * n_parts
+        self.low = n_parts
+
+    def values(self, p: int) -> list[float]:
+        """``value[p]``, computing the boundaries between ``p`` and what is known."""
+        if p >= self.low:
+            v = self.value[p]
+            assert v is not None
+            return v
+        value = self.value[self.low]
+        assert value is not None
+        times, moves, inv, queue = self.static.times, self.static.moves, self.inv_speed, self.queue
+        k = len(inv)
+        for pp in range(self.low - 1, p - 1, -1):
+            run = self.run[pp]
+            if run is None:
+                t = times[pp]
+                run = [t * inv[i] + value[i] for i in range(k)]
+                self.run[pp] = run
+            enter = [queue[i] + run[i] for i in range(k)]
             value = []
-            for i in range(k):
+            for i, mv in enumerate(moves[pp]):
                 best = run[i]
-                for j, lk in enumerate(links[i]):
-                    if lk is not None:
-                        c = b * lk[0] + lk[1] + enter[j]
-                        if c < best:
-                            best = c
+                for j, m in mv:
+                    c = m + enter[j]
+                    if c < best:
+                        best = c
                 value.append(best)
-            self.value[p] = value
+            self.value[pp] = value
+        self.low = p
+        return value
+
+    def runs(self, p: int) -> list[float]:
+        """``run[p]``: partition p on each worker, then the best completion."""
+        run = self.run[p]
+        if run is None:
+            nxt = self.values(p + 1)
+            t = self.static.times[p]
+            inv = self.inv_speed
+            run = [t * inv[i] + nxt[i] for i in range(len(inv))]
+            self.run[p] = run
+        return run
 
 
-_TABLES: OrderedDict[tuple[object, ...], _Table] = OrderedDict()
-_TABLES_MAX = 4096
+class LookaheadCache:
+    """The tables of one policy object (see the module doc). ``max_views`` bounds the static
+    entries, ``max_tables`` the tables kept per static entry (least recently used go first)."""
+
+    def __init__(self, max_views: int = 256, max_tables: int = 64) -> None:
+        self.max_views = max_views
+        self.max_tables = max_tables
+        self.views: OrderedDict[tuple[object, ...], _Static] = OrderedDict()
+
+    def clear(self) -> None:
+        self.views.clear()
+
+    def table(self, source: SourceView, world: WorldView, names: list[str], peers: list[PeerView],
+              queue: list[float]) -> _Table:
+        home = world.peers.get(source.node)
+        skey = (id(source), id(world.links), len(world.links), id(world.neighbours), tuple(names),
+                tuple([(p.rate_bps, p.delay_s) for p in peers[1:]]),
+                (home.rate_bps, home.delay_s) if home is not None else None)
+        static = self.views.get(skey)
+        if static is None:
+            static = _Static(source, world, names)
+            self.views[skey] = static
+            if len(self.views) > self.max_views:
+                self.views.popitem(last=False)
+        else:
+            self.views.move_to_end(skey)
+        speeds = [p.speed for p in peers]
+        dkey = (*speeds, *queue)
+        tables = static.tables
+        table = tables.get(dkey)
+        if table is None:
+            table = _Table(static, [1.0 / s for s in speeds], queue)
+            tables[dkey] = table
+            if len(tables) > self.max_tables:
+                tables.popitem(last=False)
+        else:
+            tables.move_to_end(dkey)
+        return table
+
+
+_DEFAULT = LookaheadCache()
+
+
+def clear_caches() -> None:
+    """Forget the tables of the shared cache (``completion_costs`` calls without ``cache``)."""
+    _DEFAULT.clear()
 
 
 def completion_costs(
@@ -119,6 +225,7 @@ def completion_costs(
     block: int,
     world: WorldView,
     queue_of: Callable[[PeerView], float],
+    cache: LookaheadCache | None = None,
 ) -> dict[str, tuple[float, float]]:
     """For every live candidate k (the holder and its live neighbours): ``(entry, rest)`` seconds.
 
@@ -129,33 +236,24 @@ def completion_costs(
     view, and the result's trip back to the source.
 
     The backward table depends on the neighbours' beaconed queues, speeds and links, not on the
-    holder's own queue or the block, so it is computed once per such view and reused (a small
-    LRU cache keyed on the identity of ``world.links``, which must therefore not be mutated after
-    it is handed over; each cached table holds a reference to it, so its id cannot be recycled).
+    holder's own queue or the block, so it is computed once per such view and reused from
+    ``cache`` (default: one shared by every caller that passes none). ``world.links`` and
+    ``world.neighbours`` must not be mutated after they are handed over (they are keyed by id).
     """
     here = world.here
     me = world.peers[here]
-    others = sorted(n for n, p in world.peers.items() if n != here and p.alive and p.speed > 0)
+    others = sorted([n for n, p in world.peers.items() if n != here and p.alive and p.speed > 0])
     names = [here, *others]
-    peers = [me, *(world.peers[n] for n in others)]
-    queue = [0.0, *(queue_of(p) for p in peers[1:])]  # the holder is never re-entered
-    key = (source, here, me.speed, id(world.links), len(world.links),
-           tuple((p.name, p.speed, q, p.rate_bps, p.delay_s) for p, q in zip(peers[1:], queue[1:], strict=True)))
-    table = _TABLES.get(key)
-    if table is None:
-        table = _Table(source, world, names, [1.0 / p.speed for p in peers], queue)
-        _TABLES[key] = table
-        if len(_TABLES) > _TABLES_MAX:
-            _TABLES.popitem(last=False)
-    else:
-        _TABLES.move_to_end(key)
+    peers = [me, *[world.peers[n] for n in others]]
+    queue = [0.0, *[queue_of(p) for p in peers[1:]]]  # the holder is never re-entered
+    table = (cache if cache is not None else _DEFAULT).table(source, world, names, peers, queue)
     bounds = source.bounds
     p = bisect.bisect_right(bounds, block) - 1
     if bounds[p] == block:
-        rest = table.run[p]
+        rest = table.runs(p)
     else:  # mid-partition (a placement that ended off a boundary): finish this partition first
         t = source.range_time_s(block, bounds[p + 1])
-        nxt = table.value[p + 1]
+        nxt = table.values(p + 1)
         rest = [t / peers[i].speed + nxt[i] for i in range(len(names))]
     nbytes = source.bytes_into(block)
     out: dict[str, tuple[float, float]] = {here: (queue_of(me), rest[0])}

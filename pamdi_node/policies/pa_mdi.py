@@ -45,7 +45,8 @@ Choices where the paper is unknown (all parameters, settable through the spec's 
   within a class and made equal-priority PA-MDI 0.7% worse than MS-MDI on paper-5node-resnet56.)
 - Service is non-preemptive at partition granularity. Since the task re-decides at every
   boundary, a TS task waits at most the residual of one partition (use ``partitions`` in the
-  spec to trade decision overhead against that wait).
+  spec, 4 of ~equal compute by default or ``blocks`` for one per block, to trade decision overhead
+  against that wait).
 - Age: in the index the age term is common to all candidates of one task; it matters between
   tasks (grants), where it follows the paper's sign (older = larger index).
 - ``handshake`` (True): before offloading the sender sends an RTC; the receiver collects requests
@@ -77,7 +78,7 @@ from pamdi_node.policies.base import (
     transfer_s,
     weight_of,
 )
-from pamdi_node.policies.lookahead import completion_costs
+from pamdi_node.policies.lookahead import LookaheadCache, completion_costs
 
 HORIZONS = ("dp", "plan", "rest", "partition")
 
@@ -113,6 +114,8 @@ class PAMDIPolicy:
         self.use_success = bool(use_success)
         self.use_priorities = bool(use_priorities)
         self.handshake_top = bool(handshake_top)
+        # The look-ahead's tables, kept between decisions (a pure cache: see ``lookahead.py``).
+        self.lookahead = LookaheadCache()
 
     # ------------------------------------------------------------------ helpers
     def weight(self, source: SourceView) -> float:
@@ -171,7 +174,7 @@ class PAMDIPolicy:
             comm = transfer_s(source.bytes_into(b), peer)
         queue = self._queue_of(w, task.born_s, peer.name if peer.name == here else None)(peer)
         if self.horizon == "dp" and world is not None and peer.name in world.peers:
-            compute = completion_costs(source, b, world, self._queue_of(w))[peer.name][1]
+            compute = completion_costs(source, b, world, self._queue_of(w), self.lookahead)[peer.name][1]
         else:
             compute = source.range_time_s(b, self._horizon_end(source, b)) / peer.speed
         age = max(0.0, now_s - task.born_s)
@@ -207,7 +210,7 @@ class PAMDIPolicy:
         live = [(name, peer) for name, peer in world.peers.items() if peer.alive and peer.speed > 0]
         if self.horizon == "dp":
             w = self.weight(source)
-            costs = completion_costs(source, b, world, self._queue_of(w, task.born_s, world.here))
+            costs = completion_costs(source, b, world, self._queue_of(w, task.born_s, world.here), self.lookahead)
             age = max(0.0, world.now_s - task.born_s)
             for name, peer in live:
                 if name not in costs:
