@@ -11,7 +11,7 @@ Standard library only: it runs before (and beside) the agent, inside the contain
       Shape links (a JSON list of link objects, below); prints what was done as JSON.
       The docker backend runs this through ``docker exec`` so both paths share one shaper.
   pamdi-node-entry stats
-      Print the counters of every shaped interface (``tc -s -j class show``) as JSON.
+      Print the counters of every shaped interface (``tc -s qdisc show``, the root tbf) as JSON.
   pamdi-node-entry tcp-sink PORT SECONDS / tcp-source HOST PORT SECONDS
       A bulk TCP transfer to check a link's goodput (iperf is not in the image); the sink prints
       ``{"bytes": .., "seconds": .., "mbit_s": ..}`` measured after the first second (slow start).
@@ -19,9 +19,10 @@ Standard library only: it runs before (and beside) the agent, inside the contain
 A link object: ``{"peer": "b", "subnet": "10.77.3.0/24", "rate_mbit": 20, "delay_ms": 0,
 "loss": 0}``. The interface is the one whose IPv4 address lies in ``subnet`` (each spec link is
 its own Docker network, so each link has its own interface). Egress is shaped on both ends, so
-each direction of a link crosses exactly one shaper. Rate: an htb class (``class change`` later
-changes it without rebuilding the queue). Delay and loss: a netem child when the kernel has
-netem; otherwise they are reported as not emulated (this kernel has no netem).
+each direction of a link crosses exactly one shaper. Rate: a root tbf, as the netns backend
+(``qdisc change`` later changes it without rebuilding the queue; htb let messages of up to ~64 KB
+through at line rate after an idle spell on this kernel). Delay and loss: a netem child when the
+kernel has netem; otherwise they are reported as not emulated (the agents then apply the delay).
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ import subprocess
 import sys
 from typing import Any
 
-# htb bucket as the netns backend sizes it (orchestrator/netem/tc.py: burst_bytes): 2 ms of
+# tbf bucket as the netns backend sizes it (orchestrator/netem/tc.py: burst_bytes): 2 ms of
 # traffic at the rate, at least two frames. A bigger bucket lets small messages (an activation
 # of a few KB) leave at line rate, which makes transfers faster than the configured link.
 _MTU = 1514
+_QUEUE_LIMIT_BYTES = 1000 * _MTU
 
 
 def _run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -66,11 +68,9 @@ def netem_available() -> bool:
 
 
 def _rate_args(rate_mbit: float) -> list[str]:
-    rate_kbit = max(1, round(rate_mbit * 1000))
+    rate_bit = max(1, round(rate_mbit * 1e6))
     burst = max(2 * _MTU, int(rate_mbit * 1e6 / 8 * 0.002))
-    # quantum: one class only, so it plays no part; a fixed one avoids tc's "quantum is big" warning.
-    return ["rate", f"{rate_kbit}kbit", "ceil", f"{rate_kbit}kbit", "burst", str(burst), "cburst", str(burst),
-            "quantum", "1514"]
+    return ["rate", f"{rate_bit}bit", "burst", str(burst), "limit", str(_QUEUE_LIMIT_BYTES)]
 
 
 def shape_link(link: dict[str, Any], have_netem: bool) -> dict[str, Any]:
@@ -78,14 +78,12 @@ def shape_link(link: dict[str, Any], have_netem: bool) -> dict[str, Any]:
     rate = float(link["rate_mbit"])
     delay_ms = float(link.get("delay_ms", 0.0) or 0.0)
     loss = float(link.get("loss", 0.0) or 0.0)
-    # iproute2 6.1 prints htb classes as text even with -j: match the text.
-    existing = _run(["tc", "class", "show", "dev", dev], check=False).stdout
-    if re.search(r"^class htb 1:1 ", existing, re.M):
-        # Rate change during a run: the queue and its backlog stay.
-        _run(["tc", "class", "change", "dev", dev, "parent", "1:", "classid", "1:1", "htb", *_rate_args(rate)])
+    existing = _run(["tc", "qdisc", "show", "dev", dev], check=False).stdout
+    if re.search(r"^qdisc tbf 1: root", existing, re.M):
+        # Rate change during a run: the child queue and its backlog stay.
+        _run(["tc", "qdisc", "change", "dev", dev, "root", "handle", "1:", "tbf", *_rate_args(rate)])
     else:
-        _run(["tc", "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "1"])
-        _run(["tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", *_rate_args(rate)])
+        _run(["tc", "qdisc", "replace", "dev", dev, "root", "handle", "1:", "tbf", *_rate_args(rate)])
     emulated: dict[str, bool] = {"rate": True, "delay": delay_ms == 0, "loss": loss == 0}
     if (delay_ms or loss) and have_netem:
         netem = ["netem", "delay", f"{delay_ms}ms", "loss", f"{loss * 100}%", "limit", "10000"]
@@ -110,10 +108,10 @@ def stats() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for link in json.loads(_run(["ip", "-j", "link", "show"]).stdout):
         dev = str(link["ifname"])
-        out = _run(["tc", "-s", "class", "show", "dev", dev], check=False).stdout
-        # One block per class; ours is 1:1 (text: htb classes have no JSON output in iproute2 6.1).
-        for block in re.split(r"\n(?=class )", out):
-            if not block.startswith("class htb 1:1 "):
+        out = _run(["tc", "-s", "qdisc", "show", "dev", dev], check=False).stdout
+        # One block per qdisc; ours is the root tbf 1: (its counters cover everything it shaped).
+        for block in re.split(r"\n(?=qdisc )", out):
+            if not block.startswith("qdisc tbf 1: root"):
                 continue
             sent, backlog = _SENT.search(block), _BACKLOG.search(block)
             if sent is None:

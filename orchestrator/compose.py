@@ -13,7 +13,7 @@ Rendered files (paths relative to DIR, so the folder can be moved or copied to a
                               summary.json
 
 Start it with ``docker-compose up --abort-on-container-exit --exit-code-from coordinator`` (or
-``docker compose up ...``). Each node shapes its own links from its config (htb, netem when the
+``docker compose up ...``). Each node shapes its own links from its config (tbf, netem when the
 kernel has it) and starts ``pamdi node``; the coordinator (same image, ``pamdi compose-run``)
 runs the same ``orchestrator.runner.Runner`` as ``pamdi emulate`` over fixed endpoints, writes
 the results under ``traces/`` and exits, which stops the nodes (they flush their traces on
@@ -261,7 +261,7 @@ class StaticBackend:
     name = "compose"
     default_curve = False
     default_device_time = "profile"  # the containers share this host (``--cpus`` only under "quota")
-    shapes_with_htb = True  # the node containers shape their links with htb
+    shapes_with_token_bucket = True  # the node containers shape their links with tbf
 
     def __init__(self, endpoints: Mapping[str, Mapping[str, Any]],
                  agent_delayed_links: Sequence[Sequence[str]] = ()) -> None:

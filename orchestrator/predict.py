@@ -84,7 +84,7 @@ def predict(spec: ExperimentSpec, policies: Sequence[str], profiles: Mapping[str
             costs: Mapping[str, RuntimeCosts] | None = None, shaper_stretch: float | None = None
             ) -> dict[tuple[str, str], float | None]:
     """The simulator's mean per (policy, source) for ``spec`` with the run's profiles and costs;
-    ``shaper_stretch``: the run shaped its links with htb at this stretch (its bucket is modelled).
+    ``shaper_stretch``: the run shaped its links with tbf at this stretch (its bucket is modelled).
     The handshake window and timeout are the agents' defaults (``agent.config.RunConfig``)."""
     from orchestrator.metrics import summarize_run
     from orchestrator.simulator import SimOptions, SimulationError, simulate
@@ -144,7 +144,7 @@ def run_and_compare(spec: ExperimentSpec, backend: Any, run_dir: Path, options: 
     runner.prepare()
     summary = runner.run()
     costs = {r.policy: runtime_costs(r.spans) for r in runner.results}
-    shaped = getattr(backend, "shapes_with_htb", False)
+    shaped = getattr(backend, "shapes_with_token_bucket", False)
     model = spec
     if "quota_calibration" in runner.timing:  # a quota run: the nodes' calibrated speeds
         from orchestrator.netem.calibrate import calibrated_spec

@@ -22,7 +22,7 @@ from pamdi_node.agent.config import input_seed, task_id
 from pamdi_node.models import zoo
 from tests.docker_support import docker_cli, node_image  # noqa: F401  (fixtures)
 
-GOODPUT_FACTOR = 0.956  # DESIGN.md: shaped TCP goodput / configured htb rate on this kernel
+GOODPUT_FACTOR = 0.956  # DESIGN.md: shaped TCP goodput / configured tbf rate on this kernel
 
 THREE_NODES = {
     "name": "docker3",
@@ -103,7 +103,7 @@ def test_shaped_goodput_between_two_containers(docker_cli, node_image, tmp_path:
         backend.up(spec, ctx)
         measured = {20.0: _goodput(backend, "a", "b")}
         before = {(r["node"], r["peer"]): r["bytes"] for r in backend.link_stats()}
-        # Change the rate in place (htb class change) and measure the other direction.
+        # Change the rate in place (tbf qdisc change) and measure the other direction.
         backend.set_link("a", "b", LinkParams(rate_mbit=8))
         measured[8.0] = _goodput(backend, "b", "a")
         after = {(r["node"], r["peer"]): r["bytes"] for r in backend.link_stats()}
@@ -199,7 +199,7 @@ CROSS_BACKEND = {
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="the netns backend needs root")
 def test_netns_and_docker_backends_agree(docker_cli, node_image, tmp_path: Path) -> None:  # noqa: F811
-    """Same spec, same shaping (htb, same bucket), same device-time model and stretch: per-source means
+    """Same spec, same shaping (tbf, same bucket), same device-time model and stretch: per-source means
     within 10% of each other and of the simulator's prediction for the same schedule."""
     from orchestrator.backends import get_backend
     from orchestrator.predict import run_and_compare

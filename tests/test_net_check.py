@@ -17,7 +17,7 @@ pytestmark = [
 ]
 
 PAMDI = str(Path(sys.executable).parent / "pamdi")
-GOODPUT = 1448 / 1514  # TCP payload per htb-counted frame, computed independently of orchestrator.netem.tc
+GOODPUT = 1448 / 1514  # TCP payload per shaper-counted frame, computed independently of orchestrator.netem.tc
 
 
 def _net_check(*args: str) -> dict:
@@ -35,7 +35,7 @@ def test_goodput_matches_configured_rate(rate: float) -> None:
     assert res["configured_mbit"] == rate
     expected = GOODPUT * rate
     assert res["measured_mbit"] == pytest.approx(expected, rel=0.03), res
-    # The htb class really carried the traffic (both directions are shaped; data went a -> b).
+    # The tbf shaper really carried the traffic (both directions are shaped; data went a -> b).
     sent = {row["src"]: row["bytes"] for row in res["tc"]}
     assert sent["a"] > 8 * res["measured_mbit"] * 1e6 / 8 * 0.5
 

@@ -129,7 +129,7 @@ def test_cpu_quota_limits_a_busy_node() -> None:
 
 
 def test_rate_change_in_place() -> None:
-    """set_link changes the htb class rate without rebuilding: the class keeps its counters."""
+    """set_link changes the tbf rate without rebuilding: the shaper keeps its counters."""
     from orchestrator.netem import tc
     from orchestrator.netem.network import EmulatedNetwork
 
@@ -145,7 +145,7 @@ def test_rate_change_in_place() -> None:
         before = tc.stats(ns, link.if_a)
         net.set_link("a", "b", 40)
         after = tc.stats(ns, link.if_a)
-        # A rebuilt class would start again from zero; the kernel may send a stray packet of its
+        # A rebuilt shaper would start again from zero; the kernel may send a stray packet of its
         # own (IPv6 neighbour discovery) in between, so the counters may only have grown.
         assert before["packets"] >= 5 and after["packets"] >= before["packets"]
         assert after["bytes"] >= before["bytes"] >= 5000
@@ -153,8 +153,8 @@ def test_rate_change_in_place() -> None:
 
         with ns_handle(ns) as h:
             idx = h.link_lookup(ifname=link.if_a)[0]
-            cls = next(c for c in h.get_classes(index=idx) if c["handle"] == tc.CLASS_HANDLE)
-            rate_bytes = cls.get_nested("TCA_OPTIONS", "TCA_HTB_PARMS")["rate"]
+            root = next(q for q in h.get_qdiscs(index=idx) if q["handle"] == tc.ROOT_HANDLE)
+            rate_bytes = root.get_nested("TCA_OPTIONS", "TCA_TBF_PARMS")["rate"]
         assert rate_bytes * 8 == pytest.approx(40e6, rel=0.01)
         with pytest.raises(Exception, match="without a delay/loss stage"):
             net.set_link("a", "b", 40, delay_ms=5)

@@ -7,7 +7,7 @@ traffic stays between the run's containers and this host. Each container runs th
 entry (``pamdi node --listen tcp://0.0.0.0:7000 ...``) with ``NET_ADMIN``, a CPU quota
 (``nano_cpus``: the node's device profile, else ``speed x threads`` CPUs, as the netns backend)
 and the run's trace folder mounted at ``/traces``. Links are shaped inside the containers by the
-image's own shaper (``pamdi-node-entry shape``: htb on both ends, netem for delay/loss when the
+image's own shaper (``pamdi-node-entry shape``: tbf on both ends, netem for delay/loss when the
 kernel has it), the same code a docker-compose node runs at start.
 
 Everything carries the labels ``pamdi.project=pamdi``, ``pamdi.run=<run id>`` and
@@ -104,7 +104,7 @@ class DockerBackend:
     # Agents share this host: they hold results to the modelled device time (``--cpus`` per node
     # only under device_time "quota").
     default_device_time = "profile"
-    shapes_with_htb = True  # links have htb's token bucket (the simulator models it for predictions)
+    shapes_with_token_bucket = True  # links have a tbf token bucket (the simulator models it for predictions)
 
     def __init__(self, *, image: str = DEFAULT_IMAGE, cpu_quota: bool = True, start_timeout_s: float = 120.0,
                  subnet_pool: str = DEFAULT_SUBNET_POOL, scenario_tick_s: float = 0.1) -> None:

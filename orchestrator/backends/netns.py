@@ -6,7 +6,7 @@ the namespace (``pamdi node --listen tcp://0.0.0.0:7000``) under a cgroup CPU qu
 slow devices slow for real (``docker --cpus`` style): ``device:`` nodes get their profile's quota
 and threads (orchestrator/netem/devices.py), others ``speed x threads`` CPUs.
 
-Links: htb on both ends at the spec's rate; delay and loss with netem when the kernel has it, else
+Links: tbf on both ends at the spec's rate; delay and loss with netem when the kernel has it, else
 with the user-space forwarder. A link that names a radio ``scenario`` is driven over time from the
 catalogue (rate, delay and loss changed in place). Link counters are sampled every
 ``stats_period_s`` into ``<run_dir>/links/tc_stats.jsonl``; with ``pcap=True`` every link end is
@@ -47,7 +47,7 @@ class NetnsBackend:
     # Agents share this host: they hold results to the modelled device time (a CPU quota per node
     # only under device_time "quota").
     default_device_time = "profile"
-    shapes_with_htb = True  # links have htb's token bucket (the simulator models it for predictions)
+    shapes_with_token_bucket = True  # links have a tbf token bucket (the simulator models it for predictions)
 
     def __init__(self, *, python: str | None = None, start_timeout_s: float = 90.0, cpu_quota: bool = True,
                  stats_period_s: float = 0.5, pcap: bool = False, snaplen: int = 128,

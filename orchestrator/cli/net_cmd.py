@@ -23,7 +23,7 @@ def _need_root(what: str) -> None:
 
 @net_app.command("check")
 def check(
-    rate_mbit: float = typer.Option(..., "--rate-mbit", help="configured link rate (tc htb), Mbit/s"),
+    rate_mbit: float = typer.Option(..., "--rate-mbit", help="configured link rate (tc tbf), Mbit/s"),
     delay_ms: float = typer.Option(0.0, "--delay-ms", help="one-way delay added on the link"),
     loss: float = typer.Option(0.0, "--loss", help="frame loss probability per direction, 0..1"),
     duration: float = typer.Option(4.0, "--duration", help="measured seconds of bulk transfer (after warm-up)"),

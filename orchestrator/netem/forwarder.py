@@ -3,13 +3,13 @@
 Runs in a middle namespace that holds the inner ends of two veth pairs (one towards each node of
 the link) and bridges raw Ethernet frames between them:
 
-    node A [veth, htb egress] <-> [ifa] forwarder [ifb] <-> [veth, htb egress] node B
+    node A [veth, tbf egress] <-> [ifa] forwarder [ifb] <-> [veth, tbf egress] node B
 
 Frames are read with AF_PACKET raw sockets; PACKET_VNET_HDR keeps the checksum-offload metadata
 of each frame (a veth hands over frames whose TCP checksum is still to be filled in), so frames
 are re-sent exactly as received. Each direction is a FIFO of (release time, frame): a frame is
 released ``delay`` after it arrived, so the added one-way delay is exact up to timer slack and the
-order is kept. Each frame is dropped with probability ``loss`` (seeded). Rates are shaped by htb
+order is kept. Each frame is dropped with probability ``loss`` (seeded). Rates are shaped by tbf
 on the node ends, before the delay line, as a radio link would queue before the air.
 
 Control: one JSON object per line on stdin, e.g. ``{"delay_ms": 10, "loss": 0.01}`` (both

@@ -1,7 +1,7 @@
 """An emulated network: one namespace per node, one veth pair (own /24) per link, shaped by tc.
 
     root namespace ── pm<tok>c<i> ═══ ctl0 ── node namespace  (control path, 169.254.X.0/30 per node)
-    node A ── l<i> ═══════════════════════ l<i> ── node B     (direct link: htb [+ netem] on each end)
+    node A ── l<i> ═══════════════════════ l<i> ── node B     (direct link: tbf [+ netem] on each end)
     node A ── l<i> ═══ middle namespace (forwarder) ═══ l<i> ── node B   (delay/loss without netem)
 
 The control path is like Colosseum's ``col0``: a wired path from the orchestrator to each node
@@ -236,7 +236,7 @@ class EmulatedNetwork:
             raise NetworkError(f"no link {a}-{b}") from None
 
     def set_link(self, a: str, b: str, rate_mbit: float, delay_ms: float = 0.0, loss: float = 0.0) -> None:
-        """Change a link in place: htb class rate, netem leaf or forwarder delay line."""
+        """Change a link in place: tbf rate, netem child or forwarder delay line."""
         link = self.link(a, b)
         with link.lock:
             if rate_mbit != link.state.rate_mbit:

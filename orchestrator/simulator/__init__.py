@@ -163,7 +163,7 @@ def build_simulator(
 
 
 def _burst(rate_mbit: float, options: SimOptions | None) -> float:
-    """The emulating shaper's burst in bytes (the stretched run's htb bucket), or 0."""
+    """The emulating shaper's burst in bytes (the stretched run's tbf bucket), or 0."""
     if options is None or options.shaper_stretch is None:
         return 0.0
     from orchestrator.netem.tc import burst_bytes

@@ -117,7 +117,7 @@ class SimOptions:
     decision_cost_s: float = 0.0
     # Seconds added once to every data/result transfer hop, on top of serialization + delay.
     message_cost_s: float = 0.0
-    # Model the htb token bucket the netns/docker backends shape links with, as in a run stretched
+    # Model the tbf token bucket the netns/docker backends shape links with, as in a run stretched
     # this many times (``orchestrator/timescale.py``); None = pure serialisation (real links).
     shaper_stretch: float | None = None
     # Scenario time at simulated time 0 (a scenario link's phase; see the module doc).
@@ -216,7 +216,7 @@ class LinkConfig:
     loss: float = 0.0
     # Time-varying physical link (a radio scenario); None = the configured values throughout.
     schedule: LinkSchedule | None = None
-    # Token bucket of the shaper that emulates the link (htb's burst, ``netem/tc.burst_bytes``): an
+    # Token bucket of the shaper that emulates the link (tbf's burst, ``netem/tc.burst_bytes``): an
     # idle link sends up to this many bytes at once. 0 = a pure serialisation queue (real links).
     burst_bytes: float = 0.0
 
