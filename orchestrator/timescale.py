@@ -38,7 +38,7 @@ DEMAND_QUANTILE = 0.95
 # per partition with ResNet-56 partitions of 1.6 ms. It does not shrink with the modelled device,
 # so short partitions need more stretch than their compute alone says.
 JOB_OVERHEAD_CPU_S = 0.002
-MAX_STRETCH = 8.0
+MAX_STRETCH = 12.0
 
 
 @dataclass(frozen=True)
