@@ -100,8 +100,14 @@ def test_scenario_drives_link_rate(tmp_path: Path) -> None:
         import radio_scenarios
 
         sc = radio_scenarios.get("wifi-fluctuating")
-        time.sleep(sc.points[1].t_s + 0.6)
-        rows = [json.loads(x) for x in (tmp_path / "links" / "tc_stats.jsonl").read_text().splitlines()]
+        time.sleep(sc.points[1].t_s)
+        # Poll instead of one fixed sleep: on a loaded host the next stats sample can come late.
+        deadline = time.time() + 5.0
+        while True:
+            rows = [json.loads(x) for x in (tmp_path / "links" / "tc_stats.jsonl").read_text().splitlines()]
+            if sc.points[1].rate_mbit in {r["rate_mbit"] for r in rows} or time.time() > deadline:
+                break
+            time.sleep(0.2)
     finally:
         backend.down()
     rates = {r["rate_mbit"] for r in rows}
