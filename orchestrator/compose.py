@@ -92,14 +92,14 @@ def render_compose(
     ``quota``, and the coordinator gets the stretch and the profiles to use."""
     from orchestrator.hostprofiles import run_profiles
     from orchestrator.netem.devices import node_quota
+    from orchestrator.runner import resolve_device_time
     from orchestrator.simulator import node_speed
     from orchestrator.spec import DEFAULT_POLICIES
     from orchestrator.timescale import estimate_headroom, stretch_spec
-    from pamdi_node import devicetime
     from pamdi_node.models.profile import profile_filename
 
     out_dir = Path(out_dir)
-    device_time = devicetime.check(device_time or spec.device_time or StaticBackend.default_device_time)
+    device_time = resolve_device_time(device_time, spec, StaticBackend)
     run_policies = list(policies) if policies else list(spec.policy)
     if run_policies == ["all"]:
         run_policies = list(DEFAULT_POLICIES)

@@ -118,7 +118,7 @@ def build_configs(
     from orchestrator.simulator import node_speed
 
     opts = options or RunOptions()
-    device_time = devicetime.check(opts.device_time or spec.device_time or "native")
+    device_time = resolve_device_time(opts.device_time, spec, None)
     params = dict(params if params is not None else policy_params(spec, policy, views))
     graph = spec.neighbours()
     speeds = {n.name: node_speed(n) for n in spec.nodes}
