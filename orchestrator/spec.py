@@ -6,41 +6,108 @@ priorities, and the policies to run. ``load_spec`` returns a frozen ``Experiment
 
 Link rates are link-layer (tc) rates; the simulator and the emulators budget the measured
 goodput factor on top of them.
+
+A spec may come from anyone, so every refusal happens here, before anything starts, as **one line**
+``<file>: <field>: <why>`` (``SpecError``; the CLI prints it and exits 2). What is refused:
+
+- YAML (``orchestrator/specfile.py``): a file over ``MAX_SPEC_BYTES`` or not a regular file,
+  duplicate mapping keys (named with both lines), more than ``MAX_YAML_NODES`` nodes after alias
+  expansion (billion laughs), nesting deeper than ``MAX_YAML_DEPTH``, a scalar over
+  ``MAX_SCALAR_CHARS`` characters.
+- Numbers: NaN and ±inf anywhere (``allow_inf_nan=False``, also in ``accuracy`` and
+  ``policy_params``); every duration at most one day (``MAX_MS``/``MAX_S``; the beacon period at
+  most the agents' 60 s); counts bounded (``MAX_SAMPLES`` samples, ``MAX_NODES`` nodes, ...);
+  ``seed`` and integer policy parameters in what msgpack carries (0 <= seed < 2**63).
+- Names: the spec ``name`` becomes a run folder and run id (``SPEC_NAME_PATTERN``, no ``..``);
+  node and source names the stricter ``Name`` (namespace, container and file names); a link
+  ``scenario`` the catalogue's name pattern.
+- Catalogues: a node ``device`` must be a known device profile; when loading a file
+  (``load_spec``, or ``parse_spec(check_files=True)``) a link ``scenario`` must be in the radio
+  scenario catalogue and a source's ``data`` an existing, readable ``.npy`` array of numbers with at
+  least one sample. Those two are left to the caller otherwise: the scenario catalogue includes the
+  user's own (``$PAMDI_SCENARIOS_DIR``, read at use) and a data path is opened by the agents, which may
+  run elsewhere (a Colosseum SRN).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+import re
+import reprlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from pamdi_node.models import MODEL_NAMES
 from pamdi_node.policies.base import DEFAULT_PARTITIONS, PER_BLOCK
+from radio_scenarios import NAME_PATTERN as SCENARIO_NAME_PATTERN
 
 POLICY_NAMES: tuple[str, ...] = ("local", "ar-mdi", "ms-mdi", "pa-mdi", "ddi", "pa-mdi-static")
 # Policies the paper compares; "all" expands to these.
 DEFAULT_POLICIES: tuple[str, ...] = ("local", "ar-mdi", "ms-mdi", "pa-mdi", "ddi")
 
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,14}$", description="lowercase, ≤15 chars")]
+# The spec name becomes ``results/runs/<name>-<backend>-<time>`` and the run id: no separators, no
+# leading dot or dash (hidden files, options), nothing a shell would interpret.
+SPEC_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+# Upper bounds. Durations: one day is far beyond any experiment here and keeps every sum and product
+# of them finite and exact enough; the beacon period matches the agents' own limit (60 s).
+MAX_MS = 86_400_000.0  # one day in ms
+MAX_S = 86_400.0  # one day in s
+MAX_BEACON_MS = 60_000.0
+MAX_SAMPLES = 1_000_000  # per source
+MAX_PRIORITY = 1e6  # the wire accepts up to 1e12; ratios of 1e6 already saturate every policy
+MAX_PARTITIONS = 1024  # a task's path is limited to 1,024 hops on the wire
+MAX_NODES = 256
+MAX_LINKS = MAX_NODES * (MAX_NODES - 1) // 2  # a full mesh of MAX_NODES
+MAX_SOURCES = 256
+MAX_FAILURES = 1024
+MAX_POLICIES = 16
+MAX_POLICY_PARAMS = 64
+MAX_MEMORY_MB = 1 << 20  # 1 TiB
+SEED_LIMIT = 1 << 63  # seeds and integer parameters travel in msgpack: below 2**63 fits signed and unsigned 64 bits
+MAX_TEXT = 4096  # description, paths, string parameters
+# The YAML file itself.
+
+_PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+# Untrusted values in messages: bounded in length and depth, escaped (repr), never whole.
+_repr = reprlib.Repr()
+_repr.maxstring = 40
+_repr.maxother = 40
+_repr.maxlevel = 2
+
+
+def _show(value: object) -> str:
+    return _repr.repr(value)
 
 
 class SpecError(ValueError):
-    """A spec is wrong; the message names the field at fault."""
+    """A spec is wrong; the message is one line naming the file and the field at fault."""
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: a NaN or infinite number anywhere (e.g. `interval_ms: .inf`, which made
+    # `simulate` wait forever) is refused as "Input should be a finite number".
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+def _checking_files(info: ValidationInfo) -> bool:
+    """Whether this validation also checks what lies outside the spec (catalogue, data files)."""
+    return bool(isinstance(info.context, dict) and info.context.get("check_files"))
 
 
 class LinkParams(_Frozen):
@@ -48,7 +115,20 @@ class LinkParams(_Frozen):
     delay_ms: float = Field(default=0.0, ge=0, le=10_000)
     loss: float = Field(default=0.0, ge=0, lt=1)
     # Name of a radio scenario (radio_scenarios catalogue) that drives the link over time.
-    scenario: str | None = None
+    scenario: str | None = Field(default=None, pattern=SCENARIO_NAME_PATTERN)
+
+    @field_validator("scenario")
+    @classmethod
+    def _known_scenario(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None or not _checking_files(info):
+            return v
+        import radio_scenarios
+
+        try:
+            radio_scenarios.get(v)
+        except radio_scenarios.ScenarioError as err:
+            raise ValueError(str(err)) from None
+        return v
 
 
 class Link(LinkParams):
@@ -73,33 +153,46 @@ class Node(_Frozen):
     # Optional named device profile (e.g. "xavier-nx"); when set, its calibrated speed is used.
     device: str | None = None
     threads: int = Field(default=1, ge=1, le=256)
-    memory_mb: int | None = Field(default=None, gt=0)
+    memory_mb: int | None = Field(default=None, gt=0, le=MAX_MEMORY_MB)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str | None) -> str | None:
+        # Here, not when simulating: an unknown device used to surface as a 53-line traceback.
+        from orchestrator.simulator.devices import DEVICE_SPEEDS  # lazy: the simulator imports this module
+
+        if v is not None and v not in DEVICE_SPEEDS:
+            raise ValueError(f"unknown device {_show(v)}; known: {', '.join(sorted(DEVICE_SPEEDS))}")
+        return v
 
 
 class Source(_Frozen):
     name: Name
     node: Name
     model: str
-    priority: float = Field(default=1.0, gt=0, description="priority weight gamma")
-    samples: int = Field(default=100, ge=1, le=10_000_000)
-    interval_ms: float | None = Field(default=None, gt=0)
-    rate_hz: float | None = Field(default=None, gt=0)
+    priority: float = Field(default=1.0, gt=0, le=MAX_PRIORITY, description="priority weight gamma")
+    samples: int = Field(default=100, ge=1, le=MAX_SAMPLES)
+    interval_ms: float | None = Field(default=None, gt=0, le=MAX_MS)
+    # At least one per day (the interval bound), at most one per microsecond.
+    rate_hz: float | None = Field(default=None, ge=1000.0 / MAX_MS, le=1e6)
     # "periodic" submits every interval; "poisson" draws exponential gaps with that mean (seeded).
     arrival: Literal["periodic", "poisson"] = "periodic"
-    start_ms: float = Field(default=0.0, ge=0)
+    start_ms: float = Field(default=0.0, ge=0, le=MAX_MS)
     batch: int = Field(default=1, ge=1, le=4096)
     # Partitions the model is cut into for the per-boundary decision: a count of ~equal-compute
     # partitions (default 4, as the authors' PA-MDI demo and code; a model with fewer blocks gets
     # one per block), or "blocks" for one partition per block.
     partitions: int | Literal["blocks"] = DEFAULT_PARTITIONS
-    # Optional input data (image folder, CIFAR-10 batch, token file); synthetic seeded inputs otherwise.
-    data: str | None = None
+    # Optional input data: a ``.npy`` array with samples on the first axis (e.g. a CIFAR-10 batch as
+    # float32 NCHW, or token ids), opened by the source's agent as given (relative paths from its
+    # working directory); synthetic seeded inputs otherwise.
+    data: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT)
 
     @field_validator("model")
     @classmethod
     def _known_model(cls, v: str) -> str:
         if v not in MODEL_NAMES:
-            raise ValueError(f"unknown model {v!r}; known: {', '.join(MODEL_NAMES)}")
+            raise ValueError(f"unknown model {_show(v)}; known: {', '.join(MODEL_NAMES)}")
         return v
 
     @field_validator("partitions", mode="before")
@@ -107,9 +200,21 @@ class Source(_Frozen):
     def _partitions(cls, v: object) -> object:
         if v == PER_BLOCK and isinstance(v, str):
             return v
-        if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
+        if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_PARTITIONS:
             return v
-        raise ValueError(f"partitions must be a whole number >= 1 or {PER_BLOCK!r} (one per block), got {v!r}")
+        raise ValueError(f"partitions must be a whole number in 1..{MAX_PARTITIONS} or {PER_BLOCK!r} (one per block), "
+                         f"got {_show(v)}")
+
+    @field_validator("data")
+    @classmethod
+    def _data_file(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        if "\0" in v or not v.endswith(".npy"):
+            raise ValueError(f"{_show(v)} is not a .npy file (only .npy arrays, samples on the first axis, are read)")
+        if _checking_files(info):
+            _check_npy(v)
+        return v
 
     @model_validator(mode="after")
     def _one_rate(self) -> Source:
@@ -129,30 +234,61 @@ class Source(_Frozen):
 
 class Failure(_Frozen):
     node: Name
-    at_s: float = Field(ge=0)
+    at_s: float = Field(ge=0, le=MAX_S)
     # Seconds after which the node comes back (None = never).
-    recover_after_s: float | None = Field(default=None, gt=0)
+    recover_after_s: float | None = Field(default=None, gt=0, le=MAX_S)
 
 
 class ExperimentSpec(_Frozen):
-    name: str = "experiment"
-    description: str = ""
-    seed: int = 0
-    nodes: tuple[Node, ...] = Field(min_length=1)
+    name: str = Field(default="experiment", pattern=SPEC_NAME_PATTERN)
+    description: str = Field(default="", max_length=MAX_TEXT)
+    seed: int = Field(default=0, ge=0, lt=SEED_LIMIT)
+    nodes: tuple[Node, ...] = Field(min_length=1, max_length=MAX_NODES)
     full_mesh: LinkParams | None = None
-    links: tuple[Link, ...] = ()
-    sources: tuple[Source, ...] = Field(min_length=1)
+    links: tuple[Link, ...] = Field(default=(), max_length=MAX_LINKS)
+    sources: tuple[Source, ...] = Field(min_length=1, max_length=MAX_SOURCES)
     accuracy: dict[str, float] = Field(default_factory=dict)
-    policy: tuple[str, ...] = ("pa-mdi",)
+    policy: tuple[str, ...] = Field(default=("pa-mdi",), min_length=1, max_length=MAX_POLICIES)
     # Free-form parameters for the policies (see each policy module's docstring).
     policy_params: dict[str, float | int | str | bool] = Field(default_factory=dict)
-    beacon_period_ms: float = Field(default=100.0, gt=0)
-    failures: tuple[Failure, ...] = ()
+    beacon_period_ms: float = Field(default=100.0, gt=0, le=MAX_BEACON_MS)
+    failures: tuple[Failure, ...] = Field(default=(), max_length=MAX_FAILURES)
     # Profile set to use (a folder of profile JSON files); None = the shipped profiles for simulation,
     # this host's own (measured on first use, cached) for emulation.
-    profiles: str | None = None
+    profiles: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT)
     # Device-time model of an emulation (pamdi_node/devicetime.py); None = the backend's default.
     device_time: Literal["profile", "quota", "native"] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if ".." in v:
+            raise ValueError(f"{_show(v)} contains '..' (the name becomes a folder name)")
+        return v
+
+    @field_validator("policy_params", mode="before")
+    @classmethod
+    def _plain_params(cls, v: object) -> object:
+        # Checked before the union validation, which would report each failed member of
+        # `float | int | str | bool` as a separate error; these values travel to the agents in msgpack.
+        if not isinstance(v, dict):
+            return v
+        if len(v) > MAX_POLICY_PARAMS:
+            raise ValueError(f"{len(v)} parameters; at most {MAX_POLICY_PARAMS}")
+        for key, x in v.items():
+            if not isinstance(key, str) or not _PARAM_KEY.fullmatch(key):
+                raise ValueError(f"parameter name {_show(key)} is not a plain name (letters, digits, '_', '.', '-')")
+            if isinstance(x, bool):
+                continue
+            if isinstance(x, int) and not -SEED_LIMIT <= x < SEED_LIMIT:
+                raise ValueError(f"{key}: {_show(x)} does not fit in 64 bits")
+            if isinstance(x, float) and not math.isfinite(x):
+                raise ValueError(f"{key}: must be a finite number, got {x}")
+            if isinstance(x, str) and len(x) > MAX_TEXT:
+                raise ValueError(f"{key}: a string of {len(x)} characters; at most {MAX_TEXT}")
+            if not isinstance(x, int | float | str):
+                raise ValueError(f"{key}: must be a number, a string or a bool, got {type(x).__name__}")
+        return v
 
     @field_validator("policy", mode="before")
     @classmethod
@@ -166,7 +302,7 @@ class ExperimentSpec(_Frozen):
     def _known_policies(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for p in v:
             if p not in POLICY_NAMES:
-                raise ValueError(f"unknown policy {p!r}; known: {', '.join(POLICY_NAMES)}, all")
+                raise ValueError(f"unknown policy {_show(p)}; known: {', '.join(POLICY_NAMES)}, all")
         return v
 
     @field_validator("accuracy")
@@ -174,7 +310,7 @@ class ExperimentSpec(_Frozen):
     def _accuracy_range(cls, v: dict[str, float]) -> dict[str, float]:
         for model, acc in v.items():
             if model not in MODEL_NAMES:
-                raise ValueError(f"accuracy given for unknown model {model!r}")
+                raise ValueError(f"accuracy given for unknown model {_show(model)}")
             if not 0 < acc <= 1:
                 raise ValueError(f"accuracy of {model!r} must be in (0, 1], got {acc}")
         return v
@@ -246,32 +382,75 @@ def _no_duplicates(what: str, names: Iterable[str]) -> None:
         seen.add(n)
 
 
+def _check_npy(path: str) -> None:
+    """A source's data file: a regular, readable ``.npy`` array of numbers with at least one sample,
+    read as the agent reads it (memory-mapped, no pickles) so that what passes here loads there."""
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():  # also refuses FIFOs and devices, which would block or never end
+        raise ValueError(f"{_show(path)}: no such regular file")
+    try:
+        with p.open("rb") as fh:
+            magic = fh.read(len(np.lib.format.MAGIC_PREFIX))
+        # Checked first: numpy calls anything without this header "pickled data".
+        arr = np.load(p, mmap_mode="r", allow_pickle=False) if magic == np.lib.format.MAGIC_PREFIX else None
+    except PermissionError:
+        raise ValueError(f"{_show(path)}: not readable (permission denied)") from None
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"{_show(path)}: not a .npy array ({_clip(str(err))})") from None
+    if arr is None:
+        raise ValueError(f"{_show(path)}: not a .npy file (no NUMPY header)")
+    if not isinstance(arr, np.ndarray):  # e.g. an .npz archive under a .npy name
+        raise ValueError(f"{_show(path)}: not a single .npy array")
+    if arr.dtype.kind not in "biuf" or arr.ndim < 1 or arr.shape[0] < 1:
+        raise ValueError(f"{_show(path)}: an array of {_show(str(arr.dtype))} with shape {arr.shape}; "
+                         "sources need numbers with at least one sample on the first axis")
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())  # one line, whatever the source
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+def _loc(parts: Iterable[object]) -> str:
+    return ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in parts).replace(".[", "[")
+
+
 def _format_error(err: ValidationError, origin: str) -> str:
-    lines = [f"{origin}: invalid experiment spec"]
-    for e in err.errors():
-        loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in e["loc"]).replace(".[", "[")
-        msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"  {loc or '(top level)'}: {msg}")
-    return "\n".join(lines)
+    """One line: the first error with its field, then the other fields at fault, if any."""
+    errors = err.errors(include_url=False, include_input=False)
+    # A tuple with a bad item also reports itself "too short" (its items are counted after
+    # validation): an echo of the item's error, not a second fault.
+    echoes = [e for e in errors if e["type"] == "too_short"
+              and any(o is not e and o["loc"][:len(e["loc"])] == e["loc"] for o in errors)]
+    errors = [e for e in errors if e not in echoes] or errors
+    first = errors[0]
+    # Messages are ours or pydantic's, with untrusted values already bounded (``_show``); the clip
+    # only keeps the line whole. Long enough for a catalogue listing (26 scenario names).
+    loc, msg = _loc(first["loc"]), _clip(first["msg"].removeprefix("Value error, "), 1000)
+    line = f"{origin}: {loc}: {msg}" if loc else f"{origin}: {msg}"
+    others = list(dict.fromkeys(_loc(e["loc"]) or "(top level)" for e in errors[1:]))
+    if others:
+        line += f" (also: {', '.join(others[:4])}{', ...' if len(others) > 4 else ''})"
+    return line
 
 
-def parse_spec(data: object, origin: str = "<spec>") -> ExperimentSpec:
+def parse_spec(data: object, origin: str = "<spec>", *, check_files: bool = False) -> ExperimentSpec:
+    """Validate a spec given as data. ``check_files`` also checks what lies outside it: each link
+    scenario against the radio scenario catalogue and each source's data file (``load_spec`` does)."""
     if not isinstance(data, dict):
         raise SpecError(f"{origin}: a spec must be a YAML mapping, got {type(data).__name__}")
     try:
-        return ExperimentSpec.model_validate(data)
+        return ExperimentSpec.model_validate(data, context={"check_files": check_files})
     except ValidationError as err:
         raise SpecError(_format_error(err, origin)) from None
 
 
-def load_spec(path: str | Path) -> ExperimentSpec:
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as err:
-        raise SpecError(f"{p}: cannot read spec ({err.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise SpecError(f"{p}: not valid YAML: {err}") from None
-    return parse_spec(data, str(p))
+def load_spec(path: str | Path, *, check_files: bool = True) -> ExperimentSpec:
+    """Read, check and validate a spec file; ``SpecError`` otherwise. ``check_files=False`` skips the
+    catalogue and data-file checks, for a copy of a spec already checked where it was written (e.g.
+    inside a container, which lacks the user's own scenarios)."""
+    from orchestrator.specfile import read_spec_yaml
+
+    return parse_spec(read_spec_yaml(Path(path)), str(path), check_files=check_files)

@@ -17,12 +17,21 @@ builds a single array: frame count, header size, msgpack limits, version, type, 
 type and bounds, the dtype whitelist, shape × itemsize == frame length and the total message size.
 Errors raise ``WireError`` whose message names the frame and field at fault.
 
+Hostile input: *every* decode failure is a ``WireError`` (a receiver needs one ``except``). Before
+msgpack builds the header, a skip pass in C checks that every declared item is present, since
+msgpack preallocates what an array declares (1,000 nested "65,536-item" arrays in 5 KB cost it
+0.4 s and 66 MB); the build is capped at ``MAX_CONTAINERS`` lists and maps, and the result at
+``MAX_DEPTH`` levels (msgpack itself allows 1,024, deep enough for ``repr`` to hit RecursionError).
+Error messages describe untrusted values (type, size, a short escaped prefix) and never ``repr``
+them whole: a deep or huge value cannot blow up the formatting or the logs.
+
 This module imports neither torch nor anything from the orchestrator, so ``pamdi node ping`` and the
 orchestrator's control plane stay light.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import uuid
@@ -47,6 +56,17 @@ MAX_STR = 4096
 MAX_NAME = 64
 MAX_LIST = 65536
 MAX_MAP = 4096
+# Containers nested in one header, the header map included. Real messages reach about 10 (a config
+# carrying a pa-mdi-static plan); far below the interpreter's recursion limit, so nothing that walks
+# a decoded header (formatting, validation, the agent's own code) can hit RecursionError.
+MAX_DEPTH = 32
+# Lists and maps in one header: far above any real message (a header is at most 1 MiB anyway), and
+# it bounds the objects msgpack builds from a header of empty containers (~1M otherwise).
+MAX_CONTAINERS = 1 << 16
+# Longest prefix of an untrusted string quoted in an error message.
+_SHOW_CHARS = 32
+# msgpack type bytes that open a list or a map: fixmap, fixarray, array 16/32, map 16/32.
+_OPENERS = bytes([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
 
 DTYPES: Mapping[str, np.dtype] = {
     name: np.dtype(name)
@@ -242,7 +262,17 @@ def _frame_view(frame: Any) -> memoryview:
 
 
 def decode(frames: Sequence[Any]) -> Message:
-    """Validate and decode the frames of one message (without a routing identity)."""
+    """Validate and decode the frames of one message (without a routing identity). Anything wrong
+    with the frames raises ``WireError`` and nothing else."""
+    try:
+        return _decode(frames)
+    except WireError:
+        raise
+    except Exception as err:  # last resort: whatever slipped past the checks is still a malformed message
+        raise WireError(f"malformed message ({type(err).__name__})") from None
+
+
+def _decode(frames: Sequence[Any]) -> Message:
     if not frames:
         raise WireError("empty message: no header frame")
     if len(frames) > MAX_FRAMES:
@@ -252,19 +282,7 @@ def decode(frames: Sequence[Any]) -> Message:
         raise WireError(f"frame 0 (header): {sizes[0]} bytes exceeds the maximum {MAX_HEADER_BYTES}")
     if sum(sizes) > MAX_MESSAGE_BYTES:
         raise WireError(f"message of {sum(sizes)} bytes exceeds the maximum {MAX_MESSAGE_BYTES}")
-    try:
-        header = msgpack.unpackb(
-            _frame_view(frames[0]),
-            raw=False,
-            strict_map_key=True,
-            max_str_len=MAX_HEADER_BYTES,
-            max_bin_len=0,
-            max_array_len=MAX_LIST,
-            max_map_len=MAX_MAP,
-            max_ext_len=0,
-        )
-    except Exception as err:  # msgpack raises several unrelated types for bad input
-        raise WireError(f"frame 0 (header): not a valid msgpack map ({type(err).__name__}: {err})") from None
+    header = _unpack_header(bytes(_frame_view(frames[0])))  # one copy of at most MAX_HEADER_BYTES
     _check_header(header, sizes[1:])
     arrays: list[np.ndarray] = []
     for i, spec in enumerate(header["tensors"]):
@@ -282,20 +300,72 @@ def decode(frames: Sequence[Any]) -> Message:
     )
 
 
+def _unpack_header(raw: bytes) -> Any:
+    """The header frame unpacked, with its allocation bounded whatever it declares."""
+    n = len(raw)
+    # An item takes at least one byte, so a count above the frame length is a lie; tying the limits
+    # to it bounds what msgpack preallocates for a declared container.
+    limits: dict[str, int] = {"max_str_len": min(MAX_HEADER_BYTES, n), "max_bin_len": 0, "max_ext_len": 0,
+                              "max_array_len": min(MAX_LIST, n), "max_map_len": min(MAX_MAP, n // 2)}
+    # Every list or map starts with one of these bytes, so their count bounds both the number of
+    # containers and their depth: the checks below run only where that bound is not already enough
+    # (a peer's header has a handful; this costs one pass in C).
+    openers = n - len(raw.translate(None, _OPENERS))
+    hooks: dict[str, Any] = {}
+    if openers > MAX_CONTAINERS:
+        built = itertools.count(1)
+
+        def count(container: Any) -> Any:  # called by msgpack for every list and map it has built
+            if next(built) > MAX_CONTAINERS:
+                raise WireError(f"frame 0 (header): more than {MAX_CONTAINERS} lists and maps")
+            return container
+
+        hooks = {"list_hook": count, "object_hook": count}
+    try:
+        # First a walk in C that builds nothing: it fails if any declared item is missing, so nested
+        # lying counts (1,000 arrays of "65,536 items" in 5 KB) never reach the building pass.
+        walk = msgpack.Unpacker(max_buffer_size=max(n, 1), **limits)
+        walk.feed(raw)
+        walk.skip()
+        if walk.tell() != n:
+            raise WireError(f"frame 0 (header): {n - walk.tell()} bytes after the header")
+        header = msgpack.unpackb(raw, raw=False, strict_map_key=True, **hooks, **limits)
+    except WireError:
+        raise
+    except Exception as err:  # msgpack raises several unrelated types for bad input
+        why = f"{type(err).__name__}: {_clip(str(err))}"
+        raise WireError(f"frame 0 (header): not a valid msgpack map ({why})") from None
+    if openers > MAX_DEPTH:
+        _check_depth(header)
+    return header
+
+
+def _check_depth(header: Any) -> None:
+    """Refuse containers nested deeper than ``MAX_DEPTH`` (msgpack itself allows 1,024), level by
+    level without recursion, so that nothing walking the header later can hit RecursionError."""
+    level = [header] if type(header) in (dict, list) else []
+    for _ in range(MAX_DEPTH):
+        if not level:
+            return
+        level = [c for o in level for c in (o.values() if type(o) is dict else o) if type(c) in (dict, list)]
+    if level:
+        raise WireError(f"frame 0 (header): lists and maps nested deeper than {MAX_DEPTH} levels")
+
+
 def _check_header(header: Any, tensor_sizes: Sequence[int]) -> None:
     if not isinstance(header, dict):
         raise WireError(f"frame 0 (header): expected a msgpack map, got {type(header).__name__}")
     v = header.get("v")
-    if v != PROTOCOL_VERSION:
+    if type(v) is not int or v != PROTOCOL_VERSION:  # `type` so that True (== 1) is not version 1
         raise WireError(
-            f"frame 0 field 'v': protocol version {v!r} not supported (this agent speaks {PROTOCOL_VERSION})"
+            f"frame 0 field 'v': protocol version {_show(v)} not supported (this agent speaks {PROTOCOL_VERSION})"
         )
     unknown = set(header) - {"v", "t", "src", "id", "ts", "body", "tensors"}
     if unknown:
-        raise WireError(f"frame 0: unknown header field(s) {sorted(unknown)}")
+        raise WireError(f"frame 0: unknown header field(s) {_names(unknown)}")
     t = header.get("t")
     if not isinstance(t, str) or t not in MSG_TYPES:
-        raise WireError(f"frame 0 field 't': unknown message type {t!r}")
+        raise WireError(f"frame 0 field 't': unknown message type {_show(t)}")
     for key in ("src", "id"):
         _check_value(f"frame 0 field {key!r}", header.get(key), F(_NAME))
     _check_value("frame 0 field 'ts'", header.get("ts"), F(_NUM))
@@ -311,7 +381,7 @@ def _check_header(header: Any, tensor_sizes: Sequence[int]) -> None:
         _check_value(f"frame 0 body of {t!r} field {name!r}", body[name], spec)
     extra = set(body) - set(schema)
     if extra:
-        raise WireError(f"frame 0 body of {t!r}: unknown field(s) {sorted(map(str, extra))}")
+        raise WireError(f"frame 0 body of {t!r}: unknown field(s) {_names(extra)}")
     specs = header.get("tensors")
     if not isinstance(specs, list):
         raise WireError(f"frame 0 field 'tensors': expected a list, got {type(specs).__name__}")
@@ -325,14 +395,14 @@ def _check_header(header: Any, tensor_sizes: Sequence[int]) -> None:
             raise WireError(f"{where}: descriptor must be a map with exactly 'dtype' and 'shape'")
         dt = spec["dtype"]
         if not isinstance(dt, str) or dt not in DTYPES:
-            raise WireError(f"{where} field 'dtype': {dt!r} is not allowed (allowed: {', '.join(DTYPES)})")
+            raise WireError(f"{where} field 'dtype': {_show(dt)} is not allowed (allowed: {', '.join(DTYPES)})")
         shape = spec["shape"]
         if (
             not isinstance(shape, list)
             or len(shape) > MAX_NDIM
             or not all(type(d) is int and 0 <= d <= MAX_FRAME_BYTES for d in shape)
         ):
-            raise WireError(f"{where} field 'shape': expected up to {MAX_NDIM} non-negative ints, got {shape!r}")
+            raise WireError(f"{where} field 'shape': expected up to {MAX_NDIM} non-negative ints, got {_short(shape)}")
         expected = math.prod(shape) * DTYPES[dt].itemsize
         if expected != tensor_sizes[i]:
             raise WireError(
@@ -377,9 +447,39 @@ def _check_value(where: str, value: Any, spec: F) -> None:
     raise AssertionError(kind)
 
 
+def _show(value: Any) -> str:
+    """A bounded description of an untrusted value: small scalars as they are, strings as a short
+    escaped prefix, containers by their size only (never their contents, which may nest deeply)."""
+    if value is None or isinstance(value, bool | float):
+        return repr(value)  # bounded: at most ~25 characters
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10**12 else f"an int of {value.bit_length()} bits"
+    if isinstance(value, str):
+        if len(value) <= _SHOW_CHARS:
+            return repr(value)
+        return f"{value[:_SHOW_CHARS]!r}... ({len(value)} characters)"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"{len(value)} bytes"
+    if isinstance(value, list | tuple):
+        return f"{len(value)} items"
+    if isinstance(value, dict):
+        return f"{len(value)} entries"
+    return "a value"
+
+
 def _short(value: Any) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+    return f"{type(value).__name__} {_show(value)}"
+
+
+def _names(keys: set[Any], limit: int = 4) -> str:
+    """Unknown field names, sorted, at most ``limit`` of them, each shown bounded."""
+    names = sorted(str(k) for k in keys)
+    shown = ", ".join(_show(k) for k in names[:limit])
+    return f"[{shown}{f', ... ({len(names)} in all)' if len(names) > limit else ''}]"
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def error_frames(src: str, reason: str, in_reply_to: str | None = None) -> list[Any]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import random
+import tracemalloc
 
 import msgpack
 import numpy as np
@@ -129,3 +132,152 @@ def test_random_headers_only_ever_raise_wire_error(msg_type: str, body: dict, te
     header = {"v": 1, "t": msg_type, "src": "a", "id": "x", "ts": 1.0, "body": body, "tensors": tensors}
     with contextlib.suppress(wire.WireError):
         wire.decode([msgpack.packb(header), b"\x00" * 16])
+
+
+# ------------------------------------------------------------------------------ hostile headers
+def _ping_header(**changes: object) -> dict:
+    header = {"v": 1, "t": wire.PING, "src": "a", "id": "x", "ts": 1.0, "body": {}, "tensors": []}
+    header.update(changes)
+    return header
+
+
+def _nested(depth: int, leaf: object = 1) -> object:
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("field", ["v", "t", "src", "id", "ts", "body", "tensors"])
+def test_deeply_nested_header_field_is_a_wire_error(field: str) -> None:
+    # The measured crash: ~1,000 levels in 'v' made repr() raise RecursionError past the agent's
+    # WireError handler. 1,010 levels of fixarray are a 1,059-byte frame.
+    frame = msgpack.packb(_ping_header(**{field: _nested(1010)}))
+    assert len(frame) < 1100
+    with pytest.raises(wire.WireError) as err:
+        wire.decode([frame])
+    assert len(str(err.value)) < 200
+
+
+def test_deep_body_values_are_refused_beyond_max_depth() -> None:
+    # Depth counts the header map itself: header -> body -> config -> nested lists.
+    ok = _ping_header(t=wire.CONFIG, body={"config": {"x": _nested(wire.MAX_DEPTH - 3)}})
+    assert wire.decode([msgpack.packb(ok)]).type == wire.CONFIG
+    deep = _ping_header(t=wire.CONFIG, body={"config": {"x": _nested(wire.MAX_DEPTH - 2)}})
+    with pytest.raises(wire.WireError, match=f"nested deeper than {wire.MAX_DEPTH} levels"):
+        wire.decode([msgpack.packb(deep)])
+    # Deeper than msgpack's own stack (1,024): its StackError is a WireError too.
+    with pytest.raises(wire.WireError):
+        wire.decode([b"\x91" * 2000 + b"\xc0"])
+
+
+def test_many_containers_within_depth_still_decode() -> None:
+    # More list/map bytes than MAX_DEPTH: the exact depth check runs, and a real config passes it.
+    config = {"links": [["a", "b", 1e6, 0.001]] * 500, "sources": [{"bounds": [0, 1, 2], "t": [0.5] * 8}] * 20}
+    msg = wire.decode([msgpack.packb(_ping_header(t=wire.CONFIG, body={"config": config}))])
+    assert msg.body["config"] == config
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"\xdd\x00\x01\x00\x00" * 1000,  # 1,000 nested arrays each declaring 65,536 items, in 5 KB
+        b"\xdd\xff\xff\xff\xff",  # an array of 2**32-1 items, and nothing after
+        b"\xdf\xff\xff\xff\xff",  # a map of 2**32-1 entries
+        b"\xdb\x7f\xff\xff\xff" + b"x" * 100,  # a 2 GiB string
+        b"\xc6\x00\x00\x00\x10" + b"x" * 16,  # bin is not allowed at all
+        msgpack.packb([0] * 65537),  # an honest list above MAX_LIST
+        msgpack.packb({str(i): 0 for i in range(4097)}),  # an honest map above MAX_MAP
+        msgpack.packb([[[]] * 60_000] * 15),  # 900,000 empty lists: above MAX_CONTAINERS
+        msgpack.packb(_ping_header()) + b"\x00",  # trailing bytes
+    ],
+    ids=["nested-lying-arrays", "array32", "map32", "str32", "bin", "long-list", "big-map", "many-lists", "extra"],
+)
+def test_oversized_or_lying_counts_are_refused_before_allocating(frame: bytes) -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(wire.WireError):
+            wire.decode([frame])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # Without the checks the first frame made msgpack preallocate 1,000 x 512 KiB.
+    assert peak < 16 << 20, peak
+
+
+_NUMERIC: list[tuple[str, str]] = [
+    (t, name) for t, schema in sorted(wire.BODY_SCHEMAS.items()) for name, f in sorted(schema.items())
+    if f.kind in ("num", "int")
+]
+
+
+def _valid_body(msg_type: str) -> dict:
+    """A body that passes the schema of ``msg_type``: every field present with a plain value."""
+    values = {"str": "x", "name": "x", "int": 0, "num": 0.0, "bool": False, "list": [], "map": {}, "any": None}
+    return {name: values[f.kind] for name, f in wire.BODY_SCHEMAS[msg_type].items()}
+
+
+@pytest.mark.parametrize(("msg_type", "field"), _NUMERIC)
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_nan_and_inf_in_numeric_fields_are_refused_naming_the_field(msg_type: str, field: str, bad: float) -> None:
+    # Current semantics: numeric body fields take finite numbers only (ints take ints only).
+    body = _valid_body(msg_type)
+    wire.decode([msgpack.packb(_ping_header(t=msg_type, body=body))])  # the base body is valid
+    body[field] = bad
+    with pytest.raises(wire.WireError, match=f"field '{field}'"):
+        wire.decode([msgpack.packb(_ping_header(t=msg_type, body=body))])
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_nan_and_inf_timestamps_are_refused(bad: float) -> None:
+    with pytest.raises(wire.WireError, match="field 'ts'"):
+        wire.decode([msgpack.packb(_ping_header(ts=bad))])
+
+
+def test_true_is_not_protocol_version_one() -> None:
+    with pytest.raises(wire.WireError, match="field 'v'"):
+        wire.decode([msgpack.packb(_ping_header(v=True))])
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        _ping_header(src="\n" * 100_000),
+        _ping_header(v="x" * 100_000),
+        _ping_header(t="\x1b[2J" * 10_000),
+        _ping_header(tensors=[{"dtype": "y" * 100_000, "shape": [1]}]),
+        _ping_header(tensors=[{"dtype": "float32", "shape": [[1] * 10_000]}]),
+        _ping_header(body={f"k{i}" * 50: 0 for i in range(1000)}),
+        _ping_header(**{f"extra{i}" * 50: 0 for i in range(1000)}),
+        _ping_header(v=1 << 63),
+    ],
+    ids=["src", "v", "t", "dtype", "shape", "body-keys", "header-keys", "big-int"],
+)
+def test_error_messages_describe_untrusted_values_without_repeating_them(header: dict) -> None:
+    with pytest.raises(wire.WireError) as err:
+        wire.decode([msgpack.packb(header), b"\x00" * 4] if header["tensors"] else [msgpack.packb(header)])
+    text = str(err.value)
+    assert len(text) < 400 and "\n" not in text and "\x1b" not in text, text
+
+
+def test_random_garbage_frames_only_ever_raise_wire_error() -> None:
+    rng = random.Random(11)
+    valid = [bytes(x) for x in wire.encode(wire.TASK, "a", _task_body(placements=[["a", 1, 3]]),
+                                           [np.zeros(4, np.float32)])]
+    for i in range(2000):
+        if i % 2:  # random bytes of random length, sometimes starting like a msgpack map
+            frame = rng.choice([b"", b"\x87", b"\xde\x00\x07"]) + rng.randbytes(rng.randrange(0, 300))
+        else:  # a valid header with a few bytes flipped, cut or repeated
+            frame = bytearray(valid[0])
+            for _ in range(rng.randrange(1, 4)):
+                frame[rng.randrange(len(frame))] = rng.randrange(256)
+            frame = bytes(frame[: rng.randrange(1, len(frame) + 1)]) * rng.choice([1, 1, 2])
+        frames = [frame, *([valid[1]] * rng.randrange(0, 3))]
+        with contextlib.suppress(wire.WireError):
+            wire.decode(frames)
+
+
+@pytest.mark.parametrize("frames", [[object()], ["text"], [None], [b"\x80", 5], [memoryview(b"\x80").cast("c")]])
+def test_frames_of_the_wrong_type_are_wire_errors(frames: list) -> None:
+    with pytest.raises(wire.WireError):
+        wire.decode(frames)
