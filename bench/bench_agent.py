@@ -21,7 +21,8 @@
    gets the beacons its view stands for (speed, queue, per-weight queue, residual, link backlog) and
    the holder's queue as the executor would report it; then the timed part is what
    ``RunState.decide`` does before trying the candidates: build the ``WorldView``
-   (``PeerTable.world``), ``policy.rank``, the candidate filter and ``needs_handshake``. The
+   (``PeerTable.world``), the worker core's plan (``policy.rank``, the candidate filter and
+   ``needs_handshake``: ``pamdi_node.worker.make_plan``) and its first step. The
    decisions run in the run's order, so the policies' caches see what they would see in a run
    (a table is reused while the beacons it depends on have not changed). Reported per policy and
    case: median and p90 of that cost (``decide``), of ``rank`` alone on the simulator's view
@@ -70,7 +71,8 @@ from pamdi_node.agent.client import AgentClient  # noqa: E402
 from pamdi_node.agent.config import parse_config  # noqa: E402
 from pamdi_node.agent.peers import PeerTable  # noqa: E402
 from pamdi_node.policies import get_policy  # noqa: E402
-from pamdi_node.policies.base import Placement, TaskView, WorldView, needs_handshake  # noqa: E402
+from pamdi_node.policies.base import TaskView, WorldView, partition_end  # noqa: E402
+from pamdi_node.worker import make_plan, next_step  # noqa: E402
 
 
 def _stats(xs: list[float]) -> dict[str, float]:
@@ -426,14 +428,9 @@ def decision_cost(cases: tuple[tuple[str, str, str | None], ...] = DECISION_CASE
                     n = table.sources[task.source].num_blocks
                     t0 = time.perf_counter()
                     view = table.world(t, me.speed, own)
-                    cands: list[Placement] = []
-                    for p in agent_policy.rank(task, view):
-                        usable = (p.start < p.end) if p.node == view.here else (
-                            p.node in view.peers and view.peers[p.node].alive)
-                        if usable and p.start == task.next_block and p.start <= p.end <= n:
-                            cands.append(p)
-                    if any(p.node != view.here for p in cands):
-                        needs_handshake(agent_policy, task, view)
+                    plan = make_plan(agent_policy, task, view, n, partition_end(table.sources[task.source],
+                                                                                task.next_block))
+                    next_step(plan)
                     decide.append(time.perf_counter() - t0)
                 _clear_policy_caches()
                 sim_policy = get_policy(policy, **params)

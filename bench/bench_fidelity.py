@@ -8,7 +8,8 @@ predicts the same schedule with the run's own profiles and measured runtime cost
 
 Writes ``bench/out/bench_fidelity.json`` and prints a table. Usage:
 ``python bench/bench_fidelity.py [SPEC ...] [--backend netns|local|docker] [--max-seconds 60]
-[--policy P ...]``. Run it with nothing else on the machine: the agents need the host's CPU.
+[--policy P ...] [--device-time profile|quota] [--out FILE]``. Run it with nothing else on the
+machine: the agents need the host's CPU.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def main() -> int:
     ap.add_argument("--backend", default="netns" if os.geteuid() == 0 else "local")
     ap.add_argument("--max-seconds", type=float, default=60.0, help="arrivals per policy at most this long")
     ap.add_argument("--policy", action="append", help="policies (default: the paper's five)")
+    ap.add_argument("--device-time", default="profile", choices=("profile", "quota"),
+                    help="profile (the default model) or quota (cgroup quotas; predicted from the "
+                         "calibrated speeds)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "bench_fidelity.json")
     args = ap.parse_args()
     names = args.specs or shipped_specs()
@@ -53,7 +57,7 @@ def main() -> int:
             t0 = time.time()
             summary, spec_rows = run_and_compare(
                 spec, get_backend(args.backend), Path(tmp) / "run",
-                RunOptions(policies=policies, device_time="profile"), base_dir=path.parent)
+                RunOptions(policies=policies, device_time=args.device_time), base_dir=path.parent)
         runs[spec.name] = {"wall_s": round(time.time() - t0, 1), "time_stretch": summary.get("time_stretch"),
                            "headroom": summary.get("headroom"), "profiles": summary.get("profiles"),
                            "samples": {s.name: s.samples for s in spec.sources}}
@@ -62,7 +66,8 @@ def main() -> int:
         _print(rows[-len(spec_rows):], spec.name, summary.get("time_stretch"))
     worst = max((abs(r["gap"]) for r in rows if r["gap"] is not None), default=None)
     within = sum(1 for r in rows if r["gap"] is not None and abs(r["gap"]) <= TARGET_GAP)
-    result = {"backend": args.backend, "max_seconds": args.max_seconds, "policies": policies,
+    result = {"backend": args.backend, "device_time": args.device_time, "max_seconds": args.max_seconds,
+              "policies": policies,
               "target_gap": TARGET_GAP, "rows": rows, "specs": runs, "worst_gap": worst,
               "within_target": within, "compared": sum(1 for r in rows if r["gap"] is not None),
               "wall_s": round(time.time() - t_all, 1)}

@@ -160,4 +160,32 @@ def stretch_spec(spec: ExperimentSpec, k: float) -> ExperimentSpec:
         "nodes": nodes, "links": tuple(link(lk) for lk in spec.links),
         "full_mesh": None if spec.full_mesh is None else link(spec.full_mesh),
         "sources": sources, "failures": failures, "beacon_period_ms": spec.beacon_period_ms * k,
+        "policy_params": stretch_policy_params(spec.policy_params, k),
     })
+
+
+# Policy parameters that are rates (per second): on a time line k times longer they are k times
+# smaller, or a stretched run would weigh them k times more than the model (PA-MDI's aging would
+# let an NTS task overtake TS work k times sooner).
+RATE_PARAMS = ("aging",)
+
+
+def stretch_policy_params(params: Mapping[str, object], k: float) -> dict[str, object]:
+    """``params`` with every policy's rate parameters (given or default) divided by ``k``, scoped
+    to that policy (``pa-mdi.aging``) so that each policy keeps its own value."""
+    import inspect
+
+    from pamdi_node.policies import POLICIES, params_for
+
+    out = dict(params)
+    for name, cls in POLICIES.items():
+        sig = inspect.signature(cls).parameters
+        given = params_for(name, params)
+        for p in RATE_PARAMS:
+            if p in sig:
+                value = given.get(p, sig[p].default)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    out[f"{name}.{p}"] = float(value) / k
+    for p in RATE_PARAMS:
+        out.pop(p, None)  # an unscoped value now lives in each policy's scoped key
+    return out

@@ -4,7 +4,8 @@ One spec goes both ways: through the runner's ``build_configs`` into real agent 
 executor thread, a block store held mid-compute) and through ``build_simulator`` into the engine.
 The same tasks are queued on worker ``a`` in the same order; at the same instant inside the first
 partition, the self view (queue, residual, per-weight queue, the task-by-task list), the view a
-neighbour gets from ``a``'s beacon, and the placements the policy ranks must agree.
+neighbour gets from ``a``'s beacon, the placements the policy ranks, and the steps both drivers
+take through the one worker core's plan (``pamdi_node.worker``) must agree.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from pamdi_node.agent.flow import RunState
 from pamdi_node.agent.peers import PeerTable
 from pamdi_node.agent.tasks import Task
 from pamdi_node.policies import get_policy
-from pamdi_node.policies.base import PeerView, TaskView, WorldView, dead_after_s
+from pamdi_node.policies.base import PeerView, TaskView, WorldView, dead_after_s, partition_end
 from pamdi_node.telemetry import Telemetry
+from pamdi_node.worker import Plan, Step, make_plan, next_step
 from tests.test_simulator_support import synthetic_profile
 
 DELAY_S = 0.002
@@ -143,15 +145,15 @@ def test_agent_views_equal_the_simulators(both: tuple[str, Simulator, dict[str, 
                 rs.peers.on_beacon(sender, body, t0 + DELAY_S)
 
     # Inside the first partition: 40% of it done.
-    first = sim.nodes["a"].busy
-    assert first is not None and first.after > 0 and first.task.id == "ts-0"
-    elapsed = 0.4 * first.dur
+    first = sim.nodes["a"].queue.running
+    assert first is not None and first.after_s > 0 and first.task.id == "ts-0"
+    elapsed = 0.4 * first.est_s
     sim.now = elapsed
     sim_world = sim.world("a")
     agent_world = a.world(t=t0 + elapsed)
     me = sim_world.peers["a"]
-    assert me.residual_s == pytest.approx(0.6 * first.dur)  # only the partition in service ...
-    assert dict(me.queue_by_weight)[first.weight] >= first.after  # ... the rest of its model is queued work
+    assert me.residual_s == pytest.approx(0.6 * first.est_s)  # only the partition in service ...
+    assert dict(me.queue_by_weight)[first.weight] >= first.after_s  # ... the rest of its model is queued work
     assert bool(me.waiting) == bool(getattr(sim.policy, "uses_waiting", False))
     _same_world(agent_world, sim_world)
 
@@ -171,6 +173,24 @@ def test_agent_views_equal_the_simulators(both: tuple[str, Simulator, dict[str, 
         got = rs.policy.rank(tv, rs.world(t=t0 + sim.now))
         assert [(p.node, p.start, p.end) for p in got] == [(p.node, p.start, p.end) for p in want], policy
         assert [p.index for p in got] == pytest.approx([p.index for p in want], rel=1e-6)
+        # Both drivers then walk the one worker core's plan the same way: the steps the simulator
+        # takes (no refusals) are the agent's, handshake and fallback included.
+        n = sim.sources[src].num_blocks
+        end = partition_end(sim.sources[src], 0)
+        sim_plan = make_plan(sim.policy, tv, sim.world(here), n, end, strict=True)
+        agent_plan = make_plan(rs.policy, tv, rs.world(t=t0 + sim.now), n, end)
+        assert (sim_plan.handshake, sim_plan.fallback_index) == pytest.approx(
+            (agent_plan.handshake, agent_plan.fallback_index), rel=1e-6)
+        sim_steps, agent_steps = _steps(sim_plan), _steps(agent_plan)
+        assert [s[:4] for s in agent_steps] == [s[:4] for s in sim_steps], policy
+
+
+def _steps(plan: Plan) -> list[Step]:
+    """Every step of a plan whose offers are all refused, down to the fallback."""
+    steps = []
+    while plan.candidates:
+        steps.append(next_step(plan))
+    return [*steps, next_step(plan)]
 
 
 def test_liveness_rule_is_shared() -> None:
@@ -189,9 +209,12 @@ def test_liveness_rule_is_shared() -> None:
     sim.now = 0.0
     for node in sim.nodes.values():
         sim._beacon(node)
+    # The beacon reaches a one delay (and its few bytes' transmission) later, in both.
+    heard = sim.nodes["b"].snap_arrivals["a"][-1]
+    assert heard == pytest.approx(DELAY_S, abs=1e-4)
     peers = PeerTable(cfg, 0.0)
-    peers.on_beacon("b", {"speed": 2.0, "queue_s": 0.0, "seq": 1}, DELAY_S)
+    peers.on_beacon("b", {"speed": 2.0, "queue_s": 0.0, "seq": 1}, heard)
     for gap, alive in ((limit - 1e-6, True), (limit + 1e-6, False)):
-        sim.now = DELAY_S + gap
+        sim.now = heard + gap
         assert sim.world("a").peers["b"].alive is alive
-        assert peers.alive("b", DELAY_S + gap) is alive
+        assert peers.alive("b", heard + gap) is alive

@@ -101,6 +101,29 @@ def test_stretched_simulation_is_the_nominal_one_k_times_slower() -> None:
         assert [r.latency_s * k for r in nominal] == pytest.approx([r.latency_s for r in stretched], rel=1e-6)
 
 
+def test_stretch_scales_rate_parameters_so_aging_keeps_its_effect() -> None:
+    """PA-MDI's aging is a rate: unscaled, a stretched run would let NTS overtake TS k times sooner."""
+    from orchestrator.simulator import simulate
+    from orchestrator.timescale import stretch_spec
+
+    k = 3.0
+    spec = parse_spec({
+        "name": "aging", "seed": 1, "nodes": [{"name": "a"}], "policy_params": {"aging": 200.0},
+        "sources": [{"name": "ts", "node": "a", "model": "tiny", "samples": 60, "interval_ms": 0.05, "priority": 10},
+                    {"name": "nts", "node": "a", "model": "tiny", "samples": 60, "interval_ms": 0.05}],
+    })
+    st = stretch_spec(spec, k)
+    assert st.policy_params == {"pa-mdi.aging": pytest.approx(200.0 / k)}
+    # Without an aging given, the policy's default is scaled.
+    assert stretch_spec(spec.model_copy(update={"policy_params": {}}), k).policy_params == {
+        "pa-mdi.aging": pytest.approx(0.1 / k)}
+    nominal = simulate(spec, "pa-mdi").records
+    stretched = simulate(st, "pa-mdi").records
+    # The queue grows past the NTS deadline offset (1/aging = 5 ms), so aging decides the order.
+    assert max(r.latency_s for r in nominal) > 0.005
+    assert [r.latency_s * k for r in nominal] == pytest.approx([r.latency_s for r in stretched], rel=1e-6)
+
+
 def test_demand_quantile_by_hand() -> None:
     from orchestrator.timescale import demand_quantile
 
@@ -146,5 +169,18 @@ def test_runtime_costs_from_spans() -> None:
     spans += [{"kind": "serialize", "node": "a", "start": 0.0, "end": 0.0004},
               {"kind": "recv", "node": "b", "start": 1.0, "end": 1.0002}]
     c = runtime_costs(spans)
-    assert c.decision_s == pytest.approx(0.002)
+    assert c.decision_s == pytest.approx(0.004)  # the mean: the total the workers spent deciding
     assert c.message_s == pytest.approx(0.0006)
+    # With enough back-to-back partitions, the gaps between them are the cost; a pair with another
+    # task's compute in between (the worker served someone else) is not a decision gap.
+    compute = []
+    t = 0.0
+    for i, gap in enumerate((0.001, 0.001, 0.002, 0.001, 0.005)):
+        compute += [{"kind": "compute", "node": "a", "task": f"t{i}", "start": t, "end": t + 0.01, "blocks": [0, 2]},
+                    {"kind": "compute", "node": "a", "task": f"t{i}", "start": t + 0.01 + gap, "end": t + 0.02 + gap,
+                     "blocks": [2, 4]}]
+        t += 1.0
+    compute += [{"kind": "compute", "node": "a", "task": "u", "start": 10.0, "end": 10.01, "blocks": [0, 2]},
+                {"kind": "compute", "node": "a", "task": "v", "start": 10.02, "end": 10.03, "blocks": [0, 4]},
+                {"kind": "compute", "node": "a", "task": "u", "start": 10.04, "end": 10.05, "blocks": [2, 4]}]
+    assert runtime_costs(spans + compute).decision_s == pytest.approx(0.002)

@@ -33,9 +33,7 @@ def test_fair_specs_fit_ar_mdi_chains(name: str) -> None:
     """Every worker and link carries at most 85% of its capacity under the AR-MDI plans."""
     spec = load_spec(resolve_spec(name))
     sim = build_simulator(spec, "ar-mdi")
-    for node in sim.nodes.values():  # an idle start, as the engine's first beacon would record
-        node.snap_times.append(0.0)
-        node.snaps.append((0.0, 0.0, ()))
+    sim.seed_views()  # an idle start, as the engine records before its first beacon
     busy: dict[str, float] = {}
     for cfg in sim.source_cfg:
         src = cfg.view

@@ -233,7 +233,7 @@ BINARY_TIMES = (0.5, 0.25, 0.125, 1.0)
 FOUR = {"tiny": synthetic_profile("tiny", BINARY_TIMES, (4000, 2000, 1000, 40), input_bytes=8000, result_bytes=40)}
 
 
-def test_decision_cost_adds_one_cost_per_partition_boundary() -> None:
+def test_decision_cost_adds_one_cost_per_job() -> None:
     cost = 0.25
     s = spec(sources=[{"name": "s", "node": "a", "model": "tiny", "samples": 1}])
     base = simulate(s, "pa-mdi", profiles=FOUR)
@@ -242,7 +242,8 @@ def test_decision_cost_adds_one_cost_per_partition_boundary() -> None:
     assert r1.placements == r0.placements == (("a", 0, 1), ("a", 1, 2), ("a", 2, 3), ("a", 3, 4))
     partitions = 4
     assert r0.latency_s == pytest.approx(sum(BINARY_TIMES))
-    assert r1.latency_s == pytest.approx(sum(BINARY_TIMES) + (partitions - 1) * cost)
+    # Every job ends with the worker's hold: three boundary decisions and the result's hand-off.
+    assert r1.latency_s == pytest.approx(sum(BINARY_TIMES) + partitions * cost)
     # The worker is held: each job starts `cost` after the previous one ended.
     assert [n for n, _, _ in held.compute] == ["a"] * 4
     assert [t for _, t0, t1 in held.compute for t in (t0, t1)] == pytest.approx(
@@ -250,23 +251,23 @@ def test_decision_cost_adds_one_cost_per_partition_boundary() -> None:
     assert held.busy_s["a"] == pytest.approx(sum(BINARY_TIMES))  # the hold is not compute
 
 
-def test_decision_cost_under_local_is_not_charged_the_whole_model_is_one_job() -> None:
-    # Local places the whole model at once (one job, no partition boundary is decided).
+def test_decision_cost_under_local_is_charged_once_the_whole_model_is_one_job() -> None:
+    # Local places the whole model at once: one job, one hold (the result's hand-off).
     s = spec(sources=[{"name": "s", "node": "a", "model": "tiny", "samples": 1}])
     res = simulate(s, "local", profiles=FOUR, options=SimOptions(decision_cost_s=0.25))
     (r,) = res.records
     assert r.placements == (("a", 0, 4),)
-    assert r.latency_s == pytest.approx(sum(BINARY_TIMES))
+    assert r.latency_s == pytest.approx(sum(BINARY_TIMES) + 0.25)
 
 
 def test_decision_cost_holds_the_worker_for_other_tasks() -> None:
-    # Two tasks at t = 0 on one node: the node is never idle, and every non-final job of either
-    # task is followed by a hold, so the last completion is 2 x model + 2 x 3 x cost.
+    # Two tasks at t = 0 on one node: the node is never idle, and every job of either task is
+    # followed by a hold, so the last completion is 2 x model + 2 x 4 x cost.
     cost = 0.125
     s = spec(sources=[{"name": "s", "node": "a", "model": "tiny", "samples": 2, "interval_ms": None}])
     res = simulate(s, "pa-mdi", profiles=FOUR, options=SimOptions(decision_cost_s=cost))
     assert all(r.status == COMPLETED for r in res.records)
-    assert max(r.done_s for r in res.records) == pytest.approx(2 * sum(BINARY_TIMES) + 2 * 3 * cost)
+    assert max(r.done_s for r in res.records) == pytest.approx(2 * sum(BINARY_TIMES) + 2 * 4 * cost)
     assert len(res.compute) == 8
 
 
@@ -335,10 +336,10 @@ def test_worker_failing_during_a_decision_loses_the_task_visibly() -> None:
     (r,) = res.records
     # b computed block 0 by ~1.0 and failed at 1.2 while deciding; a notices after dead_after
     # (4 x 0.1 + 0.2 = 0.6 s) and restarts at 1.8; b looks dead, so a runs both partitions:
-    # 1.8 + 1 + 0.5 (decision) + 1.
+    # 1.8 + 1 + 0.5 (decision) + 1 + 0.5 (the result's hand-off).
     assert r.status == COMPLETED and r.retries == 1
     assert r.placements == (("b", 0, 1), ("a", 0, 0), ("a", 0, 1), ("a", 1, 2))
-    assert r.done_s == pytest.approx(4.3, abs=1e-6)
+    assert r.done_s == pytest.approx(4.8, abs=1e-6)
     assert [c[0] for c in res.compute] == ["b", "a", "a"]
 
 

@@ -46,11 +46,15 @@ Model (all times in seconds):
   locally), or a neighbour (after an RTC/CTC round trip when ``policy.handshake``, or per task
   ``policy.needs_handshake``; a DENY or a timeout moves on to the next placement; exhausting the
   list computes the next partition locally). ``start == end`` placements are relays (multi-hop moves without compute).
-- Decision cost (``SimOptions.decision_cost_s``): after a worker computes a partition and the task
-  has blocks left, the worker stays occupied that long before the boundary decision is taken and
-  before it starts its next job (the agent's executor holds its next item until the I/O loop has
-  decided). A task's first decision at its source, relay decisions and the end of the model
-  (result sent back) are not charged.
+  A granted (CTC) range counts in the receiver's queue from the grant until it arrives (or the
+  grant expires), as in the agents. Control messages travel in band: an RTC (or the CTC/DENY
+  back) queues on the link behind the activations and results already queued there, as it does on
+  the agents' one connection per peer.
+- Decision cost (``SimOptions.decision_cost_s``): after a worker computes a partition, it stays
+  occupied that long before the boundary decision is taken (or the result sent back) and before it
+  starts its next job (the agent's executor holds its next item until the I/O loop has decided and
+  sent the task or result on). A task's first decision at its source and relay decisions are not
+  charged.
 - After the last block the result goes back to the source along the cheapest path (serialization
   + delay per hop).
 - Failures: a failed worker loses its queue, job in service and anything arriving later. The
@@ -67,7 +71,6 @@ import itertools
 import math
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,19 +81,32 @@ from pamdi_node.policies.base import (
     LINK_GOODPUT_FACTOR,
     OffloadRequest,
     PeerView,
-    Placement,
     Policy,
     SourceView,
     TaskView,
     WorldView,
     dead_after_s,
-    needs_handshake,
     partition_end,
     shortest_paths,
     weight_of,
 )
+from pamdi_node.worker import (
+    GrantWindow,
+    PlacementError,
+    Plan,
+    QueueDetail,
+    QueueLedger,
+    Reservation,
+    Step,
+    choose_grant,
+    make_plan,
+    next_step,
+    reservation_expiry,
+    with_reservations,
+)
 
 CTRL_BYTES = 64
+BEACON_BYTES = 160  # a beacon on the wire: msgpack header with the per-weight queue, ZMTP and TCP/IP
 
 # Directed link state (a list per direction, both sharing one LinkSchedule): configured goodput,
 # configured delay, when the physical link has sent everything queued (free_at), configured
@@ -238,8 +254,8 @@ class FailureConfig:
 
 
 class _Task:
-    __slots__ = ("attempt", "block", "born", "fallback", "handshake", "holder", "hops", "id", "placements", "pos",
-                 "ranked", "retries", "source", "view", "waiting")
+    __slots__ = ("attempt", "block", "born", "holder", "hops", "id", "offered", "placements", "plan", "retries",
+                 "source", "view", "waiting")
 
     def __init__(self, tid: str, source: SourceView, born: float, holder: str) -> None:
         self.id = tid
@@ -252,41 +268,45 @@ class _Task:
         self.retries = 0
         self.hops = 0
         self.placements: list[tuple[str, int, int]] = []
-        self.ranked: tuple[Placement, ...] = ()
-        self.pos = 0
-        self.fallback = math.inf
+        self.plan: Plan | None = None  # the decision under way at ``holder`` (pamdi_node.worker)
+        self.offered: Step | None = None  # the offer (RTC) awaiting an answer
         self.waiting = 0  # token of the RTC the task waits on (0 = none)
-        self.handshake = False
 
 
 class _Job:
-    __slots__ = ("after", "attempt", "dur", "end", "start", "t0", "task", "weight")
+    """A block range queued at a worker (the ``Work`` of its ``QueueLedger``)."""
 
-    def __init__(self, task: _Task, start: int, end: int, dur: float, after: float, weight: float) -> None:
-        self.task, self.start, self.end, self.dur, self.weight = task, start, end, dur, weight
-        self.after = after  # seconds the task still needs after this job (rest of its model, here)
+    __slots__ = ("after_s", "attempt", "end", "est_s", "start", "t0", "task", "weight")
+
+    def __init__(self, task: _Task, start: int, end: int, est_s: float, after_s: float, weight: float) -> None:
+        self.task, self.start, self.end, self.est_s, self.weight = task, start, end, est_s, weight
+        self.after_s = after_s  # seconds the task still needs after this job (rest of its model, here)
         self.attempt = task.attempt
         self.t0 = 0.0  # when it started
 
+    @property
+    def born(self) -> float:
+        return self.task.born
+
+
+def _live(job: _Job) -> bool:
+    return job.attempt == job.task.attempt
+
 
 class _Node:
-    __slots__ = ("alive", "busy", "busy_until", "by_weight", "epoch", "fifo", "heap", "mini_world", "name",
-                 "queued_s", "rtc", "rtc_open", "self_static", "snap_times", "snaps", "speed")
+    __slots__ = ("alive", "epoch", "grants", "mini_world", "name", "queue", "reserved", "self_static",
+                 "snap_arrivals", "snap_times", "snaps", "speed")
 
     def __init__(self, name: str, speed: float) -> None:
         self.name = name
         self.speed = speed
         self.alive = True
         self.epoch = 0
-        self.busy: _Job | None = None
-        self.busy_until = 0.0
-        self.heap: list[tuple[Any, ...]] = []
-        self.fifo: deque[_Job] = deque()
-        self.queued_s = 0.0
-        self.by_weight: dict[float, float] = {}
-        self.rtc: list[tuple[OffloadRequest, _Task, int]] = []
-        self.rtc_open = False
+        self.queue: QueueLedger[_Job] = QueueLedger()  # running = the job in service (or being decided)
+        self.grants: GrantWindow[tuple[OffloadRequest, _Task, int]] = GrantWindow()
+        self.reserved: dict[int, Reservation] = {}  # granted work on its way here, by RTC token
         self.snap_times: list[float] = []
+        self.snap_arrivals: dict[str, list[float]] = {}  # neighbour -> when each snapshot's beacon reached it
         self.snaps: list[tuple[float, float, tuple[tuple[float, float], ...]]] = []
         self.self_static = PeerView(name=name, speed=speed, queue_s=0.0, rate_bps=math.inf)
         self.mini_world: WorldView | None = None
@@ -364,9 +384,18 @@ class Simulator:
         self._peer_cache: dict[tuple[str, str], tuple[int, PeerView]] = {}
         self._routes: dict[tuple[str, int], dict[str, tuple[str, ...]]] = {}
         for node in self.nodes.values():
+            node.snap_arrivals = {nb: [] for nb in self.neighbours[node.name]}
             node.mini_world = WorldView(here=node.name, now_s=0.0, peers={node.name: node.self_static},
                                         sources=self.sources, speeds=self.speeds, neighbours=self.neighbours,
                                         links=self.link_table)
+
+    def seed_views(self) -> None:
+        """Every worker's snapshot at the start: idle, known to every neighbour (the configuration)."""
+        for node in self.nodes.values():
+            node.snap_times.append(0.0)
+            node.snaps.append((0.0, 0.0, ()))
+            for arrivals in node.snap_arrivals.values():
+                arrivals.append(0.0)
 
     # ------------------------------------------------------------------ event plumbing
     def at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
@@ -379,9 +408,8 @@ class Simulator:
             self._schedule_arrivals(cfg)
         for f in self.failures:
             self.at(f.at_s, self._fail_node, f.node, f.recover_after_s)
+        self.seed_views()
         for node in self.nodes.values():
-            node.snap_times.append(0.0)  # configured state at the start: idle
-            node.snaps.append((0.0, 0.0, ()))
             self.at(self.rng.uniform(0.0, self.opt.beacon_period_s), self._beacon, node)
         n_events = 0
         events = self.events
@@ -439,49 +467,31 @@ class Simulator:
         self._decide(task, source.node)
 
     # ------------------------------------------------------------------ views
-    def _load(self, node: _Node) -> tuple[float, float, tuple[tuple[float, float], ...]]:
-        """(queue seconds, residual of the partition in service, queued seconds by weight).
-
-        The task in service still needs the rest of its model after the current partition
-        (``after``): that is committed work of its weight, queued behind whatever the queue order
-        puts first, so it goes into the per-weight queue, not into the residual that every waiting
-        task sits out (service is non-preemptive only at partition granularity)."""
-        job = node.busy
-        residual = node.busy_until - self.now if job is not None else 0.0
-        by_weight = node.by_weight
-        if job is not None and job.after > 0:
-            by_weight = dict(by_weight)
-            by_weight[job.weight] = by_weight.get(job.weight, 0.0) + job.after
-        bw = tuple(sorted((w, s) for w, s in by_weight.items() if s > 1e-12))
-        after = job.after if job is not None else 0.0
-        return node.queued_s + residual + after, residual, bw
+    def _detail(self, node: _Node, list_waiting: bool = False) -> QueueDetail:
+        d = node.queue.detail(self.now, list_waiting, _live)
+        return with_reservations(d, node.reserved.values(), list_waiting) if node.reserved else d
 
     def _self_view(self, node: _Node) -> PeerView:
-        q, residual, bw = self._load(node)
-        waiting: tuple[tuple[float, float, float], ...] = ()
-        if self._list_waiting:
-            jobs = [e[-1] for e in node.heap if e[-1].attempt == e[-1].task.attempt]
-            listed = [(j.task.born, j.weight, j.dur + j.after) for j in jobs]
-            if node.busy is not None and node.busy.after > 0:
-                listed.append((node.busy.task.born, node.busy.weight, node.busy.after))
-            waiting = tuple(listed)
-        return PeerView(name=node.name, speed=node.speed, queue_s=q, rate_bps=math.inf,
-                        delay_s=0.0, alive=node.alive, success=1.0, queue_by_weight=bw, residual_s=residual,
-                        waiting=waiting)
+        d = self._detail(node, self._list_waiting)
+        return PeerView(name=node.name, speed=node.speed, queue_s=d.total_s, rate_bps=math.inf,
+                        delay_s=0.0, alive=node.alive, success=1.0, queue_by_weight=d.by_weight,
+                        residual_s=d.residual_s, waiting=d.waiting)
 
     def _peer_view(self, here: str, other: str) -> PeerView:
         link = self.links[(here, other)]
         node = self.nodes[other]
-        # Beacons travel the physical link; the view carries the configured link (module doc).
-        delay = link[_DELAY] if link[_SCHED] is None else self._phys(link)[1]
-        idx = bisect.bisect_right(node.snap_times, self.now - delay) - 1
+        # Beacons travel the physical link, behind the data queued on it; the view carries the
+        # configured link (module doc).
+        arrivals = node.snap_arrivals[here]
+        idx = bisect.bisect_right(arrivals, self.now) - 1
         if idx < 0:
             idx = 0
-        snap_t = node.snap_times[idx]
-        alive = (self.now - delay - snap_t) <= self.dead_after_s
+        alive = (self.now - arrivals[idx]) <= self.dead_after_s
         key = (here, other)
         cached = self._peer_cache.get(key)
-        free_at = link[_FREE] if link[_SCHED] is None else link[_EST_FREE]
+        # What the holder believes is still queued on the link: the agents' estimate (bytes sent at
+        # the configured goodput; ``PeerTable.on_sent``), blind to the shaper's bucket and to scenarios.
+        free_at = link[_EST_FREE]
         backlog = free_at - self.now if free_at > self.now else 0.0
         if cached is not None and cached[0] == idx and cached[1].alive == alive and cached[1].link_backlog_s == backlog:
             return cached[1]
@@ -504,7 +514,12 @@ class Simulator:
         if not node.alive:
             return
         node.snap_times.append(self.now)
-        node.snaps.append(self._load(node))
+        d = self._detail(node)
+        node.snaps.append((d.total_s, d.residual_s, d.by_weight))
+        # In band: a beacon waits on each link behind the activations and results queued there (the
+        # agents send it on their one connection per peer), so a busy link makes views stale.
+        for nb, arrivals in node.snap_arrivals.items():
+            arrivals.append(self._small_arrival(node.name, nb, BEACON_BYTES))
         if self.outstanding > 0 or self._pending_arrivals > 0:
             self.at(self.now + self.opt.beacon_period_s, self._beacon, node)
 
@@ -516,73 +531,79 @@ class Simulator:
             return
         world = self.world(here)
         tv = TaskView(task.id, task.source, task.block, task.born, here)
-        ranked = tuple(self.policy.rank(tv, world))
-        if not ranked:
-            raise SimulationError(f"policy {self.policy.name} gave no placement for {task.id} at block {task.block}")
-        for p in ranked:
-            if p.start != task.block or p.end < p.start or p.end > task.view.num_blocks:
-                raise SimulationError(f"policy {self.policy.name}: bad placement {p} for {task.id} at {task.block}")
-            if p.node != here and (here, p.node) not in self.links:
-                raise SimulationError(f"policy {self.policy.name}: {p.node} is not a neighbour of {here}")
-            if p.node == here and p.end == p.start:
-                raise SimulationError(f"policy {self.policy.name}: empty placement on the holder itself")
-        task.ranked = ranked
-        task.handshake = needs_handshake(self.policy, tv, world)
-        task.pos = 0
-        task.fallback = next((p.index for p in ranked if p.node == here), math.inf)
+        try:
+            task.plan = make_plan(self.policy, tv, world, task.view.num_blocks, partition_end(task.view, task.block),
+                                  strict=True)
+        except PlacementError as e:
+            raise SimulationError(str(e)) from None
         self._try_next(task, here)
 
     def _try_next(self, task: _Task, here: str) -> None:
-        ranked = task.ranked
-        while task.pos < len(ranked):
-            p = ranked[task.pos]
-            if p.node == here:
-                self._enqueue(here, task, p.start, p.end)
-                return
-            if task.handshake:
-                self._send_rtc(task, here, p)
-                return
-            self._transfer(task, here, p.node, p.start, p.end)
-            return
-        # every candidate refused: compute the next partition locally
-        self._enqueue(here, task, task.block, partition_end(task.view, task.block))
+        assert task.plan is not None
+        step = next_step(task.plan)
+        if step.action == "run":
+            self._enqueue(here, task, step.start, step.end)
+        elif step.action == "offer":
+            self._send_rtc(task, here, step)
+        else:  # "send" (the simulator's workers may run every block: never "fail")
+            self._transfer(task, here, step.node, step.start, step.end)
 
     # ------------------------------------------------------------------ RTC / CTC
     def _ctrl_delay(self, a: str, b: str) -> float:
-        link = self.links[(a, b)]
-        if link[_SCHED] is None:
-            return link[_DELAY] + CTRL_BYTES * 8 / link[_RATE]
-        goodput, delay = self._phys(link)
-        return delay + CTRL_BYTES * 8 / goodput
+        """Seconds until a control message (RTC, CTC, DENY) sent now from a reaches b."""
+        return self._small_arrival(a, b, CTRL_BYTES) - self.now
 
-    def _send_rtc(self, task: _Task, here: str, p: Placement) -> None:
+    def _small_arrival(self, a: str, b: str, nbytes: int) -> float:
+        """When a small message (control, beacon) sent now from a reaches b. It shares the link with
+        the activations and results a sends b (one connection, one shaper queue), so it waits behind
+        whatever is queued there, as the agents' messages do; its own bytes are left out of the
+        link's occupancy and of the sender's backlog estimate (the agents' estimate counts data
+        only, and a few hundred bytes do not move the data behind them noticeably)."""
+        link = self.links[(a, b)]
+        start = self.now if self.now > link[_FREE] else link[_FREE]
+        sched: LinkSchedule | None = link[_SCHED]
+        if sched is None:
+            return start + nbytes * 8.0 / link[_RATE] + link[_DELAY]
+        off = self.opt.scenario_offset_s
+        _, arrival = sched.transmit(start + off, nbytes * 8.0)
+        arrival -= off
+        return arrival if arrival > link[_LAST_ARRIVAL] else link[_LAST_ARRIVAL]
+
+    def _send_rtc(self, task: _Task, here: str, step: Step) -> None:
+        assert task.plan is not None
         self.token += 1
         task.waiting = self.token
+        task.offered = step
         req = OffloadRequest(task=TaskView(task.id, task.source, task.block, task.born, here), sender=here,
-                             receiver=p.node, start=p.start, end=p.end, index=p.index,
-                             priority=weight_of(task.view), fallback_index=task.fallback)
-        self.at(self.now + self._ctrl_delay(here, p.node), self._on_rtc, req, task, self.token)
+                             receiver=step.node, start=step.start, end=step.end, index=step.index,
+                             priority=weight_of(task.view), fallback_index=task.plan.fallback_index)
+        self.at(self.now + self._ctrl_delay(here, step.node), self._on_rtc, req, task, self.token)
         self.at(self.now + self.opt.rtc_timeout_s, self._on_reply, task, here, self.token, False, task.attempt)
 
     def _on_rtc(self, req: OffloadRequest, task: _Task, token: int) -> None:
         node = self.nodes[req.receiver]
         if not node.alive:
             return  # the sender will time out
-        node.rtc.append((req, task, token))
-        if not node.rtc_open:
-            node.rtc_open = True
+        if node.grants.add((req, task, token), self.now, self.opt.rtc_window_s):
             self.at(self.now + self.opt.rtc_window_s, self._close_window, node)
 
     def _close_window(self, node: _Node) -> None:
-        node.rtc_open = False
-        pending, node.rtc = node.rtc, []
+        pending = node.grants.close()
         if not node.alive or not pending:
             return
-        granted = self.policy.grant([r for r, _, _ in pending], self.world(node.name))
+        granted = choose_grant(self.policy, [r for r, _, _ in pending], self.world(node.name), strict=True)
         for req, task, token in pending:
             ok = granted is req
+            if ok:  # counts as queued here until it arrives (or the grant expires), as in the agent
+                est = task.view.range_time_s(req.start, req.end) / node.speed
+                node.reserved[token] = Reservation(est, weight_of(task.view), task.born,
+                                                   reservation_expiry(self.now, self.opt.rtc_timeout_s))
+                self.at(node.reserved[token].expires, self._expire_reservation, node, token)
             self.at(self.now + self._ctrl_delay(node.name, req.sender), self._on_reply, task, req.sender, token, ok,
                     task.attempt)
+
+    def _expire_reservation(self, node: _Node, token: int) -> None:
+        node.reserved.pop(token, None)
 
     def _on_reply(self, task: _Task, here: str, token: int, granted: bool, attempt: int) -> None:
         if task.waiting != token or task.attempt != attempt:
@@ -591,11 +612,11 @@ class Simulator:
         if not self.nodes[here].alive:
             self._lost(task, f"worker {here} failed")
             return
-        p = task.ranked[task.pos]
+        step, task.offered = task.offered, None
+        assert step is not None
         if granted:
-            self._transfer(task, here, p.node, p.start, p.end)
+            self._transfer(task, here, step.node, step.start, step.end, token)
         else:
-            task.pos += 1
             self._try_next(task, here)
 
     # ------------------------------------------------------------------ transfers
@@ -606,6 +627,8 @@ class Simulator:
         sched: LinkSchedule | None = link[_SCHED]
         if sched is None:
             bits = nbytes * 8.0
+            est = link[_EST_FREE]  # the sender's estimate, as the agents keep it: no bucket
+            link[_EST_FREE] = (self.now if self.now > est else est) + bits / link[_RATE]
             burst = link[_BURST]
             if burst > 0:  # the shaper's bucket refills while the link idles; what it holds goes at once
                 avail = min(burst, link[_TOKENS] + (start - link[_TOK_T]) * link[_RATE])
@@ -628,12 +651,14 @@ class Simulator:
         link[_EST_FREE] = (self.now if self.now > est else est) + bits / link[_RATE]
         return arrival
 
-    def _transfer(self, task: _Task, here: str, dest: str, start: int, end: int) -> None:
+    def _transfer(self, task: _Task, here: str, dest: str, start: int, end: int, grant: int = 0) -> None:
         task.hops += 1
         arrival = self._send_bytes(here, dest, task.view.bytes_into(start)) + self.opt.message_cost_s
-        self.at(arrival, self._on_arrive, task, dest, start, end, task.attempt)
+        self.at(arrival, self._on_arrive, task, dest, start, end, task.attempt, grant)
 
-    def _on_arrive(self, task: _Task, dest: str, start: int, end: int, attempt: int) -> None:
+    def _on_arrive(self, task: _Task, dest: str, start: int, end: int, attempt: int, grant: int = 0) -> None:
+        if grant:
+            self.nodes[dest].reserved.pop(grant, None)  # the granted work is here: queued, not reserved
         if task.attempt != attempt:
             return
         if not self.nodes[dest].alive:
@@ -649,66 +674,54 @@ class Simulator:
     def _enqueue(self, name: str, task: _Task, start: int, end: int) -> None:
         node = self.nodes[name]
         task.holder = name
-        dur = task.view.range_time_s(start, end) / node.speed
+        est = task.view.range_time_s(start, end) / node.speed
         after = task.view.range_time_s(end, task.view.num_blocks) / node.speed
-        w = weight_of(task.view)
-        job = _Job(task, start, end, dur, after, w)
-        node.queued_s += dur + after
-        node.by_weight[w] = node.by_weight.get(w, 0.0) + dur + after
+        job = _Job(task, start, end, est, after, weight_of(task.view))
         # Both queue disciplines go through queue_key: the FIFO baselines key on the task's birth
         # (oldest task first, so a task that keeps running here is not sent behind newer ones),
         # PA-MDI on its priority index.
         world = node.mini_world
         key = self.policy.queue_key(TaskView(task.id, task.source, start, task.born, name), world)  # type: ignore[arg-type]
-        self.seq += 1
-        heapq.heappush(node.heap, (key, task.source, self.seq, job))
-        if node.busy is None:
+        node.queue.push(job, tuple(key), task.source)
+        if node.queue.running is None:
             self._start_next(node)
 
     def _start_next(self, node: _Node) -> None:
-        while True:
-            if node.heap:
-                job = heapq.heappop(node.heap)[-1]
-            elif node.fifo:
-                job = node.fifo.popleft()
-            else:
-                return
-            node.queued_s -= job.dur + job.after
-            node.by_weight[job.weight] -= job.dur + job.after
-            if job.attempt == job.task.attempt:
-                break
-        node.busy = job
+        job = node.queue.pop(_live)
+        if job is None:
+            return
         job.t0 = self.now
-        node.busy_until = self.now + job.dur
-        self.at(node.busy_until, self._done, node, job, node.epoch)
+        node.queue.start(job, self.now + job.est_s)
+        self.at(node.queue.running_until, self._done, node, job, node.epoch)
 
     def _done(self, node: _Node, job: _Job, epoch: int) -> None:
         if node.epoch != epoch:
             return  # the node failed meanwhile; the job was already accounted as lost
-        self.busy_s[node.name] += job.dur
+        self.busy_s[node.name] += job.est_s
         self.compute.append((node.name, job.t0, self.now))
         task = job.task
         task.block = job.end
         task.placements.append((node.name, job.start, job.end))
         cost = self.opt.decision_cost_s
-        if cost > 0 and task.block < task.view.num_blocks:
-            # The worker stays occupied (node.busy is still this job: its residual is what is left
-            # of the decision, its ``after`` the rest of the task) until the decision is taken.
-            node.busy_until = self.now + cost
-            self.at(node.busy_until, self._decided, node, job, epoch)
+        if cost > 0:
+            # The worker stays occupied (the job stays ``running``: its residual is what is left of
+            # the decision, its ``after_s`` the rest of the task) until the decision is taken and
+            # the task (or its result) is on its way: the agent's executor waits that out too.
+            node.queue.start(job, self.now + cost)
+            self.at(node.queue.running_until, self._decided, node, job, epoch)
             return
-        node.busy = None
+        node.queue.finish()
         self._decide(task, node.name)
-        if node.busy is None:
+        if node.queue.running is None:
             self._start_next(node)
 
     def _decided(self, node: _Node, job: _Job, epoch: int) -> None:
         if node.epoch != epoch:
             return  # the node failed during the decision; the task was lost with it
-        node.busy = None
-        if job.attempt == job.task.attempt:
+        node.queue.finish()
+        if _live(job):
             self._decide(job.task, node.name)
-        if node.busy is None:
+        if node.queue.running is None:
             self._start_next(node)
 
     # ------------------------------------------------------------------ results
@@ -760,17 +773,11 @@ class Simulator:
             return
         node.alive = False
         node.epoch += 1
-        lost = [j for j in node.fifo] + [e[-1] for e in node.heap]
-        if node.busy is not None:
-            lost.append(node.busy)
-        node.fifo.clear()
-        node.heap.clear()
-        node.busy = None
-        node.queued_s = 0.0
-        node.by_weight.clear()
-        node.rtc.clear()
+        lost = node.queue.clear()
+        node.grants.close()
+        node.reserved.clear()
         for job in lost:
-            if job.attempt == job.task.attempt:
+            if _live(job):
                 self._lost(job.task, f"worker {name} failed")
         if recover_after is not None:
             self.at(self.now + recover_after, self._recover_node, name)

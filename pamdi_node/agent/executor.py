@@ -16,26 +16,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from pamdi_node import devicetime
 from pamdi_node.agent.tasks import WorkItem
 from pamdi_node.devicetime import Timing
+from pamdi_node.worker.queue import QueueDetail, QueueLedger
 
 log = logging.getLogger(__name__)
 
 # Longest the executor waits for the I/O loop's decision on a task that finished a partition here
 # (a safety net: the loop answers in well under a millisecond unless its CPU quota is exhausted).
 DECISION_HOLD_S = 0.5
-
-
-class QueueDetail(NamedTuple):
-    """A worker's queue as beacons and the self view carry it (see ``Executor.queue_detail``)."""
-
-    total_s: float  # everything committed here: residual + the rest of its model + every queued item
-    by_weight: tuple[tuple[float, float], ...]  # (weight, seconds), the partition in service excluded
-    residual_s: float  # what is left of the partition in service
-    waiting: tuple[tuple[float, float, float], ...] = ()  # (born, weight, seconds) per task waiting here
 
 
 class BlockStore:
@@ -115,8 +107,8 @@ class Executor(threading.Thread):
         self.speed = speed
         self.device_time = devicetime.check(device_time)
         self._cv = threading.Condition()
-        self._queue: list[WorkItem] = []
-        self._running: WorkItem | None = None
+        # The worker's queue (pamdi_node.worker.queue, the simulator's too), guarded by ``_cv``.
+        self._ledger: QueueLedger[WorkItem] = QueueLedger()
         self._running_since = 0.0
         self._stop = False
         # Set after each item until the I/O loop has decided where that task goes next (``decided``).
@@ -131,7 +123,7 @@ class Executor(threading.Thread):
     # ------------------------------------------------------------------ called from other threads
     def submit(self, item: WorkItem) -> None:
         with self._cv:
-            self._queue.append(item)
+            self._ledger.push(item, item.key, item.task.source)
             self._cv.notify()
 
     def stop(self) -> None:
@@ -151,54 +143,21 @@ class Executor(threading.Thread):
         return self.queue_detail(now).total_s
 
     def queue_detail(self, now: float, list_waiting: bool = False) -> QueueDetail:
-        """This node's queue as the simulator's ``_load``/``_self_view`` describe a worker's.
-
-        The residual is only what is left of the partition in service (all that a waiting task of
-        higher priority sits out: service is non-preemptive per partition); the rest of that task's
-        model (``after_s``) is committed work of its weight, so it counts in ``by_weight``. The
-        total is the same either way. ``waiting`` (only with ``list_waiting``: it costs O(queue))
-        lists ``(born, weight, seconds)`` per queued item plus ``(born, weight, after_s)`` for the
-        one in service.
-        """
+        """This node's queue as the simulator describes a worker's (``QueueLedger.detail``)."""
         with self._cv:
-            by_weight: dict[float, float] = {}
-            listed: list[tuple[float, float, float]] = []
-            for w in self._queue:
-                by_weight[w.weight] = by_weight.get(w.weight, 0.0) + w.est_s + w.after_s
-                if list_waiting:
-                    listed.append((w.task.born, w.weight, w.est_s + w.after_s))
-            residual = after = 0.0
-            r = self._running
-            if r is not None:
-                residual = max(0.0, r.est_s - (now - self._running_since))
-                after = r.after_s
-                if after > 0:
-                    by_weight[r.weight] = by_weight.get(r.weight, 0.0) + after
-                    if list_waiting:
-                        listed.append((r.task.born, r.weight, after))
-            total = sum(w.est_s + w.after_s for w in self._queue) + residual + after
-        return QueueDetail(total, tuple(sorted((w, x) for w, x in by_weight.items() if x > 1e-12)), residual,
-                           tuple(listed))
+            return self._ledger.detail(now, list_waiting)
 
     @property
     def running_since(self) -> float | None:
         """When the item in service started (local clock), None when idle."""
         with self._cv:
-            return self._running_since if self._running is not None else None
+            return self._running_since if self._ledger.running is not None else None
 
     def __len__(self) -> int:
         with self._cv:
-            return len(self._queue) + (self._running is not None)
+            return len(self._ledger) + (self._ledger.running is not None)
 
     # ------------------------------------------------------------------------- the thread itself
-    def _pop(self) -> WorkItem:
-        # Keys come from the policy at enqueue time (FIFO baselines key on the task's birth, PA-MDI on
-        # its priority index), exactly as the simulator orders its queues; ties by source name, then
-        # by arrival (the simulator's heap entries are (key, source, seq, job)).
-        q = self._queue
-        best = min(range(len(q)), key=lambda i: (q[i].key, q[i].task.source, q[i].seq))
-        return self._queue.pop(best)
-
     def run(self) -> None:
         while True:
             with self._cv:
@@ -214,12 +173,15 @@ class Executor(threading.Thread):
                         self.decision_waits += 1
                         break
                     self._cv.wait(left)
-                while not self._queue and not self._stop:
+                while not self._ledger and not self._stop:
                     self._cv.wait()
                 if self._stop:
                     return
-                item = self._pop()
-                self._running, self._running_since = item, time.time()
+                # Served by the policy's queue_key, ties by source then arrival, as the simulator.
+                item = self._ledger.pop()
+                assert item is not None
+                self._running_since = time.time()
+                self._ledger.start(item, self._running_since + item.est_s)
             t0 = time.time()
             err: str | None = None
             out: Any = None
@@ -230,7 +192,7 @@ class Executor(threading.Thread):
                 err = f"compute of blocks [{item.start},{item.end}) failed: {type(e).__name__}: {e}"[:1000]
             timing = devicetime.hold(self.device_time if err is None else "native", t0, time.time(), item.est_s)
             with self._cv:
-                self._running = None
+                self._ledger.finish()
                 self.busy_s += timing.released - t0
                 self.host_busy_s += timing.host_s
                 self.ran += 1

@@ -4,11 +4,11 @@
 (``server.Agent``) from a single thread: peer messages, executor completions and timers all arrive
 there, so no state here needs a lock (the executor only sees immutable ``WorldView`` snapshots).
 
-Custody (why no task is silently lost): a node that hands a task to a peer keeps the activation until
-that peer has handed it on in turn (``release``), not merely until it arrived (``ack``). So when a
-peer dies (misses its beacons) or never acks, the previous holder still has the activation and
-re-decides from that boundary without the dead peer; at the source every task either gets its result
-or is reported failed with a reason (compute error, unreachable source, timeout, stopped).
+The decisions themselves are the worker core's (``pamdi_node.worker``: the plan of one decision,
+its next step, the grant window, the queue ledger), the same code the simulator drives; this module
+drives it with sockets, threads and the wall clock. Hand-offs and custody are in ``handoff.py``,
+results on their way back in ``results.py``. At the source every task either gets its result or is
+reported failed with a reason (compute error, unreachable source, timeout, stopped).
 """
 
 from __future__ import annotations
@@ -22,36 +22,21 @@ from typing import Any
 
 from pamdi_node import wire
 from pamdi_node.agent.config import RunConfig, SourceConfig, task_id
-from pamdi_node.agent.executor import BlockStore, Executor, QueueDetail
+from pamdi_node.agent.executor import BlockStore, Executor
+from pamdi_node.agent.handoff import HandoffMixin
 from pamdi_node.agent.peers import PeerTable
+from pamdi_node.agent.results import ResultsMixin
 from pamdi_node.agent.sources import SourceThread
-from pamdi_node.agent.tasks import Custody, PendingOffer, Task, WorkItem
+from pamdi_node.agent.tasks import Custody, PendingOffer, Task, WorkItem, finite
 from pamdi_node.devicetime import Timing
-from pamdi_node.policies.base import OffloadRequest, Placement, Policy, TaskView, WorldView, needs_handshake
+from pamdi_node.policies.base import OffloadRequest, Policy, TaskView, WorldView
 from pamdi_node.telemetry import Telemetry
+from pamdi_node.worker import GrantWindow, Plan, QueueDetail, Reservation, make_plan, next_step, with_reservations
 
 log = logging.getLogger(__name__)
 
 SendPeer = Callable[[str, list[Any]], bool]
 Post = Callable[[tuple[Any, ...]], None]
-
-
-def _finite(x: float) -> float:
-    return float(x) if math.isfinite(x) else 1e300
-
-
-def _tensors(x: Any) -> tuple[list[Any], bool]:
-    """Frames of an activation: a tensor, or a tuple of tensors (flagged so it is rebuilt as one)."""
-    if isinstance(x, tuple | list):
-        return list(x), True
-    return [x], False
-
-
-def _activation(arrays: list[Any], is_tuple: bool) -> Any:
-    import torch
-
-    ts = [torch.from_numpy(a) for a in arrays]
-    return tuple(ts) if is_tuple else ts[0]
 
 
 class SourceStats:
@@ -66,7 +51,7 @@ class SourceStats:
                 "failed": self.failed, "done": self.completed + self.failed >= self.cfg.samples}
 
 
-class RunState:
+class RunState(HandoffMixin, ResultsMixin):
     def __init__(self, cfg: RunConfig, policy: Policy, store: BlockStore, telemetry: Telemetry,
                  send_peer: SendPeer, post: Post) -> None:
         self.cfg = cfg
@@ -86,10 +71,9 @@ class RunState:
         self.executor.start()
         self.custody: dict[str, Custody] = {}
         self.offers: dict[str, PendingOffer] = {}
-        self.rtc_inbox: list[tuple[float, OffloadRequest, str]] = []
-        self.rtc_window_end: float | None = None
-        # Granted (CTC) work on its way here: hop -> (est_s, expires, weight, born).
-        self.reserved: dict[str, tuple[float, float, float, float]] = {}
+        self.grants: GrantWindow[tuple[OffloadRequest, str]] = GrantWindow()  # RTCs to answer: (request, hop)
+        # Granted (CTC) work on its way here, by hop.
+        self.reserved: dict[str, Reservation] = {}
         # List the queue task by task in the self view only for policies that use it (as the simulator).
         self.list_waiting = bool(getattr(policy, "uses_waiting", False))
         self.outstanding: dict[str, tuple[Task, float, int]] = {}  # at the origin: id -> (task, local birth, index)
@@ -112,19 +96,9 @@ class RunState:
 
     def own_queue(self, now: float) -> QueueDetail:
         """This node's queue (``Executor.queue_detail``), CTC reservations included: work granted to a
-        peer's request counts as queued here from the grant on (the simulator has no such window)."""
-        detail = self.executor.queue_detail(now, self.list_waiting)
-        if not self.reserved:
-            return detail
-        acc = dict(detail.by_weight)
-        total = detail.total_s
-        waiting = list(detail.waiting)
-        for est, _, weight, born in self.reserved.values():
-            acc[weight] = acc.get(weight, 0.0) + est
-            total += est
-            if self.list_waiting:
-                waiting.append((born, weight, est))
-        return QueueDetail(total, tuple(sorted(acc.items())), detail.residual_s, tuple(waiting))
+        peer's request counts as queued here from the grant on (the simulator's workers do the same)."""
+        return with_reservations(self.executor.queue_detail(now, self.list_waiting), self.reserved.values(),
+                                 self.list_waiting)
 
     def world(self, exclude: frozenset[str] = frozenset(), t: float | None = None) -> WorldView:
         """The view the policy decides on, at local time ``t`` (default now)."""
@@ -170,59 +144,45 @@ class RunState:
 
     # --------------------------------------------------------------------------------- decisions
     def decide(self, task: Task, since: float | None = None) -> None:
+        """Decide where the task's next partition runs (the worker core's plan) and start on it."""
         t0 = since if since is not None else time.time()
         n = self.num_blocks(task.source)
         if task.next_block >= n:
             self.deliver_result(task, ok=True)
             return
-        cands: list[Placement] = []
-        try:
-            world = self.world(frozenset(task.excluded))
-            self._snapshot = world
-            view = TaskView(task.id, task.source, task.next_block, task.born, self.here)
-            for p in self.policy.rank(view, world):
-                # A peer may also just relay (start == end: a multi-hop move); a relay to oneself means nothing.
-                usable = (p.start < p.end) if p.node == self.here else (
-                    p.node in world.peers and world.peers[p.node].alive)
-                if usable and p.start == task.next_block and p.start <= p.end <= n:
-                    cands.append(p)
-        except Exception:
-            log.exception("policy %s failed to rank task %s; running it locally", self.policy.name, task.id)
-        self._try(task, cands, t0)
+        world = self.world(frozenset(task.excluded))
+        self._snapshot = world
+        view = TaskView(task.id, task.source, task.next_block, task.born, self.here)
+        self.step(task, make_plan(self.policy, view, world, n, self.partition_end(task.source, task.next_block)), t0)
 
-    def _try(self, task: Task, cands: list[Placement], t0: float) -> None:
-        # The sender's own alternative, for receivers that re-check requests (pa-mdi ``recheck``).
-        fallback = min((p.index for p in cands if p.node == self.here), default=math.inf)
-        while cands:
-            p = cands.pop(0)
-            if p.node == self.here:
-                if self.can_run(task.model, p.start, p.end):
-                    self._span_decide(task, t0, p.node)
-                    self.enqueue(task, p.start, p.end)
-                    return
+    def step(self, task: Task, plan: Plan, t0: float) -> None:
+        """Carry out the plan's next step; a step that cannot go out (the send failed, the peer
+        failed this task before) moves on to the one after it."""
+        def can_run(start: int, end: int) -> bool:
+            return self.can_run(task.model, start, end)
+
+        while True:
+            step = next_step(plan, can_run)
+            if step.action == "run":
+                self._span_decide(task, t0, self.here)
+                self.enqueue(task, step.start, step.end)
+                return
+            if step.action == "fail":
+                self.deliver_result(task, ok=False, reason=step.reason)
+                return
+            if step.node in task.excluded:
                 continue
-            if needs_handshake(self.policy, TaskView(task.id, task.source, task.next_block, task.born, self.here),
-                               self._snapshot):
+            if step.action == "offer":
                 hop = wire.new_id()
-                body = self._task_fields(task, p.start, p.end)
-                body.update(index=_finite(p.index), hop=hop, fallback=_finite(fallback))
-                if self.send_peer(p.node, wire.encode(wire.RTC, self.here, body)):
-                    self.offers[hop] = PendingOffer(hop, task, p.node, p.start, p.end, cands,
+                body = self._task_fields(task, step.start, step.end)
+                body.update(index=finite(step.index), hop=hop, fallback=finite(plan.fallback_index))
+                if self.send_peer(step.node, wire.encode(wire.RTC, self.here, body)):
+                    self.offers[hop] = PendingOffer(hop, task, step.node, step.start, step.end, plan,
                                                     time.time() + self.cfg.rtc_timeout_s, t0)
                     return
-                task.excluded.add(p.node)
-                continue
-            if self.send_task(task, p.node, p.start, p.end, wire.new_id(), t0):
+            elif self.send_task(task, step.node, step.start, step.end, wire.new_id(), t0):
                 return
-            task.excluded.add(p.node)
-        # Nobody else: run the next partition here, or fail if this node may not run it.
-        end = self.partition_end(task.source, task.next_block)
-        if self.can_run(task.model, task.next_block, end):
-            self._span_decide(task, t0, self.here)
-            self.enqueue(task, task.next_block, end)
-        else:
-            self.deliver_result(task, ok=False,
-                                reason=f"{self.here} cannot run blocks [{task.next_block},{end}) and no peer took them")
+            task.excluded.add(step.node)
 
     def _span_decide(self, task: Task, t0: float, node: str) -> None:
         self.tel.span("decide", task.id, task.source, t0, time.time(), to=node, block=task.next_block)
@@ -243,150 +203,6 @@ class RunState:
         n = len(src.block_time_s)
         self.executor.submit(WorkItem(task, start, end, time.time(), self._seq, self.est_s(task.source, start, end),
                                       src.priority * src.accuracy, self.est_s(task.source, end, n), key))
-
-    # ----------------------------------------------------------------------------- hand-offs
-    def send_task(self, task: Task, node: str, start: int, end: int, hop: str, t0: float) -> bool:
-        ts = time.time()
-        body = self._task_fields(task, start, end)
-        body.update(hop=hop, path=list(task.path), sent=ts, placements=[list(p) for p in task.placements])
-        tensors, is_tuple = _tensors(task.tensor)
-        if is_tuple:
-            body["tuple"] = True
-        frames = wire.encode(wire.TASK, self.here, body, tensors)
-        ts_end = time.time()
-        if not self.send_peer(node, frames):
-            return False
-        nbytes = sum(wire.frame_len(f) for f in frames[1:])
-        self.tel.span("serialize", task.id, task.source, ts, ts_end, to=node, bytes=nbytes)
-        self.peers.on_sent(node, nbytes, ts_end)
-        ack_by = self._ack_deadline(node, ts_end)
-        self._span_decide(task, t0, node)
-        self.custody[hop] = Custody(hop, node, task, "task", start, end, time.time(), ack_by=ack_by)
-        self.counters["sent_tasks"] += 1
-        return True
-
-    def _ack_deadline(self, peer: str, now: float) -> float:
-        """When an ack must have come: ``ack_timeout_s`` on top of twice the time the link needs to
-        deliver everything queued on it (a 3 MB activation on a 5 Mbit/s link takes ~5 s)."""
-        p = self.peers.peers.get(peer)
-        link_s = max(0.0, p.link_free_at - now) + 2 * p.delay_s if p is not None else 0.0
-        return now + self.cfg.ack_timeout_s + 2.0 * link_s
-
-    def on_task(self, peer: str, msg: wire.Message, t_recv: float) -> None:
-        b = msg.body
-        hop = b["hop"]
-        self.reserved.pop(hop, None)
-        src = self.sources.get(b["source"])
-        reason = None
-        if src is None or src.model != b["model"]:
-            reason = f"unknown source {b['source']!r} / model {b['model']!r}"
-        elif b["end"] > src.bounds[-1] or b["start"] > b["end"]:
-            reason = f"block range [{b['start']},{b['end']}) is outside {b['model']}'s {src.bounds[-1]} blocks"
-        elif b["end"] > b["start"] and not self.can_run(b["model"], b["start"], b["end"]):
-            reason = f"{self.here} may not run {b['model']} blocks [{b['start']},{b['end']})"
-        elif not msg.tensors or (len(msg.tensors) > 1 and not b.get("tuple")):
-            reason = f"a task carries one tensor (or a tuple flagged 'tuple'), got {len(msg.tensors)}"
-        if reason:
-            self.send_peer(peer, wire.encode(wire.DENY, self.here, {"hop": hop, "task": b["task"], "reason": reason}))
-            return
-        self.send_peer(peer, wire.encode(wire.ACK, self.here, {"hop": hop}))
-        self.counters["recv_tasks"] += 1
-        task = Task(id=b["task"], source=b["source"], origin=b["origin"], model=b["model"], priority=b["priority"],
-                    born=b["born"], next_block=b["start"], tensor=_activation(msg.tensors, bool(b.get("tuple"))),
-                    path=[*b["path"], self.here], placements=list(b.get("placements", [])), upstream=(peer, hop),
-                    arrived=t_recv)
-        now = time.time()
-        self.tel.span("transfer", task.id, task.source, b["sent"], t_recv, peer=peer,
-                      bytes=int(sum(a.nbytes for a in msg.tensors)), block=b["start"])
-        self.tel.span("recv", task.id, task.source, t_recv, now, peer=peer)
-        if b["end"] == b["start"]:  # relay: decide the next step from here
-            self.decide(task, since=t_recv)
-        else:
-            self.enqueue(task, b["start"], b["end"])
-
-    def on_ack(self, peer: str, hop: str) -> None:
-        c = self.custody.get(hop)
-        if c is None or c.peer != peer:
-            return
-        c.acked = True
-        self._release_upstream(c.task)
-        if c.kind == "result":  # the next relay (or the origin) holds the result now
-            del self.custody[hop]
-
-    def on_release(self, peer: str, hop: str) -> None:
-        c = self.custody.get(hop)
-        if c is not None and c.peer == peer:
-            del self.custody[hop]
-
-    def _release_upstream(self, task: Task) -> None:
-        if task.upstream is not None:
-            peer, hop = task.upstream
-            task.upstream = None
-            self.send_peer(peer, wire.encode(wire.RELEASE, self.here, {"hop": hop}))
-
-    def on_deny(self, peer: str, hop: str, reason: str | None) -> None:
-        self.counters["denied"] += 1
-        offer = self.offers.pop(hop, None)
-        if offer is not None and offer.node == peer:
-            self._try(offer.task, offer.rest, offer.decide_start)
-            return
-        c = self.custody.get(hop)
-        if c is not None and c.peer == peer:
-            self.hop_failed(c, f"denied by {peer}: {reason}")
-
-    def on_ctc(self, peer: str, hop: str) -> None:
-        offer = self.offers.pop(hop, None)
-        if offer is None or offer.node != peer:
-            return  # timed out meanwhile; the peer's reservation expires on its own
-        if not self.send_task(offer.task, peer, offer.start, offer.end, hop, offer.decide_start):
-            offer.task.excluded.add(peer)
-            self._try(offer.task, offer.rest, offer.decide_start)
-
-    def hop_failed(self, c: Custody, why: str) -> None:
-        """A hand-off to ``c.peer`` failed (dead, silent or refusing): take the task back."""
-        self.custody.pop(c.hop, None)
-        self.counters["retries"] += 1
-        log.warning("%s: hand-off of %s to %s failed (%s); re-deciding", self.here, c.task.id, c.peer, why)
-        c.task.excluded.add(c.peer)
-        self.tel.span("retry", c.task.id, c.task.source, c.sent, time.time(), peer=c.peer, reason=why)
-        if c.kind == "task":
-            c.task.next_block = c.start
-            self.decide(c.task)
-        else:
-            self.deliver_result(c.task, ok=c.ok, reason=c.reason)
-
-    # -------------------------------------------------------------------------------- RTC / CTC
-    def on_rtc(self, peer: str, msg: wire.Message) -> None:
-        b = msg.body
-        view = TaskView(b["task"], b["source"], b["start"], b["born"], peer)
-        req = OffloadRequest(view, peer, self.here, b["start"], b["end"], float(b["index"]), float(b["priority"]))
-        if b["source"] not in self.sources or not self.can_run(b["model"], b["start"], b["end"]):
-            self.send_peer(peer, wire.encode(wire.DENY, self.here, {"hop": b["hop"], "task": b["task"],
-                                                                    "reason": "cannot run these blocks"}))
-            return
-        self.rtc_inbox.append((time.time(), req, b["hop"]))
-        if self.rtc_window_end is None:
-            self.rtc_window_end = time.time() + self.cfg.grant_window_s
-
-    def _grant(self) -> None:
-        inbox, self.rtc_inbox, self.rtc_window_end = self.rtc_inbox, [], None
-        world = self.world()
-        chosen: OffloadRequest | None = None
-        try:
-            chosen = self.policy.grant([r for _, r, _ in inbox], world)
-        except Exception:
-            log.exception("policy %s failed in grant", self.policy.name)
-        now = time.time()
-        for _, req, hop in inbox:
-            if chosen is not None and req is chosen:
-                est = self.est_s(req.task.source, req.start, req.end)
-                weight = req.priority * self.sources[req.task.source].accuracy
-                self.reserved[hop] = (est, now + max(1.0, 4 * self.cfg.rtc_timeout_s), weight, req.task.born_s)
-                self.counters["granted"] += 1
-                self.send_peer(req.sender, wire.encode(wire.CTC, self.here, {"hop": hop, "task": req.task.task_id}))
-            else:
-                self.send_peer(req.sender, wire.encode(wire.DENY, self.here, {"hop": hop, "task": req.task.task_id,
-                                                                              "reason": "another request won"}))
 
     # ---------------------------------------------------------------------------- executor results
     def computed(self, item: WorkItem, out: Any, timing: Timing, err: str | None) -> None:
@@ -419,97 +235,6 @@ class RunState:
     def _computed(self, item: WorkItem, out: Any, timing: Timing, err: str | None) -> None:
         self.post(("computed", item, out, timing, err))  # executor thread -> I/O loop
 
-    # ---------------------------------------------------------------------------------- results
-    def deliver_result(self, task: Task, ok: bool, reason: str | None = None) -> None:
-        if task.origin == self.here:
-            self.complete(task, ok, reason, task.tensor if ok else None, task.placements, time.time())
-            self._release_upstream(task)
-            return
-        t0 = time.time()
-        now = t0
-        nxt = None
-        if task.origin in self.peers.peers and self.peers.alive(task.origin, now) and task.origin not in task.excluded:
-            nxt = task.origin
-        else:
-            # Walk back along the nodes that held the task before this node first did: each relay
-            # picks a strictly earlier node, so results never loop.
-            first = task.path.index(self.here) if self.here in task.path else len(task.path)
-            for node in reversed(task.path[:first]):
-                if node not in task.excluded and self.peers.alive(node, now):
-                    nxt = node
-                    break
-        if nxt is None:
-            # Keep it and retry on the timer (a peer that just restarted may not have beaconed yet);
-            # after task_timeout_s it is dropped and the source reports the task failed (timeout).
-            if task.id not in self.stranded:
-                log.warning("%s: no live route back to %s for %s yet; will retry", self.here, task.origin, task.id)
-                self.stranded[task.id] = (task, ok, reason, now)
-            return
-        hop = wire.new_id()
-        body = {"task": task.id, "source": task.source, "origin": task.origin, "hop": hop, "ok": ok,
-                "path": list(task.path), "placements": [list(p) for p in task.placements], "done": now}
-        if reason:
-            body["reason"] = reason[: wire.MAX_STR]
-        tensors: list[Any] = []
-        if ok:
-            tensors, is_tuple = _tensors(task.tensor)
-            if is_tuple:
-                body["tuple"] = True
-        frames = wire.encode(wire.RESULT, self.here, body, tensors)
-        if not self.send_peer(nxt, frames):
-            task.excluded.add(nxt)
-            self.deliver_result(task, ok, reason)
-            return
-        self.tel.span("serialize", task.id, task.source, t0, time.time(), to=nxt, result=True)
-        self.peers.on_sent(nxt, sum(wire.frame_len(f) for f in frames[1:]), time.time())
-        ack_by = self._ack_deadline(nxt, time.time())
-        c = Custody(hop, nxt, task, "result", 0, 0, time.time(), ack_by=ack_by, ok=ok, reason=reason)
-        self.custody[hop] = c
-
-    def on_result(self, peer: str, msg: wire.Message, t_recv: float) -> None:
-        b = msg.body
-        self.send_peer(peer, wire.encode(wire.ACK, self.here, {"hop": b["hop"]}))
-        self.tel.span("result", b["task"], b["source"], b["done"], t_recv, peer=peer)
-        ok = bool(b["ok"]) and len(msg.tensors) >= 1
-        tensor = _activation(msg.tensors, bool(b.get("tuple"))) if ok else None
-        if b["origin"] == self.here:
-            out = self.outstanding.get(b["task"])
-            if out is None:
-                self.counters["duplicates"] += 1
-                return
-            self.complete(out[0], ok, b.get("reason"), tensor, b["placements"], t_recv)
-            return
-        src = self.sources.get(b["source"])
-        if src is None:
-            return
-        self.counters["results_relayed"] += 1
-        task = Task(id=b["task"], source=b["source"], origin=b["origin"], model=src.model, priority=src.priority,
-                    born=0.0, next_block=len(src.block_time_s), tensor=tensor, path=list(b["path"]),
-                    placements=list(b["placements"]), upstream=(peer, b["hop"]))
-        self.deliver_result(task, ok, b.get("reason"))
-
-    def complete(self, task: Task, ok: bool, reason: str | None, tensor: Any, placements: list[Any],
-                 t_done: float) -> None:
-        entry = self.outstanding.pop(task.id, None)
-        if entry is None:
-            self.counters["duplicates"] += 1
-            return
-        _, born_local, index = entry
-        st = self.stats[task.source]
-        if ok:
-            st.completed += 1
-            if self.cfg.keep_outputs and tensor is not None:
-                self.outputs[task.id] = tensor
-        else:
-            st.failed += 1
-        self.completed_ids.add(task.id)
-        self.tel.record({
-            "task": task.id, "source": task.source, "index": index, "model": task.model,
-            "priority": task.priority, "status": "completed" if ok else "failed", "reason": reason,
-            "born": born_local, "done": t_done, "latency_s": t_done - born_local,
-            "placements": [list(p) for p in placements], "nodes": len({p[0] for p in placements}),
-        })
-
     # ------------------------------------------------------------------------------------ timers
     def beacon_body(self, now: float) -> dict[str, Any]:
         """What a beacon says: the simulator's snapshot (queue seconds, residual, per-weight queue)."""
@@ -527,13 +252,13 @@ class RunState:
     def tick(self) -> None:
         """Timers: RTC windows, offer and ack timeouts, dead peers, reservations, task timeouts."""
         now = time.time()
-        if self.rtc_window_end is not None and now >= self.rtc_window_end:
-            self._grant()
+        if self.grants.closes_at is not None and now >= self.grants.closes_at:
+            self.grant()
         for hop, offer in list(self.offers.items()):
             if now >= offer.deadline:
                 del self.offers[hop]
                 offer.task.excluded.add(offer.node)
-                self._try(offer.task, offer.rest, offer.decide_start)
+                self.step(offer.task, offer.plan, offer.decide_start)
         dead = set(self.peers.newly_dead(now))
         for name in dead:
             log.warning("%s: peer %s missed its beacons; dropped from the candidates", self.here, name)
@@ -554,8 +279,8 @@ class RunState:
             self.deliver_result(task, ok, reason)
             if tid in self.stranded:  # still no route: keep the original time
                 self.stranded[tid] = (task, ok, reason, since)
-        for hop, (_, expires, _, _) in list(self.reserved.items()):
-            if now >= expires:
+        for hop, r in list(self.reserved.items()):
+            if now >= r.expires:
                 del self.reserved[hop]
         for task, born_local, _ in list(self.outstanding.values()):
             if now - born_local > self.cfg.task_timeout_s:
@@ -564,8 +289,8 @@ class RunState:
 
     def next_deadline(self) -> float:
         ds = [o.deadline for o in self.offers.values()]
-        if self.rtc_window_end is not None:
-            ds.append(self.rtc_window_end)
+        if self.grants.closes_at is not None:
+            ds.append(self.grants.closes_at)
         return min(ds, default=math.inf)
 
     # ------------------------------------------------------------------------------------ ending

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from pamdi_node.worker.decide import Plan
+
 
 @dataclass
 class Task:
@@ -40,6 +42,10 @@ class WorkItem:
     after_s: float = 0.0
     key: tuple = ()  # the policy's queue_key, computed at enqueue (smaller = served first)
 
+    @property
+    def born(self) -> float:
+        return self.task.born
+
 
 @dataclass
 class Custody:
@@ -60,13 +66,33 @@ class Custody:
 
 @dataclass
 class PendingOffer:
-    """An RTC sent to ``placement.node``, waiting for CTC/DENY; ``rest`` are the next candidates."""
+    """An RTC sent to ``node``, waiting for CTC/DENY; ``plan`` holds the candidates after it."""
 
     hop: str
     task: Task
     node: str
     start: int
     end: int
-    rest: list[Any]
+    plan: Plan
     deadline: float
     decide_start: float
+
+
+def finite(x: float) -> float:
+    """``x`` for the wire (msgpack carries inf, but peers compare; the largest float stands in)."""
+    return float(x) if math.isfinite(x) else 1e300
+
+
+def tensors_of(x: Any) -> tuple[list[Any], bool]:
+    """Frames of an activation: a tensor, or a tuple of tensors (flagged so it is rebuilt as one)."""
+    if isinstance(x, tuple | list):
+        return list(x), True
+    return [x], False
+
+
+def activation(arrays: list[Any], is_tuple: bool) -> Any:
+    """An activation from its frames' arrays (the inverse of ``tensors_of``)."""
+    import torch
+
+    ts = [torch.from_numpy(a) for a in arrays]
+    return tuple(ts) if is_tuple else ts[0]
