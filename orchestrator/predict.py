@@ -88,6 +88,31 @@ def runtime_costs(spans: Iterable[Mapping[str, Any]]) -> RuntimeCosts:
     return RuntimeCosts(max(0.0, decision), max(0.0, _mean(ser) + _mean(recv)))
 
 
+def _merge_manifest_quietly(run_dir: Path, extra: Mapping[str, Any]) -> None:
+    from orchestrator.runner import _merge_manifest
+
+    with contextlib.suppress(OSError, ValueError):
+        _merge_manifest(run_dir, extra)
+
+
+def quota_speeds(spans: Iterable[Mapping[str, Any]], spec: ExperimentSpec, min_s: float = 0.5
+                 ) -> dict[str, float]:
+    """Each node's speed as a quota run measured it: its nominal speed times the profiled (modelled)
+    time of the ranges it computed over their real time, for nodes with at least ``min_s`` of it."""
+    from orchestrator.simulator import node_speed
+
+    model: dict[str, float] = {}
+    host: dict[str, float] = {}
+    for s in spans:
+        if s.get("kind") == "compute" and s.get("model_s") is not None and s.get("host_s"):
+            node = str(s.get("node"))
+            model[node] = model.get(node, 0.0) + float(s["model_s"])
+            host[node] = host.get(node, 0.0) + float(s["host_s"])
+    nominal = {n.name: node_speed(n) for n in spec.nodes}
+    return {n: nominal[n] * model[n] / host[n] for n in model
+            if n in nominal and host[n] >= min_s and model[n] > 0}
+
+
 def read_spans(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
@@ -158,13 +183,25 @@ def run_and_compare(spec: ExperimentSpec, backend: Any, run_dir: Path, options: 
     summary = runner.run()
     costs = {r.policy: runtime_costs(r.spans) for r in runner.results}
     shaped = getattr(backend, "shapes_with_token_bucket", False)
-    model = spec
-    if "quota_calibration" in runner.timing:  # a quota run: the nodes' calibrated speeds
+    stretch = runner.stretch if shaped else None
+    if "quota_calibration" in runner.timing:  # a quota run: the nodes' real speeds under their quotas
         from orchestrator.netem.calibrate import calibrated_spec
 
-        model = calibrated_spec(spec, runner.timing["quota_calibration"])
-    predicted = predict(model, [r.policy for r in runner.results], runner.profiles, costs,
-                        shaper_stretch=runner.stretch if shaped else None)
+        # A bare process alone in a quota (the calibration) computes faster than an agent whose I/O,
+        # source and serialisation threads share that quota, and how much the nodes slow each other
+        # down depends on how many compute at once (the policy): where a policy's run computed enough
+        # on a node, its speed is what that node achieved in that run; else the calibrated one.
+        cal = runner.timing["quota_calibration"]
+        predicted: dict[tuple[str, str], float | None] = {}
+        for r in runner.results:
+            in_run = quota_speeds(r.spans, spec)
+            cal.setdefault("in_run_speeds", {})[r.policy] = {n: round(v, 4) for n, v in in_run.items()}
+            model = calibrated_spec(spec, {"nodes": {n: {"speed": in_run.get(n, e["speed"])}
+                                                     for n, e in cal["nodes"].items()}})
+            predicted.update(predict(model, [r.policy], runner.profiles, costs, shaper_stretch=stretch))
+        _merge_manifest_quietly(Path(run_dir), {"emulation": runner.timing})  # with the in-run speeds
+    else:
+        predicted = predict(spec, [r.policy for r in runner.results], runner.profiles, costs, shaper_stretch=stretch)
     rows = compare(summary, predicted)
     for row in rows:
         row["costs"] = costs[row["policy"]].as_dict()

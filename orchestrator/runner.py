@@ -265,7 +265,9 @@ class Runner:
 
         self.profiles, choice = run_profiles(self.nominal, self.device_time, self.base_dir)
         self.timing["profiles"] = choice.as_dict()
-        if self.device_time == "profile":
+        if self.device_time in ("profile", "quota"):
+            # Quotas cap each node's CPU but guarantee nothing: their sum must fit the host too, so a
+            # quota run is stretched by the same headroom rule (quotas / k, durations x k).
             if self.opts.time_stretch is not None:
                 self.stretch = float(self.opts.time_stretch)
                 self.timing["headroom"] = {"stretch": self.stretch, "reason": "asked"}
@@ -282,13 +284,19 @@ class Runner:
                 head = estimate_headroom(self.nominal, self.policies(), self.profiles, host_ratio=ratio)
                 self.stretch = head.stretch
                 self.timing["headroom"] = head.as_dict()
-        if self.device_time == "quota" and getattr(self.backend, "name", "") == "netns":
-            # Predictions of a quota run need each node's real speed under its quota (not linear).
-            from orchestrator.netem.calibrate import calibrate_spec
-
-            self.timing["quota_calibration"] = calibrate_spec(self.nominal, self.profiles)
         if self.stretch < 1.0:
             raise RunError(f"time stretch must be >= 1, got {self.stretch}")
+        if self.device_time == "quota" and getattr(self.backend, "name", "") == "netns":
+            # Predictions of a quota run need each node's real speed under its quota (not linear):
+            # measured at the quotas the run uses, then expressed on the nominal time line (x k).
+            from orchestrator.netem.calibrate import calibrate_spec
+            from orchestrator.timescale import stretch_spec
+
+            cal = calibrate_spec(stretch_spec(self.nominal, self.stretch), self.profiles)
+            for entry in cal["nodes"].values():
+                entry["stretched_speed"] = entry["speed"]
+                entry["speed"] = entry["speed"] * self.stretch
+            self.timing["quota_calibration"] = cal
         if self.stretch != 1.0:
             from orchestrator.timescale import stretch_spec
 

@@ -57,8 +57,11 @@ def load_calibration(path: Path | None = None) -> dict[str, float]:
 
 
 def node_quota(node_speed: float, threads: int, device_name: str | None) -> tuple[float, int]:
-    """(cpus, threads) for a spec node: its device profile, else ``speed`` CPUs per thread."""
+    """(cpus, threads) for a spec node: ``speed`` CPUs per thread, with its device's thread count.
+
+    For a device at its nominal speed that is the device's ``cpus``; a stretched run (speed / k,
+    ``orchestrator/timescale.py``) gets ``cpus / k``, and an explicit ``speed`` wins over the device
+    as it does in the simulator."""
     if device_name is not None and device_name in DEVICES:
-        d = DEVICES[device_name]
-        return d.cpus, d.threads
+        threads = DEVICES[device_name].threads
     return node_speed * threads, threads
