@@ -624,11 +624,11 @@ class Simulator:
         """Queue ``nbytes`` on link a->b; return the arrival time at b."""
         link = self.links[(a, b)]
         start = self.now if self.now > link[2] else link[2]
+        bits = nbytes * 8.0
+        est = link[_EST_FREE]  # the sender's estimate, as the agents keep it: configured goodput, no bucket
+        link[_EST_FREE] = (self.now if self.now > est else est) + bits / link[_RATE]
         sched: LinkSchedule | None = link[_SCHED]
         if sched is None:
-            bits = nbytes * 8.0
-            est = link[_EST_FREE]  # the sender's estimate, as the agents keep it: no bucket
-            link[_EST_FREE] = (self.now if self.now > est else est) + bits / link[_RATE]
             burst = link[_BURST]
             if burst > 0:  # the shaper's bucket refills while the link idles; what it holds goes at once
                 avail = min(burst, link[_TOKENS] + (start - link[_TOK_T]) * link[_RATE])
@@ -639,7 +639,6 @@ class Simulator:
             link[2] = start + bits / link[0]
             link[_TOK_T] = link[2]
             return link[2] + link[1]
-        bits = nbytes * 8.0
         off = self.opt.scenario_offset_s
         done, arrival = sched.transmit(start + off, bits)
         link[_FREE] = done - off
@@ -647,8 +646,6 @@ class Simulator:
         if arrival < link[_LAST_ARRIVAL]:
             arrival = link[_LAST_ARRIVAL]
         link[_LAST_ARRIVAL] = arrival
-        est = link[_EST_FREE]
-        link[_EST_FREE] = (self.now if self.now > est else est) + bits / link[_RATE]
         return arrival
 
     def _transfer(self, task: _Task, here: str, dest: str, start: int, end: int, grant: int = 0) -> None:

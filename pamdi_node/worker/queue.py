@@ -17,7 +17,7 @@ at every beacon), and describes itself as a ``QueueDetail``:
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 # Seconds below this are float dust from the incremental sums, not work.
@@ -97,9 +97,6 @@ class QueueLedger(Generic[W]):
 
     def __len__(self) -> int:
         return len(self._heap)
-
-    def __iter__(self) -> Iterator[W]:
-        return (e[-1] for e in self._heap)
 
     def push(self, work: W, key: tuple[Any, ...], source: str) -> None:
         self._seq += 1
