@@ -14,7 +14,12 @@ SPEC = parse_spec({
     # A slow source and two helpers: PA-MDI offloads nearly everything, so the helpers always hold work.
     "nodes": [{"name": "a", "speed": 0.05}, {"name": "b", "speed": 0.3}, {"name": "c", "speed": 0.3}],
     "full_mesh": {"rate_mbit": 1000},
-    "sources": [{"name": "ts", "node": "a", "model": "resnet56", "priority": 10, "samples": 300, "interval_ms": 30}],
+    # The steady TS stream alone keeps each helper busy only about 70% of the time, so whether b held
+    # anything when it was killed was left to chance (CI once killed it idle: no retries). A burst of
+    # 30 NTS tasks in 30 ms at 0.7 s queues ~0.3 s of work on each helper, over the kill at 0.8 s.
+    "sources": [{"name": "ts", "node": "a", "model": "resnet56", "priority": 10, "samples": 300, "interval_ms": 30},
+                {"name": "burst", "node": "a", "model": "resnet56", "priority": 1, "samples": 30, "interval_ms": 1,
+                 "start_ms": 700}],
     # b dies at 0.8 s (SIGKILL) and is restarted at 2 s (a fresh process: ~3 s to import torch and
     # build its blocks); the run lasts 9 s, so b has time to rejoin and be used again.
     "failures": [{"node": "b", "at_s": 0.8, "recover_after_s": 1.2}],
@@ -28,13 +33,14 @@ def test_kill_a_worker_mid_run_then_it_rejoins(tmp_path: Path) -> None:
     summary = runner.run()
     run = runner.results[0]
     # Every task is accounted for: completed, or failed with a reason. None silently lost.
-    assert len(run.records) == 300
-    assert len({r.task_id for r in run.records}) == 300
+    assert len(run.records) == 330
+    assert len({r.task_id for r in run.records}) == 330
     failed = [(r.task_id, r.reason) for r in run.records if r.status != "completed"]
     assert all(reason for _, reason in failed)
     # Custody: the tasks b held when it died were taken back and finished elsewhere.
     assert not failed, failed
     assert summary["runs"][0]["sources"]["ts"]["completed"] == 300
+    assert summary["runs"][0]["sources"]["burst"]["completed"] == 30
     retries = [s for s in run.spans if s["kind"] == "retry"]
     assert retries and all(s["peer"] == "b" for s in retries)
     assert run.stats["a"]["peers"]["b"]["deaths"] >= 1
@@ -45,4 +51,4 @@ def test_kill_a_worker_mid_run_then_it_rejoins(tmp_path: Path) -> None:
     assert on_b[-1] > 0.8 + 1.2, f"b was not used after rejoining (last use at {on_b[-1]:.2f}s)"
     # The run folder keeps it all.
     lines = (tmp_path / "pa-mdi" / "tasks.jsonl").read_text().splitlines()
-    assert len(lines) == 300 and json.loads(lines[0])["policy"] == "pa-mdi"
+    assert len(lines) == 330 and json.loads(lines[0])["policy"] == "pa-mdi"
