@@ -1,9 +1,18 @@
-"""Profiles of the host in use: measured on first use, cached, and named in every run's manifest.
+"""Which profiles a run models its devices with, and this host's own, measured on first use and cached.
 
-An emulation under the ``profile`` or ``quota`` device-time model predicts and holds block times
-from a profile; profiles are facts about one host at one time (ResNet-50 at one thread: 83 ms when
-the shipped profiles were made, 91-96 ms on a fresh machine of the same kind), so an emulation
-uses this host's own unless the spec names a profile folder. The cache is keyed by CPU model and
+Profiles are facts about one host at one time (ResNet-50 at one thread: 83 ms when the shipped
+profiles were made, 91-96 ms on one fresh machine of the same kind, 115-155 ms on another). Node
+speeds are relative to a reference profile, so which profile that is decides what a device *is*:
+
+- ``profile`` device time holds every block range to its modelled time, so the modelled time can
+  be the reference's (the spec's folder, else the shipped one): a Xavier NX then takes 166 ms per
+  ResNet-50 on every host, the spec's loads mean what its comments say, and ``pamdi simulate``
+  predicts the emulation of the same spec on any host. This host's speed against the reference is
+  measured before each run (``host_ratio``) and only sizes the time stretch.
+- ``quota`` device time cannot hold: compute takes what this host's CPU under a quota takes, so the
+  run and its prediction use this host's own profile (measured once and cached) and a calibration.
+
+The cache is keyed by CPU model and
 core count, torch version, threads and batch (the file name carries batch and threads):
 ``$PAMDI_CACHE_DIR/profiles/<host-tag>-torch<version>/<model>_b<B>_t<T>.json``
 (default ``~/.cache/pamdi``). The shipped profiles stay as data for ``pamdi simulate``.
@@ -76,8 +85,9 @@ def host_profile(model: str, batch: int = 1, threads: int = 1, folder: Path | No
 
 def run_profiles(spec: ExperimentSpec, device_time: str, base_dir: str | Path | None = None
                  ) -> tuple[dict[str, ModelProfile], ProfileChoice]:
-    """The profiles (by source name) an emulation of ``spec`` under ``device_time`` predicts with:
-    the spec's folder when it names one, else this host's (``profile``/``quota``), else the shipped."""
+    """The profiles (by source name) an emulation of ``spec`` under ``device_time`` models and
+    predicts with: the spec's folder when it names one, this host's own under ``quota``, else the
+    shipped reference (``profile``, ``native``)."""
     from orchestrator.simulator import load_profiles
 
     if spec.profiles:
@@ -85,7 +95,7 @@ def run_profiles(spec: ExperimentSpec, device_time: str, base_dir: str | Path | 
         if not folder.is_absolute() and base_dir is not None:
             folder = Path(base_dir) / folder
         return load_profiles(spec, base_dir=base_dir), ProfileChoice("spec", str(folder))
-    if device_time == "native":
+    if device_time != "quota":
         from pamdi_node.models.profile import DEFAULT_HOST, SHIPPED_DIR
 
         return load_profiles(spec), ProfileChoice("shipped", str(SHIPPED_DIR / DEFAULT_HOST))

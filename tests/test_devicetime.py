@@ -184,3 +184,26 @@ def test_runtime_costs_from_spans() -> None:
                 {"kind": "compute", "node": "a", "task": "v", "start": 10.02, "end": 10.03, "blocks": [0, 4]},
                 {"kind": "compute", "node": "a", "task": "u", "start": 10.04, "end": 10.05, "blocks": [2, 4]}]
     assert runtime_costs(spans + compute).decision_s == pytest.approx(0.002)
+
+
+def test_profile_device_time_models_devices_with_the_reference_not_this_host(tmp_path, monkeypatch) -> None:
+    """A Xavier NX is the same device on every host under ``profile`` (the shipped reference, which
+    ``pamdi simulate`` also uses); only ``quota``, which cannot hold, uses this host's own profile."""
+    from orchestrator import hostprofiles
+    from orchestrator.simulator import load_profiles
+
+    monkeypatch.setenv("PAMDI_CACHE_DIR", str(tmp_path))
+    spec = parse_spec({"name": "ref", "nodes": [{"name": "a", "device": "xavier-nx"}],
+                       "sources": [{"name": "s", "node": "a", "model": "resnet56", "samples": 1}]})
+    shipped = load_profiles(spec)["s"]
+    # This host, as measured once and cached: twice as slow as the reference.
+    slow = shipped.model_copy(update={"blocks": tuple(b.model_copy(update={"time_s": 2 * b.time_s})
+                                                      for b in shipped.blocks)})
+    folder = hostprofiles.host_profile_dir()
+    folder.mkdir(parents=True)
+    slow.save(folder / hostprofiles.profile_filename("resnet56", 1, 1))
+    ref, choice = hostprofiles.run_profiles(spec, "profile")
+    assert choice.kind == "shipped" and ref["s"].total_time_s == pytest.approx(shipped.total_time_s)
+    own, choice = hostprofiles.run_profiles(spec, "quota")
+    assert choice.kind == "host" and choice.measured == ()
+    assert own["s"].total_time_s == pytest.approx(2 * shipped.total_time_s)

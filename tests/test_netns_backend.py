@@ -63,7 +63,7 @@ def test_emulation_agrees_with_simulation(tmp_path: Path) -> None:
     plain, _ = run_policies(spec, ["ar-mdi"], profiles=run_profiles(spec, "profile")[0])
     assert e["mean_s"] == pytest.approx(plain["runs"][0]["sources"]["ts"]["mean_s"], rel=0.10)
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["emulation"]["device_time"] == "profile" and manifest["emulation"]["profiles"]["kind"] == "host"
+    assert manifest["emulation"]["device_time"] == "profile" and manifest["emulation"]["profiles"]["kind"] == "shipped"
     # The split really crossed the link: tc counted the activations on a's end.
     stats = [json.loads(x) for x in (run_dir / "links" / "tc_stats.jsonl").read_text().splitlines()]
     sent_by_a = max(r["bytes"] for r in stats if r["src"] == "a")
