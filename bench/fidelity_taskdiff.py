@@ -42,6 +42,7 @@ def main() -> int:
     ap.add_argument("--policy", action="append", help="policies (default: ms-mdi and pa-mdi)")
     ap.add_argument("--max-seconds", type=float, default=10.0)
     ap.add_argument("--keep", type=Path, help="keep the run folder here")
+    ap.add_argument("--insecure", action="store_true", help="plaintext ZeroMQ (to see what Curve costs)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "fidelity_taskdiff.json")
     args = ap.parse_args()
     path = resolve_spec(args.spec)
@@ -49,7 +50,8 @@ def main() -> int:
     policies = args.policy or ["ms-mdi", "pa-mdi"]
     with tempfile.TemporaryDirectory(prefix="pamdi-taskdiff-") as tmp:
         run_dir = args.keep or Path(tmp) / "run"
-        runner = Runner(spec, get_backend("netns"), run_dir, RunOptions(policies=policies, device_time="profile"),
+        runner = Runner(spec, get_backend("netns"), run_dir, RunOptions(policies=policies, device_time="profile",
+                                                                      curve=False if args.insecure else None),
                         base_dir=path.parent)
         runner.prepare()
         runner.run()

@@ -26,7 +26,7 @@ from orchestrator.spec import ExperimentSpec
 from pamdi_node.agent.config import RunConfig
 from pamdi_node.models.profile import ModelProfile
 
-AGENT_DEFAULTS = RunConfig(node="x", policy="local")
+AGENT_DEFAULTS = RunConfig(node="x", config_id="defaults-only", policy="local")
 
 
 @dataclass(frozen=True)

@@ -155,7 +155,8 @@ def build_configs(
         # Under "local" nobody else's model ever runs here: build only this node's own models.
         blocks = {v.model: (0, len(v.block_time_s)) for v in views.values() if policy != "local" or v.node == n}
         configs[n] = {
-            "node": n, "run_id": run_id, "seed": spec.seed, "policy": policy, "policy_params": params,
+            "node": n, "run_id": run_id, "config_id": uuid.uuid4().hex, "seed": spec.seed, "policy": policy,
+            "policy_params": params,
             "speed": speeds[n], "device_time": device_time, "threads": node.threads,
             "beacon_period_s": beacon, "task_timeout_s": opts.task_timeout_s, "peers": peers,
             "graph": {k: list(v) for k, v in graph.items()}, "speeds": speeds, "sources": sources,
@@ -321,9 +322,15 @@ class Runner:
         views = source_views(self.spec, self.profiles)
         curve = self.opts.curve if self.opts.curve is not None else getattr(self.backend, "default_curve", True)
         if curve:
-            from orchestrator.keys import generate_run_keys
+            from orchestrator.keys import fingerprints, generate_run_keys, run_key_dir
 
-            self.keys_dir = generate_run_keys(self.run_dir / "keys", [n.name for n in self.spec.nodes])
+            self.keys_dir = generate_run_keys(run_key_dir(self.run_id), [n.name for n in self.spec.nodes])
+            self.timing["curve"] = {"on": True, "key_fingerprints": fingerprints(self.keys_dir)}
+        else:
+            log.warning("run %s: CurveZMQ is off (--insecure): any process that reaches the agents can "
+                        "configure, stop or impersonate them", self.run_id)
+            self.timing["curve"] = {"on": False}
+        _merge_manifest(self.run_dir, {"emulation": self.timing})
         ctx = RunContext(self.run_id, self.run_dir, self.spec.seed, keys_dir=self.keys_dir,
                          trace_dir=self.run_dir / "agents", device_time=self.device_time, time_scale=self.stretch)
         try:
@@ -336,7 +343,12 @@ class Runner:
         finally:
             self._write_summary(views)
             self._stop_all()
-            self.backend.down()
+            try:
+                self.backend.down()
+            finally:
+                from orchestrator.keys import remove_run_keys
+
+                remove_run_keys(self.keys_dir)
         return self.summary(views)
 
     def summary(self, views: Mapping[str, SourceView]) -> dict[str, Any]:

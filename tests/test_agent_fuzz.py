@@ -91,8 +91,9 @@ def _frames(msg_type: str = wire.PING, body: dict | None = None, tensors: list |
         (_frames(wire.BEACON, {"speed": 1.0, "queue_s": 0.0, "seq": 1}), None),  # before config: ignored
         (_frames(wire.STATS, {"unexpected": 1}), "unknown field(s) ['unexpected']"),
         (_frames(wire.START), "'start' refused"),
-        (_frames(wire.CONFIG, {"config": {"node": "a", "policy": "nope"}}), "policy"),
-        (_frames(wire.CONFIG, {"config": {"node": "zz", "policy": "local"}}), "this agent is 'a'"),
+        (_frames(wire.CONFIG, {"config": {"node": "a", "config_id": "fuzz-config-1", "policy": "nope"}}), "policy"),
+        (_frames(wire.CONFIG, {"config": {"node": "zz", "config_id": "fuzz-config-2", "policy": "local"}}),
+         "this agent is 'a'"),
         ([_frames()[0], *([b"x"] * 40)], "frames exceed the maximum"),
     ],
 )

@@ -23,7 +23,7 @@ SRC = {"name": "ts", "node": "a", "model": "tiny", "priority": 10, "samples": 2,
 
 
 def _cfg(**kw: object) -> dict:
-    cfg = {"node": "a", "policy": "pa-mdi", "beacon_period_s": 0.1, "sources": [SRC],
+    cfg = {"node": "a", "config_id": "unit-test-config", "policy": "pa-mdi", "beacon_period_s": 0.1, "sources": [SRC],
            "peers": {"b": {"address": "tcp://127.0.0.3:1", "rate_bps": 1e7}}}
     cfg.update(kw)
     return cfg

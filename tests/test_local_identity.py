@@ -104,9 +104,9 @@ TINY = parse_spec({
 
 def test_every_policy_matches_the_monolithic_model(tmp_path: Path) -> None:
     runner = Runner(TINY, get_backend("local"), tmp_path,
-                    # Curve on: every agent-to-agent and orchestrator-to-agent hop is encrypted and authenticated.
-                    RunOptions(policies=list(POLICY_NAMES), keep_outputs=True, task_timeout_s=30, run_timeout_s=60,
-                               curve=True))
+                    # Curve (the default): every agent-to-agent and orchestrator-to-agent hop is encrypted
+                    # and authenticated.
+                    RunOptions(policies=list(POLICY_NAMES), keep_outputs=True, task_timeout_s=30, run_timeout_s=60))
     summary = runner.run()
     assert [r["policy"] for r in summary["runs"]] == list(POLICY_NAMES)
     check_outputs(TINY, runner.results)
@@ -120,7 +120,8 @@ def test_every_policy_matches_the_monolithic_model(tmp_path: Path) -> None:
         assert len((tmp_path / policy / "tasks.jsonl").read_text().splitlines()) == 12
         assert (tmp_path / policy / "spans.jsonl").stat().st_size > 0
     assert (tmp_path / "summary.json").is_file() and (tmp_path / "clocks.json").is_file()
-    assert (tmp_path / "keys" / "public" / "orchestrator.key").is_file()
+    assert summary["curve"]["on"] and "orchestrator" in summary["curve"]["key_fingerprints"]
+    assert not (tmp_path / "keys").exists()  # private keys never live in the run folder
 
 
 REAL = parse_spec({

@@ -100,7 +100,7 @@ def link_shaping(net: LinkNet, peer: str, params: LinkParams) -> dict[str, Any]:
 
 class DockerBackend:
     name = "docker"
-    default_curve = False  # internal networks reachable only from this host; --curve turns keys on
+    default_curve = True  # any process on this host reaches the bridge networks (--insecure: off)
     # Agents share this host: they hold results to the modelled device time (``--cpus`` per node
     # only under device_time "quota").
     default_device_time = "profile"
@@ -291,7 +291,7 @@ class DockerBackend:
         if self.ctx.keys_dir is not None:
             from orchestrator.keys import node_key_folder
 
-            own = node_key_folder(self.ctx.keys_dir, node, Path(self.ctx.run_dir) / "node-keys" / node).resolve()
+            own = node_key_folder(self.ctx.keys_dir, node, Path(self.ctx.keys_dir) / "nodes" / node).resolve()
             volumes[str(own)] = {"bind": KEYS_MOUNT, "mode": "ro"}
             keys = KEYS_MOUNT
         # agent_argv gives `python -m pamdi_node ARGS`; the image's entry runs `pamdi node ARGS`.

@@ -31,7 +31,7 @@ READY = re.compile(r"pamdi-agent ready name=(\S+) listen=(\S+)")
 
 class LocalBackend:
     name = "local"
-    default_curve = False  # loopback only; the runner turns Curve on with --curve
+    default_curve = True  # loopback too: any local process could otherwise steer the agents (--insecure: off)
     default_device_time = "profile"  # agents share this host: hold results to the modelled device time
 
     def __init__(self, *, python: str | None = None, start_timeout_s: float = 60.0, device: str = "cpu",

@@ -43,7 +43,7 @@ READY = re.compile(r"pamdi-agent ready name=(\S+) listen=(\S+)")
 
 class NetnsBackend:
     name = "netns"
-    default_curve = False
+    default_curve = True  # root processes on this host reach every namespace (--insecure: off)
     # Agents share this host: they hold results to the modelled device time (a CPU quota per node
     # only under device_time "quota").
     default_device_time = "profile"

@@ -103,7 +103,8 @@ def register(app: typer.Typer) -> None:
         policy: str = typer.Option(None, "--policy", "-p", help="policy name or 'all' (default: the spec's)"),
         as_json: bool = typer.Option(False, "--json", help="print the summary JSON"),
         out: Path = typer.Option(None, "--out", help="run folder (default results/runs/<run id>)"),
-        curve: bool = typer.Option(None, "--curve/--no-curve", help="CurveZMQ (default: off on loopback, else on)"),
+        insecure: bool = typer.Option(False, "--insecure",
+                                      help="plaintext ZeroMQ: any process that reaches the agents may steer them"),
         task_timeout: float = typer.Option(60.0, "--task-timeout", help="seconds before a task counts as failed"),
         run_timeout: float = typer.Option(None, "--run-timeout", help="seconds per policy (default: from the spec)"),
         backend_opt: list[str] = typer.Option([], "--backend-opt", help="KEY=VALUE passed to the backend"),
@@ -135,12 +136,16 @@ def register(app: typer.Typer) -> None:
         run_dir = out or Path("results") / "runs" / f"{s.name}-{backend}-{time.strftime('%Y%m%d-%H%M%S')}"
         if device_time is not None and device_time not in ("profile", "quota", "native"):
             raise fail(f"--device-time: {device_time!r} is not one of profile, quota, native")
+        curve = False if insecure else None  # None: the backend's default (Curve, except Colosseum batch)
+        if insecure and not as_json:
+            typer.echo("warning: --insecure: CurveZMQ off, the agents take orders from anyone who reaches them",
+                       err=True)
         opts = RunOptions(policies=policies, curve=curve, task_timeout_s=task_timeout, run_timeout_s=run_timeout,
                           device_time=device_time, time_stretch=stretch)
         from results.trace import write_manifest
 
         write_manifest(run_dir, s, backend=backend, policies=policies, extra={"emulate": {
-            "spec_path": str(path), "backend_options": _backend_options(backend_opt), "curve": curve,
+            "spec_path": str(path), "backend_options": _backend_options(backend_opt), "insecure": insecure,
             "task_timeout_s": task_timeout, "run_timeout_s": run_timeout, "device_time": device_time,
             "time_stretch": stretch}})
         with _progress(not as_json) as on_progress:

@@ -76,6 +76,9 @@ class SourceConfig(_Strict):
 class RunConfig(_Strict):
     node: str = Field(min_length=1, max_length=64)
     run_id: str = Field(default="run", min_length=1, max_length=128)
+    # Unique per configuration sent (one per node and policy run): an agent applies each once, so a
+    # replayed config cannot tear down a run and wipe its records.
+    config_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
     policy: str = Field(min_length=1, max_length=64)
     policy_params: dict[str, Any] = Field(default_factory=dict)  # pa-mdi-static: a nested plan

@@ -7,9 +7,13 @@ Key directory layout (written per run by ``orchestrator/keys.py``; every node ge
     KEYS/private/<name>.key_secret      secret certificate of <name> (mode 0600)
 
 An agent with ``--keys KEYS`` serves Curve with its own secret key and accepts only clients whose
-public key is in ``KEYS/public`` (checked by a ZAP ``ThreadAuthenticator``); a client without an
-authorised key cannot complete the handshake, so none of its messages ever reaches the agent. The same
-folder gives every client the server key of the node it talks to.
+public key is in ``KEYS/public`` (checked by the ZAP handler ``NamedKeys``); a client without an
+authorised key cannot complete the handshake, so none of its messages ever reaches the agent. The
+ZAP handler also names every connection by the owner of its key (the file's stem: a node name or
+``orchestrator``), and libzmq stamps that name on each message as its ``User-Id``: the agent takes a
+peer to be that name, never the routing id or ``src`` it offers, so a node's key cannot pose as
+another node or as the orchestrator. The same folder gives every client the server key of the node
+it talks to.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from pathlib import Path
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
+
+ORCHESTRATOR = "orchestrator"
 
 
 class KeyError_(ValueError):
@@ -47,15 +54,41 @@ def keypair(keys: str | Path, name: str) -> tuple[bytes, bytes]:
     return public, secret
 
 
-def secure_server(ctx: zmq.Context, sock: zmq.Socket, keys: str | Path, name: str) -> ThreadAuthenticator:
-    """Make ``sock`` a Curve server with ``name``'s key that admits only keys in ``keys/public``."""
+def key_names(public_dir: Path) -> dict[bytes, str]:
+    """z85 public key -> owner, from ``public/<owner>.key``; one key per owner and one owner per key."""
+    names: dict[bytes, str] = {}
+    for path in sorted(public_dir.glob("*.key")):
+        key = _load(path, secret=False)[0]
+        if key in names:
+            raise KeyError_(f"{path} holds the same public key as {names[key]}.key")
+        names[key] = path.stem
+    return names
+
+
+class NamedKeys(ThreadAuthenticator):
+    """ZAP handler: admits the run's keys only, and gives each connection its key's owner as User-Id."""
+
+    def __init__(self, ctx: zmq.Context, names: dict[bytes, str]) -> None:
+        super().__init__(ctx)
+        self.names = dict(names)
+
+    def callback(self, domain: str, z85_key: bytes) -> bool:  # the credentials provider's interface
+        return z85_key in self.names
+
+    def curve_user_id(self, client_public_key: bytes) -> str:  # called only for admitted keys
+        return self.names[z85.encode(client_public_key)]
+
+
+def secure_server(ctx: zmq.Context, sock: zmq.Socket, keys: str | Path, name: str) -> NamedKeys:
+    """Make ``sock`` a Curve server with ``name``'s key that admits only keys in ``keys/public``,
+    each connection named by its key's owner."""
     public_dir = Path(keys) / "public"
     if not public_dir.is_dir():
         raise KeyError_(f"{public_dir} does not exist (expected the run's public keys)")
     public, secret = keypair(keys, name)
-    auth = ThreadAuthenticator(ctx)
+    auth = NamedKeys(ctx, key_names(public_dir))
     auth.start()
-    auth.configure_curve(domain="*", location=str(public_dir))
+    auth.configure_curve_callback(domain="*", credentials_provider=auth)
     sock.curve_secretkey = secret
     sock.curve_publickey = public
     sock.curve_server = True

@@ -32,11 +32,15 @@ import zmq
 from pamdi_node import __version__, wire
 from pamdi_node.agent.config import RunConfig, parse_config
 from pamdi_node.agent.flow import RunState
+from pamdi_node.agent.security import ORCHESTRATOR
 from pamdi_node.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
 PEER_TYPES = frozenset({wire.BEACON, wire.RTC, wire.CTC, wire.DENY, wire.TASK, wire.RESULT, wire.ACK, wire.RELEASE})
+# What only the orchestrator may send (under Curve); a ping is answered for any admitted key.
+CONTROL_TYPES = frozenset({wire.CONFIG, wire.START, wire.STATS, wire.COLLECT, wire.STOP})
+MAX_APPLIED_CONFIGS = 4096  # config ids remembered against replays (one per policy run)
 MAX_BATCH = 256  # messages drained from one socket before the loop looks at the others
 
 
@@ -82,7 +86,9 @@ class Agent:
         self.auth = None
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
-        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # No ROUTER_HANDOVER: with it, any client offering a neighbour's routing id took over that
+        # neighbour's connection. A restarted peer's old connection dies with its process (the
+        # kernel closes the socket), so the new one gets the name back without a handover.
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.MAXMSGSIZE, wire.MAX_FRAME_BYTES)
         self.router.setsockopt(zmq.RCVHWM, 10000)
@@ -116,6 +122,7 @@ class Agent:
         self._next_tick = 0.0
         self._next_flush = 0.0
         self._config_gen = 0
+        self._applied: dict[str, None] = {}  # config ids accepted so far, oldest first (bounded)
         # Peer messages held for their link's one-way delay (PeerConfig.apply_delay): where the
         # kernel has no netem, the delay is applied here instead of by a packet forwarder.
         # Entries: (due, seq, run, msg); one link's messages share a delay, so each stays in order.
@@ -238,8 +245,9 @@ class Agent:
             except wire.WireError as err:
                 self._bad(ident, str(err), None)
                 continue
+            user = self._user_of(parts[1]) if self.auth is not None else None
             try:
-                self._dispatch(ident, msg, t_recv)
+                self._dispatch(ident, msg, t_recv, user)
             except wire.WireError as err:
                 self._bad(ident, str(err), msg.id)
             except Exception as err:
@@ -275,8 +283,28 @@ class Agent:
                    tensors: list[Any] | None = None) -> None:
         self._reply(ident, wire.encode(msg_type, self.name or "agent", body, tensors or [], msg_id=req.id))
 
+    @staticmethod
+    def _user_of(frame: zmq.Frame) -> str:
+        """Who sent ``frame``: its key's owner, as the ZAP handler (``security.NamedKeys``) named it."""
+        try:
+            return str(frame.get("User-Id"))
+        except (zmq.ZMQError, ValueError, TypeError):
+            return ""  # no name: authorised for nothing
+
+    def _authorise(self, user: str | None, msg: wire.Message) -> None:
+        """Under Curve, a message's sender is the owner of its key, whatever ``src`` it claims: only
+        the orchestrator's key may control the agent, and a node's key speaks only as that node."""
+        if user is None:  # plaintext (--insecure): nobody is authenticated, the neighbour checks remain
+            return
+        if msg.type in PEER_TYPES:
+            if msg.src != user:
+                raise wire.WireError(f"{msg.type!r} refused: sent with {user or 'an unnamed'} key as {msg.src!r}")
+        elif msg.type in CONTROL_TYPES and user != ORCHESTRATOR:
+            raise wire.WireError(f"{msg.type!r} refused: only the orchestrator's key may send it")
+
     # ---------------------------------------------------------------------------------- dispatch
-    def _dispatch(self, ident: bytes, msg: wire.Message, t_recv: float) -> None:
+    def _dispatch(self, ident: bytes, msg: wire.Message, t_recv: float, user: str | None = None) -> None:
+        self._authorise(user, msg)
         t = msg.type
         if t in PEER_TYPES:
             run = self.run
@@ -356,12 +384,18 @@ class Agent:
             raise wire.WireError(str(err)) from None
         if self.name and cfg.node != self.name:
             raise wire.WireError(f"bad config: node {cfg.node!r} but this agent is {self.name!r}")
+        if cfg.config_id in self._applied:
+            # A replayed config would tear down the run in place and wipe its uncollected records.
+            raise wire.WireError(f"bad config: config_id {cfg.config_id!r} was applied already (a replay)")
         from pamdi_node.policies import get_policy
 
         try:
             policy = get_policy(cfg.policy, **cfg.policy_params)
         except Exception as err:
             raise wire.WireError(f"bad config: policy {cfg.policy!r}: {err}") from None
+        self._applied[cfg.config_id] = None
+        while len(self._applied) > MAX_APPLIED_CONFIGS:
+            self._applied.pop(next(iter(self._applied)))
         self._teardown_run()
         self.name = cfg.node
         self.state = "building"
