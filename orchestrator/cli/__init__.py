@@ -17,6 +17,7 @@ from orchestrator.cli import (
     net_cmd,
     node_cmd,
     sim_cmd,
+    sweep_cmd,
 )
 
 app = typer.Typer(
@@ -34,7 +35,8 @@ def _root() -> None:
     """Priority-Aware Model-Distributed Inference on edge networks."""
 
 
-for _module in (models_cmd, sim_cmd, node_cmd, emulate_cmd, net_cmd, demo_cmd, image_cmd, colosseum_cmd):
+for _module in (models_cmd, sim_cmd, node_cmd, emulate_cmd, net_cmd, demo_cmd, image_cmd, colosseum_cmd,
+                sweep_cmd):
     _module.register(app)
 
 
