@@ -70,8 +70,10 @@ MAX_BEACON_MS = 60_000.0
 MAX_SAMPLES = 1_000_000  # per source
 MAX_PRIORITY = 1e6  # the wire accepts up to 1e12; ratios of 1e6 already saturate every policy
 MAX_PARTITIONS = 1024  # a task's path is limited to 1,024 hops on the wire
-MAX_NODES = 256
-MAX_LINKS = MAX_NODES * (MAX_NODES - 1) // 2  # a full mesh of MAX_NODES
+# Simulated topologies go to 1,024 nodes (sweeps over large meshes); backends that run agents have
+# their own, smaller limits (netns: 63 nodes per run).
+MAX_NODES = 1024
+MAX_LINKS = 256 * 255 // 2  # a full mesh of 256 nodes, or a sparse graph of MAX_NODES with degree ~64
 MAX_SOURCES = 256
 MAX_FAILURES = 1024
 MAX_POLICIES = 16

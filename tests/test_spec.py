@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from orchestrator.spec import SpecError, load_spec, parse_spec
+from orchestrator.spec import MAX_NODES, SpecError, load_spec, parse_spec
 from orchestrator.specs import SPECS_DIR
 
 PAMDI = Path(sys.executable).with_name("pamdi")
@@ -162,7 +162,7 @@ def test_non_finite_policy_params_are_refused_naming_the_key(bad: float) -> None
         ({"failures": [{"node": "a", "at_s": 86_401}]}, "failures[0].at_s"),
         ({"failures": [{"node": "a", "at_s": 1, "recover_after_s": 1e12}]}, "failures[0].recover_after_s"),
         ({"nodes": [{"name": "a", "memory_mb": 1 << 40}, {"name": "b"}, {"name": "c"}]}, "nodes[0].memory_mb"),
-        ({"nodes": [{"name": f"n{i}"} for i in range(257)]}, "nodes"),
+        ({"nodes": [{"name": f"n{i}"} for i in range(MAX_NODES + 1)]}, "nodes"),
         ({"policy": ["local"] * 17}, "policy"),
         ({"policy_params": {f"p{i}": 1 for i in range(65)}}, "policy_params"),
         ({"policy_params": {"x": 1 << 64}}, "policy_params"),

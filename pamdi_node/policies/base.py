@@ -110,7 +110,10 @@ class PeerView:
         """
         if not self.queue_by_weight:
             return self.queue_s
-        lower = math.fsum(s for w, s in self.queue_by_weight if w < weight)
+        below = [s for w, s in self.queue_by_weight if w < weight]
+        if not below:  # the common case for the top weight: nothing is served after it
+            return self.queue_s
+        lower = math.fsum(below)
         if lower <= 0.0:
             return self.queue_s
         return max(self.residual_s, self.queue_s - lower)

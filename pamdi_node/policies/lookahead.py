@@ -241,11 +241,16 @@ def completion_costs(
     ``world.neighbours`` must not be mutated after they are handed over (they are keyed by id).
     """
     here = world.here
-    me = world.peers[here]
-    others = sorted([n for n, p in world.peers.items() if n != here and p.alive and p.speed > 0])
+    in_view = world.peers
+    me = in_view[here]
+    others = sorted([n for n, p in in_view.items() if n != here and p.alive and p.speed > 0])
     names = [here, *others]
-    peers = [me, *[world.peers[n] for n in others]]
-    queue = [0.0, *[queue_of(p) for p in peers[1:]]]  # the holder is never re-entered
+    peers = [me]
+    queue = [0.0]  # the holder is never re-entered
+    for n in others:
+        peer = in_view[n]
+        peers.append(peer)
+        queue.append(queue_of(peer))
     table = (cache if cache is not None else _DEFAULT).table(source, world, names, peers, queue)
     bounds = source.bounds
     p = bisect.bisect_right(bounds, block) - 1
@@ -257,6 +262,6 @@ def completion_costs(
         rest = [t / peers[i].speed + nxt[i] for i in range(len(names))]
     nbytes = source.bytes_into(block)
     out: dict[str, tuple[float, float]] = {here: (queue_of(me), rest[0])}
-    for i in range(1, len(names)):
-        out[names[i]] = (transfer_s(nbytes, peers[i]) + queue[i], rest[i])
+    for name, peer, q, r in zip(names[1:], peers[1:], queue[1:], rest[1:], strict=True):
+        out[name] = (transfer_s(nbytes, peer) + q, r)
     return out

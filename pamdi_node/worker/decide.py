@@ -75,7 +75,21 @@ def make_plan(policy: Policy, task: TaskView, world: WorldView, num_blocks: int,
     if strict and not ranked:
         raise PlacementError(f"policy {policy.name} gave no placement for {task.task_id} at block {task.next_block}")
     cands: list[Placement] = []
+    here, peers, first = world.here, world.peers, task.next_block
     for p in ranked:
+        # The common case, decided inline (a large simulation makes millions of these checks);
+        # anything else goes through _problem, which words the fault.
+        if p.start == first and first <= p.end <= num_blocks:
+            if p.node == here:
+                if p.end > first:
+                    cands.append(p)
+                    continue
+            else:
+                peer = peers.get(p.node)
+                if peer is not None:
+                    if peer.alive:
+                        cands.append(p)
+                    continue
         problem = _problem(p, task, world, num_blocks)
         if problem is not None:
             if strict:
