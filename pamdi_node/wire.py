@@ -98,6 +98,9 @@ ERROR = "error"  # reply to a message that could not be processed
 
 # Field kinds for the body schemas.
 _STR, _NAME, _INT, _NUM, _BOOL, _LIST, _MAP, _ANY = "str", "name", "int", "num", "bool", "list", "map", "any"
+# Structured list items: a beacon's [weight, queued seconds] and a placement [node, start, end].
+_WEIGHT_PAIR, _PLACEMENT = "weight-pair", "placement"
+MAX_BLOCK = 1 << 20  # block indices on the wire (no model here has more than a few hundred)
 
 
 @dataclass(frozen=True)
@@ -119,8 +122,8 @@ _TASK_FIELDS: dict[str, F] = {
     "model": F(_NAME),
     "priority": F(_NUM, lo=0, hi=1e12),
     "born": F(_NUM),  # creation time on the origin's clock
-    "start": F(_INT, lo=0, hi=1 << 20),
-    "end": F(_INT, lo=0, hi=1 << 20),  # end == start: relay only (multi-hop move, no compute)
+    "start": F(_INT, lo=0, hi=MAX_BLOCK),
+    "end": F(_INT, lo=0, hi=MAX_BLOCK),  # end == start: relay only (multi-hop move, no compute)
 }
 
 BODY_SCHEMAS: Mapping[str, Mapping[str, F]] = {
@@ -135,7 +138,7 @@ BODY_SCHEMAS: Mapping[str, Mapping[str, F]] = {
         "seq": F(_INT, lo=0),
         # Queued seconds per task weight (gamma*alpha) as [[weight, seconds], ...], and the seconds
         # left of the job in service: priority-aware policies count only the work ahead of a task.
-        "by_weight": F(_LIST, of=_LIST, max_len=1024, required=False),
+        "by_weight": F(_LIST, of=_WEIGHT_PAIR, max_len=1024, required=False),
         "residual_s": F(_NUM, lo=0, hi=1e9, required=False),
     },
     RTC: {**_TASK_FIELDS, "index": F(_NUM), "hop": F(_NAME), "fallback": F(_NUM, required=False)},
@@ -145,7 +148,7 @@ BODY_SCHEMAS: Mapping[str, Mapping[str, F]] = {
         **_TASK_FIELDS,
         "hop": F(_NAME),
         "path": F(_LIST, of=_NAME, max_len=1024),
-        "placements": F(_LIST, of=_LIST, max_len=4096, required=False),  # [[node, start, end], ...] so far
+        "placements": F(_LIST, of=_PLACEMENT, max_len=4096, required=False),  # [[node, start, end], ...] so far
         "sent": F(_NUM),  # sender clock when serialisation began (for transfer spans)
         "tuple": F(_BOOL, required=False),  # the activation is a tuple of the tensor frames
     },
@@ -157,7 +160,7 @@ BODY_SCHEMAS: Mapping[str, Mapping[str, F]] = {
         "ok": F(_BOOL),
         "reason": F(_STR, required=False),
         "path": F(_LIST, of=_NAME, max_len=1024),
-        "placements": F(_LIST, of=_LIST, max_len=4096),  # [[node, start, end], ...]
+        "placements": F(_LIST, of=_PLACEMENT, max_len=4096),  # [[node, start, end], ...]
         "done": F(_NUM),  # clock of the node that finished the last block
         "tuple": F(_BOOL, required=False),
     },
@@ -431,6 +434,19 @@ def _check_value(where: str, value: Any, spec: F) -> None:
             raise WireError(f"{where}: expected {'an int' if kind == _INT else 'a finite number'}, got {_short(value)}")
         if not spec.lo <= value <= spec.hi:
             raise WireError(f"{where}: {value} is outside [{spec.lo}, {spec.hi}]")
+        return
+    if kind == _WEIGHT_PAIR:
+        if not isinstance(value, list) or len(value) != 2:
+            raise WireError(f"{where}: expected [weight, seconds], got {_short(value)}")
+        _check_value(f"{where}[0] (weight)", value[0], F(_NUM, lo=0, hi=1e12))
+        _check_value(f"{where}[1] (seconds)", value[1], F(_NUM, lo=0, hi=1e9))
+        return
+    if kind == _PLACEMENT:
+        if not isinstance(value, list) or len(value) != 3:
+            raise WireError(f"{where}: expected [node, start, end], got {_short(value)}")
+        _check_value(f"{where}[0] (node)", value[0], F(_NAME))
+        _check_value(f"{where}[1] (start)", value[1], F(_INT, lo=0, hi=MAX_BLOCK))
+        _check_value(f"{where}[2] (end)", value[2], F(_INT, lo=value[1], hi=MAX_BLOCK))
         return
     if kind == _MAP:
         if not isinstance(value, dict):

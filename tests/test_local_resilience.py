@@ -52,3 +52,41 @@ def test_kill_a_worker_mid_run_then_it_rejoins(tmp_path: Path) -> None:
     # The run folder keeps it all.
     lines = (tmp_path / "pa-mdi" / "tasks.jsonl").read_text().splitlines()
     assert len(lines) == 330 and json.loads(lines[0])["policy"] == "pa-mdi"
+
+
+MULTIHOP = parse_spec({
+    "name": "relay-kill", "seed": 5,
+    # A line a - b - c: a (the slow source) reaches the fast c only through b, and every result from
+    # c comes back through b. PA-MDI keeps b and c busy; b dies at 1.5 s (SIGKILL) holding tasks and
+    # results in flight, and comes back 1 s later.
+    "nodes": [{"name": "a", "speed": 0.05}, {"name": "b", "speed": 0.5}, {"name": "c", "speed": 1.0}],
+    # 20 ms each way between a and b: a result b has from c waits ~40 ms for a's ACK before b may
+    # release c's copy, so b always dies holding results that c must take back.
+    "links": [{"a": "a", "b": "b", "rate_mbit": 1000, "delay_ms": 20}, {"a": "b", "b": "c", "rate_mbit": 1000}],
+    "sources": [{"name": "ts", "node": "a", "model": "resnet56", "priority": 10, "samples": 300, "interval_ms": 20}],
+    "failures": [{"node": "b", "at_s": 1.5, "recover_after_s": 1.0}],
+    "beacon_period_ms": 50,
+})
+
+
+def test_kill_a_relay_in_a_multi_hop_run(tmp_path: Path) -> None:
+    """Tasks b held are taken back by a; results b held are taken back by c (custody lasts until the
+    next hop's RELEASE) and delivered once b is back. Nothing is lost, nothing is counted twice."""
+    runner = Runner(MULTIHOP, get_backend("local"), tmp_path,
+                    RunOptions(policies=["pa-mdi"], task_timeout_s=20, run_timeout_s=200))
+    summary = runner.run()
+    run = runner.results[0]
+    ids = [r.task_id for r in run.records]
+    failed = [(r.task_id, r.reason) for r in run.records if r.status != "completed"]
+    through_c = [r for r in run.records if any(p[0] == "c" for p in r.placements)]
+    retries = {(s.get("node"), s.get("peer")) for s in run.spans if s["kind"] == "retry"}
+    ts = summary["runs"][0]["sources"]["ts"]
+    print(f"\n[relay kill] completed {ts['completed']}, failed {ts['failed']} {failed[:3]}, through c "
+          f"{len(through_c)}, retries (node, peer) {sorted(retries)}, "
+          f"duplicates at a {run.stats['a']['duplicates']}")
+    assert len(ids) == 300 and len(set(ids)) == 300  # every task once: none lost, none twice
+    assert ts["completed"] + ts["failed"] == 300 and all(reason for _, reason in failed)
+    assert through_c, "no task crossed the relay: the test did not test relaying"
+    assert run.stats["a"]["peers"]["b"]["deaths"] >= 1
+    assert ("c", "b") in retries, "c took no result back from the dead relay"
+    assert not failed, failed  # b came back well within the task timeout: every hand-off was redone

@@ -1,8 +1,10 @@
 """The ``local`` backend: one agent process per spec node on loopback (127.0.0.x), no root needed.
 
 Node i listens on ``tcp://127.0.0.(2+i):PORT`` (the kernel picks PORT; the agent reports it on its
-ready line). Links are not shaped: every node reaches every other over loopback, while the agents'
-policies still see the spec's link rates. Use the netns or docker backends for shaped links.
+ready line). Link rates and loss are not shaped: every node reaches every other over loopback, while
+the agents' policies still see the spec's link rates. Link delays are real: the receiving agent holds
+each message for its link's one-way delay (``PeerConfig.apply_delay``, as on hosts without netem).
+Use the netns or docker backends for shaped links.
 Agents run in their own session (so a Ctrl-C in the terminal reaches only the orchestrator, which
 stops them cleanly); ``down`` sends SIGTERM (agents flush their traces), then SIGKILL after a grace
 period. Logs go to ``<run_dir>/logs/<node>.log``.
@@ -45,12 +47,14 @@ class LocalBackend:
         self.ctx: RunContext | None = None
         self.spec: ExperimentSpec | None = None
         self._logs: dict[str, object] = {}
+        self.agent_delayed_links: set[tuple[str, str]] = set()  # links whose delay the agents apply
 
     # ------------------------------------------------------------------------------------ Backend
     def up(self, spec: ExperimentSpec, ctx: RunContext) -> Mapping[str, AgentEndpoint]:
         if len(spec.nodes) > 250:
             raise ValueError("the local backend gives each node its own 127.0.0.x address: at most 250 nodes")
         self.spec, self.ctx = spec, ctx
+        self.agent_delayed_links = {link.key for link in spec.resolved_links() if link.delay_ms > 0}
         try:
             for i, node in enumerate(spec.nodes):
                 self._start(node.name, f"tcp://127.0.0.{self.first_host + i}:*")

@@ -25,6 +25,7 @@ from pamdi_node.agent.config import RunConfig, SourceConfig, task_id
 from pamdi_node.agent.executor import BlockStore, Executor
 from pamdi_node.agent.handoff import HandoffMixin
 from pamdi_node.agent.peers import PeerTable
+from pamdi_node.agent.ratelog import RateLimitedLog
 from pamdi_node.agent.results import ResultsMixin
 from pamdi_node.agent.sources import SourceThread
 from pamdi_node.agent.tasks import Custody, PendingOffer, Task, WorkItem, finite
@@ -80,12 +81,15 @@ class RunState(HandoffMixin, ResultsMixin):
         self.completed_ids: set[str] = set()
         # Results with no live route to their source yet: id -> (task, ok, reason, since).
         self.stranded: dict[str, tuple[Task, bool, str | None, float]] = {}
+        self.stranded_bytes = 0
+        self._log_stranded = RateLimitedLog(log, logging.WARNING)
         self.outputs: dict[str, Any] = {}
         self.source_threads: list[SourceThread] = []
         self._seq = 0
         self._beacon_seq = 0
         self.counters: dict[str, int] = {"sent_tasks": 0, "recv_tasks": 0, "retries": 0, "denied": 0,
-                                         "granted": 0, "duplicates": 0, "results_relayed": 0}
+                                         "granted": 0, "duplicates": 0, "results_relayed": 0,
+                                         "stranded_dropped": 0}
         self._snapshot = self.world()
         self._cpu0, self._wall0 = time.process_time(), time.time()
 
@@ -269,16 +273,16 @@ class RunState(HandoffMixin, ResultsMixin):
                 self.hop_failed(c, f"peer {c.peer} is dead (no beacon for {self.cfg.dead_after:.2f}s)")
             elif not c.acked and now > c.ack_by:
                 self.hop_failed(c, f"no ack from {c.peer} within {c.ack_by - c.sent:.2f}s")
-        for tid, (task, ok, reason, since) in list(self.stranded.items()):
-            del self.stranded[tid]
+        for tid in list(self.stranded):
+            if tid not in self.stranded:
+                continue  # dropped over the limit while others were retried
+            task, ok, reason, since = self._unstrand(tid)
             if now - since > self.cfg.task_timeout_s:
-                log.error("%s: no route back to %s for %s; dropped", self.here, task.origin, tid)
+                self._log_stranded("%s: no route back to %s for %s; dropped", self.here, task.origin, tid)
                 self.tel.span("lost", tid, task.source, since, now, reason="no route to the source")
                 continue
             task.excluded.clear()  # peers may have come back
-            self.deliver_result(task, ok, reason)
-            if tid in self.stranded:  # still no route: keep the original time
-                self.stranded[tid] = (task, ok, reason, since)
+            self.deliver_result(task, ok, reason, stranded_since=since)  # still no route: held again, quietly
         for hop, r in list(self.reserved.items()):
             if now >= r.expires:
                 del self.reserved[hop]
@@ -313,4 +317,5 @@ class RunState(HandoffMixin, ResultsMixin):
                 # CPU this agent process used since the run was configured (all threads): with the
                 # wall time it says how much of the host the emulation really took.
                 "cpu_s": time.process_time() - self._cpu0, "wall_s": now - self._wall0,
+                "stranded": len(self.stranded), "stranded_bytes": self.stranded_bytes,
                 **self.counters}

@@ -4,7 +4,8 @@ the receiver's side of RTC/CTC.
 Custody (why no task is silently lost): a node that hands a task to a peer keeps the activation until
 that peer has handed it on in turn (``release``), not merely until it arrived (``ack``). So when a
 peer dies (misses its beacons) or never acks, the previous holder still has the activation and
-re-decides from that boundary without the dead peer.
+re-decides from that boundary without the dead peer. Results travel back the same way: a relay
+keeps a result until the next relay (or the origin, once it has recorded it) releases it.
 
 ``HandoffMixin`` is one part of ``flow.RunState`` (the state it uses is set up there).
 """
@@ -92,8 +93,9 @@ class HandoffMixin:
             return
         c.acked = True
         self._release_upstream(c.task)
-        if c.kind == "result":  # the next relay (or the origin) holds the result now
-            del self.custody[hop]
+        # Custody (tasks and results alike) lasts until the next hop's RELEASE, which it sends once
+        # its own next hop has acknowledged (or, at the origin, once the result is recorded): a relay
+        # killed between ACK and forwarding is found dead and the hand-off is redone, not lost.
 
     def on_release(self: RunState, peer: str, hop: str) -> None:
         c = self.custody.get(hop)

@@ -22,8 +22,42 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# Results held while no route back is live: bounded, so that results for an unreachable source
+# (a dead node, or a peer sending junk for one) cannot take the agent's memory; the oldest go first.
+MAX_STRANDED = 256
+MAX_STRANDED_BYTES = 64 << 20
+
+
+def _nbytes(tensor: Any) -> int:
+    if tensor is None:
+        return 0
+    frames, _ = tensors_of(tensor)
+    return int(sum(getattr(f, "nbytes", 0) for f in frames))
+
+
 class ResultsMixin:
-    def deliver_result(self: RunState, task: Task, ok: bool, reason: str | None = None) -> None:
+    def _strand(self: RunState, task: Task, ok: bool, reason: str | None, since: float | None) -> None:
+        """Hold a result with no live route back; ``since`` is when it was first stranded (None: now)."""
+        now = time.time()
+        if since is None:
+            self._log_stranded("%s: no live route back to %s for %s yet; will retry", self.here, task.origin, task.id)
+            since = now
+        self.stranded[task.id] = (task, ok, reason, since)
+        self.stranded_bytes += _nbytes(task.tensor)
+        while len(self.stranded) > MAX_STRANDED or self.stranded_bytes > MAX_STRANDED_BYTES:
+            tid, (old, _, _, t0) = next(iter(self.stranded.items()))
+            self._unstrand(tid)
+            self.counters["stranded_dropped"] += 1
+            self._log_stranded("%s: too many results held with no route back; dropped %s", self.here, tid)
+            self.tel.span("lost", tid, old.source, t0, now, reason="stranded results over the limit")
+
+    def _unstrand(self: RunState, tid: str) -> tuple[Task, bool, str | None, float]:
+        entry = self.stranded.pop(tid)
+        self.stranded_bytes -= _nbytes(entry[0].tensor)
+        return entry
+
+    def deliver_result(self: RunState, task: Task, ok: bool, reason: str | None = None,
+                       stranded_since: float | None = None) -> None:
         if task.origin == self.here:
             self.complete(task, ok, reason, task.tensor if ok else None, task.placements, time.time())
             self._release_upstream(task)
@@ -45,8 +79,7 @@ class ResultsMixin:
             # Keep it and retry on the timer (a peer that just restarted may not have beaconed yet);
             # after task_timeout_s it is dropped and the source reports the task failed (timeout).
             if task.id not in self.stranded:
-                log.warning("%s: no live route back to %s for %s yet; will retry", self.here, task.origin, task.id)
-                self.stranded[task.id] = (task, ok, reason, now)
+                self._strand(task, ok, reason, stranded_since)
             return
         hop = wire.new_id()
         body = {"task": task.id, "source": task.source, "origin": task.origin, "hop": hop, "ok": ok,
@@ -61,7 +94,7 @@ class ResultsMixin:
         frames = wire.encode(wire.RESULT, self.here, body, tensors)
         if not self.send_peer(nxt, frames):
             task.excluded.add(nxt)
-            self.deliver_result(task, ok, reason)
+            self.deliver_result(task, ok, reason, stranded_since)
             return
         self.tel.span("serialize", task.id, task.source, t0, time.time(), to=nxt, result=True)
         self.peers.on_sent(nxt, sum(wire.frame_len(f) for f in frames[1:]), time.time())
@@ -79,8 +112,10 @@ class ResultsMixin:
             out = self.outstanding.get(b["task"])
             if out is None:
                 self.counters["duplicates"] += 1
-                return
-            self.complete(out[0], ok, b.get("reason"), tensor, b["placements"], t_recv)
+            else:
+                self.complete(out[0], ok, b.get("reason"), tensor, b["placements"], t_recv)
+            # Recorded (or already had): the sender may let go of its copy.
+            self.send_peer(peer, wire.encode(wire.RELEASE, self.here, {"hop": b["hop"]}))
             return
         src = self.sources.get(b["source"])
         if src is None:

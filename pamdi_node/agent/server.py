@@ -32,6 +32,8 @@ import zmq
 from pamdi_node import __version__, wire
 from pamdi_node.agent.config import RunConfig, parse_config
 from pamdi_node.agent.flow import RunState
+from pamdi_node.agent.peercheck import RunFacts, check_peer_message
+from pamdi_node.agent.ratelog import RateLimitedLog
 from pamdi_node.agent.security import ORCHESTRATOR
 from pamdi_node.telemetry import Telemetry
 
@@ -112,6 +114,8 @@ class Agent:
         self.poller.register(self.wake_pull, zmq.POLLIN)
         self.state = "idle"  # idle -> building -> ready -> running -> (stopped)
         self.run: RunState | None = None
+        self.run_facts: RunFacts | None = None  # what peer messages are checked against (peercheck.py)
+        self._log_refused = RateLimitedLog(log, logging.INFO)  # a flood of bad messages is a few lines
         self.cfg: RunConfig | None = None
         self.peer_socks: dict[str, zmq.Socket] = {}
         self.telemetry: Telemetry | None = None
@@ -271,7 +275,7 @@ class Agent:
     def _bad(self, ident: bytes, reason: str, in_reply_to: str | None) -> None:
         self.bad_messages += 1
         self.last_error = reason
-        log.info("agent %s: refused a message: %s", self.name, reason)
+        self._log_refused("agent %s: refused a message: %s", self.name, reason)
         self._reply(ident, wire.error_frames(self.name or "agent", reason, in_reply_to))
 
     def _reply(self, ident: bytes, frames: list[Any]) -> None:
@@ -314,6 +318,8 @@ class Agent:
                 raise wire.WireError(f"{t!r} refused: this agent has no run configuration yet")
             if msg.src not in run.peers.peers or ident != msg.src.encode():
                 raise wire.WireError(f"{t!r} refused: {msg.src!r} is not a configured neighbour of {self.name}")
+            if self.run_facts is not None:
+                check_peer_message(self.run_facts, msg, time.time())
             peer = run.cfg.peers[msg.src]
             if peer.apply_delay and peer.delay_s > 0:
                 heapq.heappush(self._delayed, (t_recv + peer.delay_s, next(self._delay_seq), run, msg))
@@ -440,6 +446,7 @@ class Agent:
         for name, peer in cfg.peers.items():
             self.peer_socks[name] = self._connect_peer(name, peer.address)
         self.run = RunState(cfg, policy, store, self.telemetry, self._send_peer, self.post)
+        self.run_facts = RunFacts.of(cfg)
         self.state = "ready"
         self._next_beacon = time.time()
         self._reply_msg(ident, msg, wire.CONFIG_OK, {"node": cfg.node, "build_s": build_s})
