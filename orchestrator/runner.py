@@ -229,6 +229,10 @@ class Runner:
         self.results: list[PolicyRun] = []
         self._lock = threading.Lock()
         self._retired: list[AgentClient] = []
+        self._configs: dict[str, dict[str, Any]] = {}
+        self._gone: set[str] = set()  # nodes the spec's failures killed with no recovery (this policy)
+        self._killed: set[str] = set()  # nodes the spec's failures killed (this policy)
+        self._views: Mapping[str, SourceView] = {}  # the policy's sources
 
     # ---------------------------------------------------------------------------------- helpers
     def policies(self) -> list[str]:
@@ -381,6 +385,8 @@ class Runner:
         configs = build_configs(self.spec, policy, self.endpoints, views, run_id=self.run_id, options=self.opts,
                                 params=params, agent_delayed=getattr(self.backend, "agent_delayed_links", set()))
         self._configs = configs
+        self._gone, self._killed = set(), set()
+        self._views = views
         nodes = [n.name for n in self.spec.nodes]
         try:
             self._parallel(lambda n: self.clients[n].configure(configs[n], timeout_s=self.opts.agent_timeout_s), nodes)
@@ -428,8 +434,17 @@ class Runner:
             try:
                 st = self.clients[n].stats()
             except AgentError:
-                continue  # a dead source node: its tasks are reported failed at collection
-            for s in st.get("sources", {}).values():
+                # Not answering is not done (it may be restarting, or just slow): wait for it, or
+                # for the budget; only a node the spec kills for good is given up on.
+                done = done and n in self._gone
+                continue
+            sources = st.get("sources") or {}
+            # An agent that answers without this node's sources is not done either: a restarted one
+            # (its address answers again before it is configured) or one configured for another run.
+            expected = {v.name for v in self._views.values() if v.node == n}
+            if not expected <= set(sources):
+                done = False
+            for s in sources.values():
                 finished += int(s.get("completed", 0)) + int(s.get("failed", 0))
                 done = done and bool(s["done"])
         if policy is not None:
@@ -454,8 +469,11 @@ class Runner:
             return timers
         backend = self.backend
         for f in self.spec.failures:
-            def fail(node: str = f.node) -> None:
+            def fail(node: str = f.node, for_good: bool = f.recover_after_s is None) -> None:
                 log.info("failure: killing %s", node)
+                self._killed.add(node)
+                if for_good:
+                    self._gone.add(node)
                 backend.kill(node)
 
             timers.append(threading.Timer(max(0.0, f.at_s - (time.time() - t0)), fail))
@@ -466,7 +484,7 @@ class Runner:
                     client = self._client(node, ep)
                     try:
                         client.configure(self._configs[node], timeout_s=self.opts.agent_timeout_s)
-                        client.start(offset_s=self.offsets.get(node, 0.0))
+                        client.start(offset_s=self.offsets.get(node, 0.0), resume_from=self._t_start)
                     except AgentError as err:
                         log.error("restarted agent %s could not rejoin: %s", node, err)
                     with self._lock:  # the old client may be in use by the main thread: retire it
@@ -495,6 +513,10 @@ class Runner:
             records_raw += recs
             spans += sp
             outputs.update(outs)
+        # A source node that died (and maybe came back) lost its records in memory; it wrote each one
+        # to its trace file as it happened. Those of this policy run fill in what collect missed.
+        for node in sorted({v.node for v in views.values()}):
+            records_raw += self._records_on_disk(node)
         records = self._records(records_raw, views, why if incomplete else "no record at its source node")
         spans = [self._align(s) for s in spans]
         if self.stretch != 1.0:  # back onto the nominal time line
@@ -516,6 +538,24 @@ class Runner:
         if cpu:  # how much of the host the agents really took (all their threads), since configured
             summary["agents_cpu_cores"] = round(sum(c for c, _ in cpu) / max(w for _, w in cpu), 3)
         return PolicyRun(policy, records, spans, outputs, summary, stats, timed_out=incomplete)
+
+    def _records_on_disk(self, node: str) -> list[dict[str, Any]]:
+        """This policy run's task records from ``node``'s own trace file (backends whose trace folder
+        is on this host while the run lasts); a line cut short by a SIGKILL is skipped."""
+        config_id = (self._configs.get(node) or {}).get("config_id")
+        path = self.run_dir / "agents" / f"{node}.tasks.jsonl"
+        if config_id is None or not path.is_file():
+            return []
+        out = []
+        with path.open(errors="replace") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict) and rec.get("config_id") == config_id and isinstance(rec.get("task"), str):
+                    out.append(rec)
+        return out
 
     def _unstretch(self, records: list[TaskRecord], spans: list[dict[str, Any]]
                    ) -> tuple[list[TaskRecord], list[dict[str, Any]]]:
@@ -558,8 +598,9 @@ class Runner:
                 tid = task_id(src.name, i)
                 r = by_id.get(tid)
                 if r is None:
-                    out.append(TaskRecord(src.name, tid, math.nan, None, FAILED, missing_reason,
-                                          extra={"index": i}))
+                    why = (f"source node {src.node} was down (killed by the spec's failures)"
+                           if src.node in self._killed else missing_reason)
+                    out.append(TaskRecord(src.name, tid, math.nan, None, FAILED, why, extra={"index": i}))
                     continue
                 placements = tuple((str(p[0]), int(p[1]), int(p[2])) for p in r.get("placements", []))
                 nodes = [src.node, *[p[0] for p in placements], src.node]

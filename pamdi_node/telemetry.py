@@ -26,8 +26,12 @@ class Telemetry:
     """Thread-safe sink for spans and task records; writes ``<node>.spans.jsonl`` / ``<node>.tasks.jsonl``."""
 
     # Spans/records kept in memory for ``collect`` (beyond that they are only in the JSONL files).
-    def __init__(self, node: str, trace_dir: str | Path | None = None, keep: int = 300_000) -> None:
+    def __init__(self, node: str, trace_dir: str | Path | None = None, keep: int = 300_000,
+                 config_id: str | None = None) -> None:
         self.node = node
+        # Stamped on every task record: the files gather every configuration (policy run) of the
+        # node, and a run reads back its own records from them when the node died (runner.py).
+        self.config_id = config_id
         self._lock = threading.Lock()
         self._spans: list[dict[str, Any]] = []
         self._records: list[dict[str, Any]] = []
@@ -38,7 +42,9 @@ class Telemetry:
             d.mkdir(parents=True, exist_ok=True)
             self._files = {
                 "spans": (d / f"{node}.spans.jsonl").open("a", buffering=1 << 16),
-                "tasks": (d / f"{node}.tasks.jsonl").open("a", buffering=1 << 16),
+                # Line-buffered: one line per finished task, on disk at once, so that a SIGKILLed
+                # source node's records survive it (spans, many per task, are flushed every second).
+                "tasks": (d / f"{node}.tasks.jsonl").open("a", buffering=1),
             }
 
     def span(self, kind: str, task: str, source: str, start: float, end: float, **extra: Any) -> None:
@@ -46,7 +52,8 @@ class Telemetry:
         self._add("spans", self._spans, rec)
 
     def record(self, rec: dict[str, Any]) -> None:
-        self._add("tasks", self._records, {"node": self.node, **rec})
+        tag = {"config_id": self.config_id} if self.config_id is not None else {}
+        self._add("tasks", self._records, {"node": self.node, **tag, **rec})
 
     def _add(self, kind: str, into: list[dict[str, Any]], rec: dict[str, Any]) -> None:
         with self._lock:

@@ -130,7 +130,9 @@ BODY_SCHEMAS: Mapping[str, Mapping[str, F]] = {
     CONFIG: {"config": F(_MAP)},
     CONFIG_OK: {"node": F(_NAME), "build_s": F(_NUM, lo=0)},
     # ``offset``: the agent's clock minus the orchestrator's (NTP estimate), so task ages line up.
-    START: {"offset": F(_NUM, required=False, lo=-1e9, hi=1e9)},
+    # ``t0`` (orchestrator clock): a restarted source node resumes the run's schedule from it, the
+    # items due while it was down skipped, instead of replaying the schedule from the start.
+    START: {"offset": F(_NUM, required=False, lo=-1e9, hi=1e9), "t0": F(_NUM, required=False, lo=0)},
     STARTED: {},
     BEACON: {
         "speed": F(_NUM, lo=0, hi=1e9),

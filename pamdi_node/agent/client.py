@@ -96,8 +96,13 @@ class AgentClient:
     def configure(self, config: dict[str, Any], timeout_s: float = 300.0) -> dict[str, Any]:
         return self.request(wire.CONFIG, {"config": config}, timeout_s=timeout_s, expect=wire.CONFIG_OK).body
 
-    def start(self, offset_s: float = 0.0) -> None:
-        self.request(wire.START, {"offset": offset_s}, expect=wire.STARTED)
+    def start(self, offset_s: float = 0.0, resume_from: float | None = None) -> None:
+        """Start the sources; ``resume_from`` (orchestrator clock): the policy's start, for a
+        restarted node that continues the schedule instead of replaying it."""
+        body: dict[str, Any] = {"offset": offset_s}
+        if resume_from is not None:
+            body["t0"] = resume_from
+        self.request(wire.START, body, expect=wire.STARTED)
 
     def stats(self) -> dict[str, Any]:
         return self.request(wire.STATS, expect=wire.STATS_REPLY).body["stats"]

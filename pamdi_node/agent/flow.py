@@ -46,10 +46,14 @@ class SourceStats:
         self.submitted = 0
         self.completed = 0
         self.failed = 0
+        self.thread: SourceThread | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        # Items a restarted node skipped (due before it came back) are another self's to report.
+        skipped = self.thread.skipped if self.thread is not None else 0
         return {"samples": self.cfg.samples, "submitted": self.submitted, "completed": self.completed,
-                "failed": self.failed, "done": self.completed + self.failed >= self.cfg.samples}
+                "failed": self.failed, "skipped": skipped,
+                "done": self.completed + self.failed + skipped >= self.cfg.samples}
 
 
 class RunState(HandoffMixin, ResultsMixin):
@@ -129,9 +133,12 @@ class RunState(HandoffMixin, ResultsMixin):
         return lo <= start < end <= hi
 
     # --------------------------------------------------------------------------------- sources
-    def start_sources(self, t0: float) -> None:
+    def start_sources(self, t0: float, resume: bool = False) -> None:
+        """Run every source's schedule from ``t0``; ``resume``: items already due are skipped (they
+        were due while this node was down, and its earlier self handled the ones before)."""
         for st in self.stats.values():
-            th = SourceThread(st.cfg, self.cfg.seed, t0, self._source_submit)
+            th = SourceThread(st.cfg, self.cfg.seed, t0, self._source_submit, skip_due=resume)
+            st.thread = th
             self.source_threads.append(th)
             th.start()
 

@@ -335,7 +335,10 @@ class Agent:
             if self.run is None or self.state != "ready":
                 raise wire.WireError(f"'start' refused: agent is {self.state}, not ready")
             self.run.clock_offset = float(msg.body.get("offset", 0.0))
-            self.run.start_sources(time.time())
+            if "t0" in msg.body:  # a restart: the schedule goes on from the run's start, on this clock
+                self.run.start_sources(float(msg.body["t0"]) + self.run.clock_offset, resume=True)
+            else:
+                self.run.start_sources(time.time())
             self.state = "running"
             self._reply_msg(ident, msg, wire.STARTED, {})
         elif t == wire.STATS:
@@ -442,7 +445,7 @@ class Agent:
         if self.telemetry is not None:
             self.telemetry.close()
         trace_dir = cfg.trace_dir or self.trace_dir
-        self.telemetry = Telemetry(cfg.node, trace_dir)
+        self.telemetry = Telemetry(cfg.node, trace_dir, config_id=cfg.config_id)
         for name, peer in cfg.peers.items():
             self.peer_socks[name] = self._connect_peer(name, peer.address)
         self.run = RunState(cfg, policy, store, self.telemetry, self._send_peer, self.post)

@@ -41,7 +41,7 @@ def make_input(src: SourceConfig, run_seed: int, index: int, data: Any = None) -
 
 class SourceThread(threading.Thread):
     def __init__(self, src: SourceConfig, run_seed: int, t0: float,
-                 submit: Callable[[SourceConfig, int, Any, float], None]) -> None:
+                 submit: Callable[[SourceConfig, int, Any, float], None], skip_due: bool = False) -> None:
         super().__init__(name=f"pamdi-source-{src.name}", daemon=True)
         self.src = src
         self.run_seed = run_seed
@@ -49,6 +49,9 @@ class SourceThread(threading.Thread):
         self.submit = submit
         self.stopped = threading.Event()
         self.submitted = 0
+        self.skipped = 0
+        # Resuming after a restart: items whose time passed before this thread started are skipped.
+        self.skip_before = time.time() if skip_due else -float("inf")
         self.data = load_data(src.data) if src.data else None
 
     def run(self) -> None:
@@ -57,6 +60,9 @@ class SourceThread(threading.Thread):
         s = self.src
         for i, offset in enumerate(arrival_offsets(s.name, self.run_seed, s.samples, s.interval_s, s.arrival,
                                                    s.start_s)):
+            if self.t0 + offset < self.skip_before:
+                self.skipped += 1
+                continue
             wait = self.t0 + offset - time.time()
             if wait > 0 and self.stopped.wait(wait):
                 return
