@@ -344,6 +344,7 @@ class Runner:
             (self.run_dir / "clocks.json").write_text(json.dumps(self.offsets, indent=2) + "\n")
             for policy in self.policies():
                 self.results.append(self._run_policy(policy, views))
+                self._write_summary(views)  # policy by policy: a killed orchestrator keeps what it had
         finally:
             self._write_summary(views)
             self._stop_all()
@@ -362,8 +363,10 @@ class Runner:
                 "priorities": prios, **self.timing}
 
     def _write_summary(self, views: Mapping[str, SourceView]) -> None:
-        try:
-            (self.run_dir / "summary.json").write_text(json.dumps(self.summary(views), indent=2, default=str) + "\n")
+        try:  # written whole, then renamed: a kill mid-write leaves the previous summary, not half of one
+            tmp = self.run_dir / ".summary.json.tmp"
+            tmp.write_text(json.dumps(self.summary(views), indent=2, default=str) + "\n")
+            tmp.replace(self.run_dir / "summary.json")
         except OSError:
             log.exception("cannot write the summary")
 

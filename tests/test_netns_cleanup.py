@@ -158,3 +158,53 @@ def test_rate_change_in_place() -> None:
         assert rate_bytes * 8 == pytest.approx(40e6, rel=0.01)
         with pytest.raises(Exception, match="without a delay/loss stage"):
             net.set_link("a", "b", 40, delay_ms=5)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its parent) is dead too.
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_next_run_starts_clean_after_a_sigkilled_orchestrator(tmp_path: Path) -> None:
+    """No `pamdi cleanup`: the dead run's helpers die with it (PR_SET_PDEATHSIG) and the next netns
+    run removes its namespaces, links, cgroups and record before building its own."""
+    import time
+
+    from orchestrator.backends.base import RunContext
+    from orchestrator.backends.netns import NetnsBackend
+    from orchestrator.netem import names
+    from orchestrator.spec import parse_spec
+
+    dead, token = _start_child()
+    pids = names.RunRecord.load(names.STATE_DIR / f"{token}.json").pids  # type: ignore[union-attr]
+    assert len(pids) == 4 and all(_alive(p) for p in pids)  # three sleepers and the forwarder
+    dead.kill()
+    dead.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in pids if _alive(p)], "helpers outlived their SIGKILLed parent"
+    assert _traces_of(token)["namespaces"], "SIGKILL leaves the namespaces (nothing could clean up)"
+
+    spec = parse_spec({"name": "after-kill", "nodes": [{"name": "a"}, {"name": "b"}],
+                       "full_mesh": {"rate_mbit": 50},
+                       "sources": [{"name": "s", "node": "a", "model": "tiny", "samples": 1}]})
+    backend = NetnsBackend()
+    try:
+        backend.up(spec, RunContext("after-kill", tmp_path, trace_dir=tmp_path / "agents"))
+        assert _is_empty(_traces_of(token)), _traces_of(token)
+    finally:
+        backend.down()
+
+
+def test_a_reused_pid_is_not_the_owner() -> None:
+    from orchestrator.netem import names
+
+    me = os.getpid()
+    assert names.owner_alive(me, names.process_start_time(me))
+    assert not names.owner_alive(me, (names.process_start_time(me) or 0) + 1)  # same pid, another process
+    assert not names.owner_alive(0) and names.owner_alive(1)

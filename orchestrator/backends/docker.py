@@ -43,6 +43,7 @@ DEFAULT_SUBNET_POOL = "10.213.0.0/16"
 PROJECT_LABEL = "pamdi.project"
 RUN_LABEL = "pamdi.run"
 OWNER_LABEL = "pamdi.owner-pid"
+OWNER_START_LABEL = "pamdi.owner-start"  # the owner's start time: a reused pid is not the owner
 READY = re.compile(r"pamdi-agent ready name=(\S+) listen=(\S+)")
 # In-container paths.
 TRACE_MOUNT = "/traces"
@@ -137,6 +138,10 @@ class DockerBackend:
         if image_labels(self.cli, self.image) is None:
             raise RuntimeError(f"node image {self.image} not found: run `pamdi image build` (or pass image=...)")
         scenarios = self._scenarios(spec)
+        # What runs whose orchestrator died left behind goes first: nobody has to run `pamdi cleanup`.
+        swept = cleanup_docker(cli=self.cli, spare_own=True)["removed"]
+        if swept:
+            log.warning("docker: removed %d leftovers of dead runs (%s)", len(swept), ", ".join(swept[:4]))
         atexit.register(self.down)
         try:
             self._create_networks(spec)
@@ -225,7 +230,10 @@ class DockerBackend:
     # ---------------------------------------------------------------------------------- helpers
     def _labels(self) -> dict[str, str]:
         assert self.ctx is not None
-        return {PROJECT_LABEL: "pamdi", RUN_LABEL: self.ctx.run_id, OWNER_LABEL: str(os.getpid())}
+        from orchestrator.netem.names import process_start_time
+
+        return {PROJECT_LABEL: "pamdi", RUN_LABEL: self.ctx.run_id, OWNER_LABEL: str(os.getpid()),
+                OWNER_START_LABEL: str(process_start_time(os.getpid()))}
 
     def _link(self, a: str, b: str) -> LinkNet:
         return self.links[(a, b) if a < b else (b, a)]
@@ -421,14 +429,13 @@ def remove_labelled(cli: Any, label_filter: str, timeout_s: float = 60.0) -> lis
         time.sleep(0.5)
 
 
-def _owner_alive(pid: str) -> bool:
+def _owner_alive(pid: str, start: str | None = None) -> bool:
+    from orchestrator.netem.names import owner_alive
+
     try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
+        return owner_alive(int(pid), int(start) if start and start.isdigit() else None)
+    except ValueError:
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 def docker_leftovers(cli: Any = None) -> dict[str, list[str]]:
@@ -449,8 +456,9 @@ def docker_leftovers(cli: Any = None) -> dict[str, list[str]]:
     }
 
 
-def cleanup_docker(all_runs: bool = False, cli: Any = None) -> dict[str, list[str]]:
-    """Remove the containers and networks of dead runs (every run with ``all_runs``).
+def cleanup_docker(all_runs: bool = False, cli: Any = None, spare_own: bool = False) -> dict[str, list[str]]:
+    """Remove the containers and networks of dead runs (every run with ``all_runs``); ``spare_own``:
+    leave this process's own runs alone too (the sweep a new run makes before it starts).
 
     A run whose orchestrator process is alive is left alone, so cleaning up never breaks an
     experiment running beside it; so are docker-compose projects (no owner process). Returns
@@ -464,17 +472,18 @@ def cleanup_docker(all_runs: bool = False, cli: Any = None) -> dict[str, list[st
             cli = client()
         except DockerError:
             return {"removed": [], "live_runs_left_alone": []}
-    runs: dict[str, str | None] = {}
+    runs: dict[str, tuple[str | None, str | None]] = {}
     for obj in [*cli.containers.list(all=True, filters={"label": PROJECT_LABEL}),
                 *cli.networks.list(filters={"label": PROJECT_LABEL})]:
         labels = obj.attrs.get("Config", {}).get("Labels") if hasattr(obj, "status") else obj.attrs.get("Labels")
         labels = labels or {}
         # No owner label: a docker-compose project, which its user manages (docker-compose down).
-        runs.setdefault(labels.get(RUN_LABEL, ""), labels.get(OWNER_LABEL))
+        runs.setdefault(labels.get(RUN_LABEL, ""), (labels.get(OWNER_LABEL), labels.get(OWNER_START_LABEL)))
     removed: list[str] = []
     skipped: list[str] = []
-    for run, owner in sorted(runs.items()):
-        if not all_runs and (owner is None or (owner != str(os.getpid()) and _owner_alive(owner))):
+    for run, (owner, start) in sorted(runs.items()):
+        own = owner == str(os.getpid())
+        if not all_runs and (owner is None or (own and spare_own) or (not own and _owner_alive(owner, start))):
             skipped.append(run)
             continue
         flt = f"{RUN_LABEL}={run}" if run else PROJECT_LABEL

@@ -41,6 +41,18 @@ AGENT_PORT = 7000
 READY = re.compile(r"pamdi-agent ready name=(\S+) listen=(\S+)")
 
 
+def sweep_dead_runs() -> list[str]:
+    """Remove what runs whose owner died (a SIGKILLed orchestrator) left behind, before building:
+    nobody has to remember ``pamdi cleanup``. Live runs beside this one are left alone."""
+    from orchestrator.netem.cleanup import cleanup
+
+    removed = cleanup()["removed"]
+    if removed:
+        log.warning("netns: removed %d leftovers of dead runs (%s%s)", len(removed), ", ".join(removed[:4]),
+                    ", ..." if len(removed) > 4 else "")
+    return removed
+
+
 class NetnsBackend:
     name = "netns"
     default_curve = True  # root processes on this host reach every namespace (--insecure: off)
@@ -88,6 +100,7 @@ class NetnsBackend:
                     raise ValueError(f"link {link.a}-{link.b}: scenario {link.scenario!r} has no local link "
                                      "profile (import a measured one with `pamdi scenarios import-iperf3`)")
                 scenarios[link.key] = sc
+        sweep_dead_runs()
         self.net = EmulatedNetwork(f"run {ctx.run_id}", use_netem=self.use_netem, seed=ctx.seed)
         try:
             for node in spec.nodes:

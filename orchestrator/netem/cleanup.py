@@ -33,7 +33,7 @@ def cleanup(all_runs: bool = False) -> dict[str, list[str]]:
     skipped: list[str] = []
     for token in sorted(leftover_tokens()):
         rec = records.get(token)
-        if rec is not None and not all_runs and names.owner_alive(rec.owner_pid):
+        if rec is not None and not all_runs and names.owner_alive(rec.owner_pid, rec.owner_start):
             skipped.append(token)
             continue
         removed += teardown_record(rec or names.RunRecord(token=token, owner_pid=0))

@@ -61,6 +61,9 @@ class RunRecord:
     token: str
     owner_pid: int
     purpose: str = ""
+    # The owner's start time (``process_start_time``): a pid reused by another process after the
+    # owner died is not taken for the owner.
+    owner_start: int | None = None
     namespaces: list[str] = field(default_factory=list)
     root_links: list[str] = field(default_factory=list)
     cgroups: list[str] = field(default_factory=list)
@@ -88,14 +91,31 @@ class RunRecord:
             return None
 
 
-def owner_alive(pid: int) -> bool:
+def process_start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, field 22 of ``/proc/<pid>/stat``), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces or parentheses itself.
+    fields = stat[stat.rfind(")") + 2:].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def owner_alive(pid: int, start: int | None = None) -> bool:
+    """Whether the process ``pid`` lives, and is the one that started at ``start`` when given."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return start is None or process_start_time(pid) == start
 
 
 def all_records() -> list[RunRecord]:

@@ -92,7 +92,8 @@ class EmulatedNetwork:
         _require_root()
         self.token = names.new_token()
         self.seed = seed
-        self.record = names.RunRecord(token=self.token, owner_pid=os.getpid(), purpose=purpose)
+        self.record = names.RunRecord(token=self.token, owner_pid=os.getpid(), purpose=purpose,
+                                      owner_start=names.process_start_time(os.getpid()))
         self.record.save()
         self.nodes: dict[str, NodeHandle] = {}
         self.links: dict[tuple[str, str], LinkHandle] = {}
@@ -216,7 +217,8 @@ class EmulatedNetwork:
     def _start_forwarder(self, link: LinkHandle, mid_a: str, mid_b: str) -> subprocess.Popen:
         assert link.middle is not None
         cmd = [
-            sys.executable, "-m", "orchestrator.netem.nsexec", "--netns", link.middle, "--",
+            sys.executable, "-m", "orchestrator.netem.nsexec", "--netns", link.middle,
+            *(["--die-with-parent"] if threading.current_thread() is threading.main_thread() else []), "--",
             sys.executable, "-m", "orchestrator.netem.forwarder", "--a", mid_a, "--b", mid_b,
             "--delay-ms", str(link.state.delay_ms), "--loss", str(link.state.loss),
             "--seed", str(self.seed * 1000 + link.index), "--run", self.token,
@@ -301,6 +303,8 @@ class EmulatedNetwork:
         """Start ``argv`` inside the node's namespace and CPU cgroup."""
         handle = self.nodes[node]
         cmd = [sys.executable, "-m", "orchestrator.netem.nsexec", "--netns", handle.netns]
+        if threading.current_thread() is threading.main_thread():
+            cmd.append("--die-with-parent")  # (nsexec.py: from another thread it could die with the thread)
         if handle.cgroup is not None:
             cmd += ["--cgroup-procs", str(cgroups.procs_file(handle.cgroup))]
         cmd += ["--", *argv]
