@@ -27,6 +27,7 @@ overrun fraction of its block ranges and whether the run was faithful.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -50,6 +51,8 @@ from pamdi_node.agent.config import task_id
 from pamdi_node.policies.base import LINK_GOODPUT_FACTOR, SourceView
 
 log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 5.0  # a ping to every agent at least this often during a policy (see AGENT_IDLE_EXIT_S)
 
 
 class RunError(RuntimeError):
@@ -407,10 +410,14 @@ class Runner:
             budget = expected_duration_s(self.spec) * 1.5 + self.opts.task_timeout_s + 30.0
         timed_out = False
         interrupted: BaseException | None = None
+        next_beat = time.time() + HEARTBEAT_S
         try:
             while True:
                 if self._sources_done(source_nodes, policy):
                     break
+                if time.time() >= next_beat:  # source nodes hear from us every poll; the others here
+                    next_beat = time.time() + HEARTBEAT_S
+                    self._heartbeat([n for n in nodes if n not in source_nodes])
                 if time.time() - t_start > budget:
                     timed_out = True
                     log.warning("policy %s: run timed out after %.0fs", policy, budget)
@@ -429,6 +436,15 @@ class Runner:
             self.results.append(result)
             raise interrupted
         return result
+
+    def _heartbeat(self, nodes: list[str]) -> None:
+        """A ping to each node: agents with ``--idle-exit`` take silence for a dead orchestrator."""
+        def beat(n: str) -> None:
+            with contextlib.suppress(AgentError):
+                self.clients[n].ping(timeout_s=1.0)
+
+        if nodes:
+            self._parallel(beat, nodes)
 
     def _sources_done(self, source_nodes: set[str], policy: str | None = None) -> bool:
         done = True

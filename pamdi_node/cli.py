@@ -79,6 +79,7 @@ def node(
     insecure: bool = typer.Option(False, "--insecure", help="Allow plaintext on a non-loopback address."),
     log_level: str = typer.Option("warning", "--log-level", help="debug, info, warning or error."),
     parent_pid: Optional[int] = typer.Option(None, "--parent-pid", min=1, help="Exit when this process is no longer the agent's parent (launchers pass their own pid so agents die with them)."),  # noqa: UP045, E501
+    idle_exit: Optional[float] = typer.Option(None, "--idle-exit", min=1, help="Exit after this many seconds without a message from the orchestrator (its runs send a heartbeat every few seconds)."),  # noqa: UP045, E501
 ) -> None:
     """Run a node agent on --listen until stopped (see `pamdi node --help`), or use a subcommand."""
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.WARNING),
@@ -105,7 +106,7 @@ def node(
 
     try:
         agent = Agent(listen, name=name, device=device, threads=threads, keys=keys, trace_dir=trace_dir,
-                      parent_pid=parent_pid)
+                      parent_pid=parent_pid, idle_exit_s=idle_exit)
     except (KeyError_, ValueError) as err:
         typer.echo(f"pamdi node: {err}", err=True)
         raise typer.Exit(2) from None

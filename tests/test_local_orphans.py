@@ -69,3 +69,33 @@ def test_agents_exit_when_the_launcher_is_killed(tmp_path: Path) -> None:
         for p in pids.values():  # only the agents this test started
             if _alive(p):
                 os.kill(p, signal.SIGKILL)
+
+
+def _agent(address: str, *extra: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-m", "pamdi_node", "--listen", address, "--name", "x", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None and "pamdi-agent ready" in proc.stdout.readline()
+    return proc
+
+
+def test_an_agent_without_orchestrator_messages_exits_and_a_heartbeat_keeps_it() -> None:
+    """--idle-exit (containers and SRNs, which no parent takes down): silence ends the agent; the
+    orchestrator's pings (a run's heartbeat) keep it."""
+    from pamdi_node.agent.client import AgentClient
+
+    idle = _agent("tcp://127.0.0.9:47311", "--idle-exit", "2")
+    kept = _agent("tcp://127.0.0.9:47312", "--idle-exit", "2")
+    client = AgentClient("tcp://127.0.0.9:47312")
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 5.0:
+            client.ping(timeout_s=2.0)
+            time.sleep(0.5)
+        assert idle.poll() is not None, "the silent agent did not exit"
+        assert kept.poll() is None, "the agent exited although the orchestrator kept pinging it"
+        assert client.ping(timeout_s=2.0)["state"] == "idle"
+    finally:
+        client.close()
+        for p in (idle, kept):
+            p.kill()
+            p.wait()

@@ -47,6 +47,11 @@ class RunContext:
     time_scale: float = 1.0
 
 
+# Agents that no parent process can take down with it (containers, SRNs) exit after this long
+# without a message from the orchestrator; a run's heartbeat (runner.HEARTBEAT_S) keeps them alive.
+AGENT_IDLE_EXIT_S = 120.0
+
+
 def agent_argv(
     node: str,
     listen: str,
@@ -57,6 +62,7 @@ def agent_argv(
     keys_dir: str | Path | None = None,
     trace_dir: str | Path | None = None,
     insecure: bool = False,
+    idle_exit_s: float | None = None,
 ) -> list[str]:
     """The command line that starts one agent (``python -m pamdi_node`` = ``pamdi node``).
 
@@ -72,6 +78,8 @@ def agent_argv(
         argv += ["--trace-dir", str(trace_dir)]
     if insecure:
         argv.append("--insecure")
+    if idle_exit_s is not None:
+        argv += ["--idle-exit", f"{idle_exit_s:g}"]
     return argv
 
 

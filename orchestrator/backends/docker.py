@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.backends.base import AgentEndpoint, RunContext, agent_argv, agent_env
+from orchestrator.backends.base import AGENT_IDLE_EXIT_S, AgentEndpoint, RunContext, agent_argv, agent_env
 from orchestrator.spec import ExperimentSpec, LinkParams
 
 log = logging.getLogger(__name__)
@@ -304,7 +304,7 @@ class DockerBackend:
             keys = KEYS_MOUNT
         # agent_argv gives `python -m pamdi_node ARGS`; the image's entry runs `pamdi node ARGS`.
         args = agent_argv(node, f"tcp://0.0.0.0:{AGENT_PORT}", threads=threads, keys_dir=keys,
-                          trace_dir=TRACE_MOUNT, insecure=keys is None)[3:]
+                          trace_dir=TRACE_MOUNT, insecure=keys is None, idle_exit_s=AGENT_IDLE_EXIT_S)[3:]
         networking = self.cli.api.create_networking_config({
             f"pamdi-{self.token}-ctl": self.cli.api.create_endpoint_config(ipv4_address=self._control_ip(node)),
         })

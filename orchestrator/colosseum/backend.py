@@ -50,7 +50,7 @@ from typing import Any, TypeVar
 
 import asyncssh
 
-from orchestrator.backends.base import AgentEndpoint, RunContext
+from orchestrator.backends.base import AGENT_IDLE_EXIT_S, AgentEndpoint, RunContext
 from orchestrator.colosseum.admin import find_data_address, parse_ip_addr
 from orchestrator.colosseum.config import ColosseumConfig
 from orchestrator.colosseum.transport import ColosseumError, Session, SrnError, q
@@ -161,7 +161,7 @@ class ColosseumBackend:
         # Wildcard: the agent answers its peers on the radio address and the orchestrator on col0.
         argv = [*shlex.split(self.cfg.agent_command), "--listen", f"tcp://0.0.0.0:{self.cfg.agent_port}",
                 "--name", node, "--device", self.cfg.agent_device, "--threads", str(self.spec.node(node).threads),
-                "--trace-dir", f"{w}/traces"]
+                "--trace-dir", f"{w}/traces", "--idle-exit", f"{AGENT_IDLE_EXIT_S:g}"]
         if self.ctx is not None and self.ctx.keys_dir is not None:
             argv += ["--keys", f"{w}/keys"]
         else:

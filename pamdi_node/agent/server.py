@@ -73,8 +73,14 @@ class Agent:
         keys: str | None = None,
         trace_dir: str | None = None,
         parent_pid: int | None = None,
+        idle_exit_s: float | None = None,
     ) -> None:
         self.listen = listen
+        # Exit after this long without a message from the orchestrator (its heartbeat comes every
+        # few seconds during a run): covers agents no parent process can take down with it (docker
+        # containers, SRNs) when the orchestrator died.
+        self.idle_exit_s = idle_exit_s
+        self._last_orchestrator = time.time()
         # Exit once this process is no longer our parent (the launcher died, even by SIGKILL: we are
         # re-parented). Polled by the loop rather than PR_SET_PDEATHSIG, which fires when the
         # launching *thread* ends, and launchers start agents from worker threads.
@@ -186,6 +192,10 @@ class Agent:
         now = time.time()
         if self.parent_pid is not None and os.getppid() != self.parent_pid:
             log.warning("agent %s: parent process %d is gone; stopping", self.name, self.parent_pid)
+            self._stop.set()
+            return
+        if self.idle_exit_s is not None and now - self._last_orchestrator > self.idle_exit_s:
+            log.warning("agent %s: no message from the orchestrator for %.0f s; stopping", self.name, self.idle_exit_s)
             self._stop.set()
             return
         run = self.run
@@ -310,6 +320,8 @@ class Agent:
     def _dispatch(self, ident: bytes, msg: wire.Message, t_recv: float, user: str | None = None) -> None:
         self._authorise(user, msg)
         t = msg.type
+        if t not in PEER_TYPES and (user is None or user == ORCHESTRATOR):
+            self._last_orchestrator = t_recv  # (peers keep each other alive; only the orchestrator counts)
         if t in PEER_TYPES:
             run = self.run
             if run is None or self.state not in ("ready", "running"):
