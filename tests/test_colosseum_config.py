@@ -50,6 +50,9 @@ def test_config_defaults_follow_the_docs() -> None:
         ({"data_plane": {}}, "data_plane"),
         ({"srn_host_pattern": "{team}-{node}"}, "srn_host_pattern"),
         ({"bogus": 1}, "bogus"),
+        # Interface names reach remote shells: only plain names.
+        ({"control_interface": "col0; reboot"}, "control_interface"),
+        ({"data_plane": {"interface": "$(id)"}}, "data_plane.interface"),
     ],
 )
 def test_config_errors_name_the_field(override: dict[str, object], field: str) -> None:

@@ -160,10 +160,13 @@ def test_run_over_ssh_matches_monolithic(lab: Lab, tmp_path: Path, monkeypatch: 
         assert (got / "traces" / f"{node}.spans.jsonl").exists()
     assert agent_pids(lab) == []
 
-    # No secret in anything the run wrote, here or on the SRNs.
+    # No secret in anything the run wrote, here or on the SRNs: no password, and no private key (the
+    # run's keys were removed from the SRNs before the harvest and from this host's state folder).
+    assert manifest_keys_on(run_dir)
     for root in (run_dir, lab.tmp / "srn-013", tmp_path / "state"):
         for f in root.rglob("*"):
             if f.is_file():
+                assert not f.name.endswith("key_secret"), f
                 data = f.read_bytes()
                 assert lab.srn_password.encode() not in data, f
                 assert lab.ldap_password.encode() not in data, f
@@ -174,6 +177,12 @@ def test_run_over_ssh_matches_monolithic(lab: Lab, tmp_path: Path, monkeypatch: 
                         "-c", str(cfg)], env=lab.env(), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "again" / "r1" / "srn-015" / "traces" / "b.spans.jsonl").exists()
+
+
+def manifest_keys_on(run_dir: Path) -> bool:
+    """The run was under Curve: its summary records key fingerprints (and only those)."""
+    curve = json.loads((run_dir / "summary.json").read_text()).get("curve", {})
+    return bool(curve.get("on")) and "orchestrator" in curve.get("key_fingerprints", {})
 
 
 def _cli_run(lab: Lab, tmp_path: Path, env: dict[str, str], **cfg: object) -> subprocess.CompletedProcess:

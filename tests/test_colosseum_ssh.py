@@ -107,6 +107,13 @@ def test_refused_gateway_key(lab: Lab, tmp_path: Path) -> None:
     assert f"gateway {lab.gw_addr}: key {other} refused for user {lab.user}" in r.stderr
 
 
+def test_missing_known_hosts_is_refused(lab: Lab, tmp_path: Path) -> None:
+    cfg = lab.write_config(tmp_path / "c.yaml", gateway_known_hosts=str(tmp_path / "no_known_hosts"))
+    r = pamdi(lab, cfg, "check")
+    assert r.returncode != 0 and "host key cannot be checked" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_unreachable_srn_and_missing_cli(lab: Lab, tmp_path: Path) -> None:
     cfg = lab.write_config(tmp_path / "c.yaml")
     cli = lab.tmp / "srn-015" / "bin" / "colosseumcli"

@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import shlex
 import tempfile
 import threading
@@ -52,7 +53,7 @@ import asyncssh
 
 from orchestrator.backends.base import AGENT_IDLE_EXIT_S, AgentEndpoint, RunContext
 from orchestrator.colosseum.admin import find_data_address, parse_ip_addr
-from orchestrator.colosseum.config import ColosseumConfig
+from orchestrator.colosseum.config import IFNAME_PATTERN, ColosseumConfig
 from orchestrator.colosseum.transport import ColosseumError, Session, SrnError, q
 from orchestrator.spec import ExperimentSpec, LinkParams
 
@@ -178,13 +179,24 @@ class ColosseumBackend:
             if found is None:
                 want = self.cfg.data_plane.interface or self.cfg.data_plane.subnet
                 raise SrnError(srn, host, "radio", f"no data-plane address ({want}) for node {node}: is the radio up?")
+            if not re.match(IFNAME_PATTERN, found[0]):  # it goes into remote shells (counters, tcpdump)
+                raise SrnError(srn, host, "radio", f"data-plane interface name {found[0][:40]!r} is not a plain "
+                                                   "interface name")
             self.radio[node] = found
             ctrl = addrs.get(self.cfg.control_interface)
             if not ctrl:
                 raise SrnError(srn, host, "control", f"no {self.cfg.control_interface} address for node {node}: "
                                                      "the control plane reaches the agents over it")
             self.control_addr[node] = ctrl[0].split("/")[0]
-            w = f"{self.cfg.work_dir(srn)}/{ctx.run_id}"
+            base = self.cfg.work_dir(srn)
+            # Agents and captures of earlier runs that nobody stopped (a killed orchestrator) go first,
+            # with any keys they left; a pid is killed only if it still runs pamdi or tcpdump.
+            await self.session.run(srn, (
+                f"for f in {q(base)}/*/agent.pid {q(base)}/*/tcpdump-*.pid; do [ -f \"$f\" ] || continue; "
+                "p=$(cat \"$f\"); if grep -qa -e pamdi -e tcpdump /proc/$p/cmdline 2>/dev/null; then "
+                "kill -KILL -- -$p 2>/dev/null; kill -KILL $p 2>/dev/null; fi; rm -f \"$f\"; done; "
+                f"rm -rf {q(base)}/*/keys; true"))
+            w = f"{base}/{ctx.run_id}"
             self.workdir[node] = w
             await self.session.run(srn, f"mkdir -p {q(w)}/traces {q(w)}/pcap && chmod 700 {q(w)}", check=True)
             if ctx.keys_dir is not None:
@@ -273,8 +285,8 @@ class ColosseumBackend:
             srn = self.node_srn[node]
             ifaces = [self.radio[node][0], self.cfg.control_interface]
             script = "; ".join(
-                f"echo {i} $(cat /sys/class/net/{i}/statistics/rx_bytes /sys/class/net/{i}/statistics/tx_bytes "
-                "2>/dev/null)" for i in ifaces)
+                f"echo {q(i)} $(cat {q(f'/sys/class/net/{i}/statistics/rx_bytes')} "
+                f"{q(f'/sys/class/net/{i}/statistics/tx_bytes')} 2>/dev/null)" for i in ifaces)
             res = await self.session.run(srn, script)
             out: dict[str, object] = {"node": node, "srn": srn, "t": time.time()}
             for line in res.stdout.splitlines():
@@ -300,6 +312,13 @@ class ColosseumBackend:
         for n, r in zip(nodes, results, strict=True):
             if isinstance(r, BaseException):
                 log.error("colosseum: stopping agent %s: %s", n, r)
+        # The run's keys leave the SRNs with it (a saved container snapshot would carry them) and are
+        # never harvested: removed before the work folder comes back.
+        removed = await asyncio.gather(*(self.session.run(self.node_srn[n], f"rm -rf {q(self.workdir[n])}/keys")
+                                         for n in nodes), return_exceptions=True)
+        for n, r in zip(nodes, removed, strict=True):
+            if isinstance(r, BaseException):
+                log.error("colosseum: removing the keys on SRN %s: %s", self.node_srn[n], r)
         if self.ctx is not None:
             run_dir = Path(self.ctx.run_dir)
             for n in nodes:

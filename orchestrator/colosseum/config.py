@@ -29,6 +29,9 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# A Linux interface name (at most 15 characters): what may reach a remote shell as one.
+IFNAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,15}$"
+
 DEFAULT_GATEWAY = "gw.colosseum.net"
 DEFAULT_REST_URL = "https://experiments.colosseum.net"
 # Image names: letters, digits and '-', at most 31 characters (container_mgmt/upload_lxc_container.rst).
@@ -50,7 +53,7 @@ class DataPlane(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    interface: str | None = None
+    interface: str | None = Field(default=None, pattern=IFNAME_PATTERN)
     subnet: str | None = None
 
     @field_validator("subnet")
@@ -92,7 +95,7 @@ class ColosseumConfig(BaseModel):
     nas_root: str = "/share/nas"
     image_folder: str = Field(default="images", pattern=r"^(images|resources)$")
     data_plane: DataPlane = DataPlane(subnet="172.16.0.0/24")
-    control_interface: str = "col0"
+    control_interface: str = Field(default="col0", pattern=IFNAME_PATTERN)
     scenario: int | None = Field(default=None, ge=1)
     cycle: bool = False
     # Traffic scenario written into batch JSON files (the batch format makes the field mandatory).

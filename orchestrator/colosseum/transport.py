@@ -105,10 +105,12 @@ class Session:
             known = cfg.known_hosts_path()
             known_hosts: object = None
             if known is not None:
-                if known.exists():
-                    known_hosts = str(known)
-                else:
-                    log.warning("gateway host key not checked: %s does not exist", known)
+                if not known.exists():
+                    # Fail closed: connecting would trust whichever host answers (and it gets the key).
+                    raise GatewayError(f"gateway {cfg.gateway}: {known} does not exist, so its host key cannot be "
+                                       f"checked; connect once with `ssh {cfg.user}@{cfg.gateway}` and accept the "
+                                       "key, or set gateway_known_hosts: null in the config to skip the check")
+                known_hosts = str(known)
             last: BaseException | None = None
             for attempt in range(cfg.retries + 1):
                 try:
