@@ -93,7 +93,8 @@ class RunState(HandoffMixin, ResultsMixin):
         self._beacon_seq = 0
         self.counters: dict[str, int] = {"sent_tasks": 0, "recv_tasks": 0, "retries": 0, "denied": 0,
                                          "granted": 0, "duplicates": 0, "results_relayed": 0,
-                                         "stranded_dropped": 0}
+                                         "stranded_dropped": 0, "replays": 0, "forged_results": 0}
+        self.seen_hops: dict[tuple[str, str, str], None] = {}  # (kind, peer, hop), oldest first
         self._snapshot = self.world()
         self._cpu0, self._wall0 = time.process_time(), time.time()
 

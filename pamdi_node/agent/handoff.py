@@ -26,8 +26,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Work a node holds from its peers is bounded: beyond this many queued partitions a task is denied
+# (its sender keeps it and decides again), so no peer can make an agent queue without limit.
+MAX_QUEUED = 4096
+# Hand-off ids seen lately, per kind: a replayed TASK or RESULT is acknowledged again (the sender may
+# have missed the first ACK) but not run or forwarded twice.
+MAX_SEEN_HOPS = 65536
+
 
 class HandoffMixin:
+    def first_time(self: RunState, kind: str, peer: str, hop: str) -> bool:
+        """Whether hand-off ``hop`` of ``kind`` from ``peer`` is new (bounded memory of the old ones)."""
+        key = (kind, peer, hop)
+        if key in self.seen_hops:
+            self.counters["replays"] += 1
+            return False
+        self.seen_hops[key] = None
+        if len(self.seen_hops) > MAX_SEEN_HOPS:
+            self.seen_hops.pop(next(iter(self.seen_hops)))
+        return True
+
     def send_task(self: RunState, task: Task, node: str, start: int, end: int, hop: str, t0: float) -> bool:
         ts = time.time()
         body = self._task_fields(task, start, end)
@@ -45,8 +63,13 @@ class HandoffMixin:
         ack_by = self._ack_deadline(node, ts_end)
         self._span_decide(task, t0, node)
         self.custody[hop] = Custody(hop, node, task, "task", start, end, time.time(), ack_by=ack_by)
+        task.sent_away = True
         self.counters["sent_tasks"] += 1
         return True
+
+    def _in_flight_from_here(self: RunState, tid: str) -> bool:
+        out = self.outstanding.get(tid)
+        return out is not None and out[0].sent_away
 
     def _ack_deadline(self: RunState, peer: str, now: float) -> float:
         """When an ack must have come: ``ack_timeout_s`` on top of twice the time the link needs to
@@ -58,6 +81,9 @@ class HandoffMixin:
     def on_task(self: RunState, peer: str, msg: wire.Message, t_recv: float) -> None:
         b = msg.body
         hop = b["hop"]
+        if not self.first_time("task", peer, hop):
+            self.send_peer(peer, wire.encode(wire.ACK, self.here, {"hop": hop}))
+            return
         self.reserved.pop(hop, None)
         src = self.sources.get(b["source"])
         reason = None
@@ -69,6 +95,12 @@ class HandoffMixin:
             reason = f"{self.here} may not run {b['model']} blocks [{b['start']},{b['end']})"
         elif not msg.tensors or (len(msg.tensors) > 1 and not b.get("tuple")):
             reason = f"a task carries one tensor (or a tuple flagged 'tuple'), got {len(msg.tensors)}"
+        elif b["origin"] == self.here and not self._in_flight_from_here(b["task"]):
+            # A task of this node that it never handed out cannot come back from a peer: taking it
+            # would complete the real task with whatever the peer computed.
+            reason = f"{b['task']} is not a task of {self.here} in flight"
+        elif len(self.executor) >= MAX_QUEUED:
+            reason = f"queue full ({MAX_QUEUED} partitions)"
         if reason:
             self.send_peer(peer, wire.encode(wire.DENY, self.here, {"hop": hop, "task": b["task"], "reason": reason}))
             return

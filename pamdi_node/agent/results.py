@@ -105,6 +105,10 @@ class ResultsMixin:
     def on_result(self: RunState, peer: str, msg: wire.Message, t_recv: float) -> None:
         b = msg.body
         self.send_peer(peer, wire.encode(wire.ACK, self.here, {"hop": b["hop"]}))
+        if not self.first_time("result", peer, b["hop"]):
+            if b["origin"] == self.here:  # the first copy was recorded: let the sender go again
+                self.send_peer(peer, wire.encode(wire.RELEASE, self.here, {"hop": b["hop"]}))
+            return
         self.tel.span("result", b["task"], b["source"], b["done"], t_recv, peer=peer)
         ok = bool(b["ok"]) and len(msg.tensors) >= 1
         tensor = activation(msg.tensors, bool(b.get("tuple"))) if ok else None
@@ -112,6 +116,10 @@ class ResultsMixin:
             out = self.outstanding.get(b["task"])
             if out is None:
                 self.counters["duplicates"] += 1
+            elif not out[0].sent_away:
+                # This node never handed the task to anyone: no peer can have its result.
+                self.counters["forged_results"] += 1
+                self._log_stranded("%s: result for %s from %s, which never had it; dropped", self.here, b["task"], peer)
             else:
                 self.complete(out[0], ok, b.get("reason"), tensor, b["placements"], t_recv)
             # Recorded (or already had): the sender may let go of its copy.

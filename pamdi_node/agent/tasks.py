@@ -25,6 +25,7 @@ class Task:
     placements: list[list[Any]] = field(default_factory=list)  # [[node, start, end], ...]
     upstream: tuple[str, str] | None = None  # (peer, hop) to RELEASE once a downstream node has it
     excluded: set[str] = field(default_factory=set)  # peers that failed this task: never retried for it
+    sent_away: bool = False  # handed to a peer at least once: only then may a peer send its result
     arrived: float = 0.0  # local clock
 
 
