@@ -11,6 +11,10 @@ Rendered files (paths relative to DIR, so the folder can be moved or copied to a
     pamdi/run.json            the coordinator's job: endpoints, policies, run options
     traces/                   mounted at /traces everywhere: agents' traces, per-policy records,
                               summary.json
+    keys/                     the run's CurveZMQ keys (0700; never under traces/): keys/nodes/<node>
+                              (every public key, its own secret) mounted read-only into that node,
+                              keys/coordinator (the orchestrator's secret) into the coordinator.
+                              ``insecure=True`` renders a plaintext project without them.
 
 Start it with ``docker-compose up --abort-on-container-exit --exit-code-from coordinator`` (or
 ``docker compose up ...``). Each node shapes its own links from its config (tbf, netem when the
@@ -39,6 +43,7 @@ from orchestrator.backends.docker import (
     AGENT_PORT,
     DEFAULT_IMAGE,
     DEFAULT_SUBNET_POOL,
+    KEYS_MOUNT,
     PROJECT_LABEL,
     RUN_LABEL,
     TRACE_MOUNT,
@@ -84,6 +89,7 @@ def render_compose(
     task_timeout_s: float = 60.0,
     run_timeout_s: float | None = None,
     keep_outputs: bool = False,
+    insecure: bool = False,
 ) -> ComposeProject:
     """Write the compose project for ``spec`` into ``out_dir``; ``taken_subnets`` None = ask Docker.
 
@@ -136,6 +142,7 @@ def render_compose(
 
     (out_dir / "pamdi" / "nodes").mkdir(parents=True, exist_ok=True)
     (out_dir / "traces").mkdir(parents=True, exist_ok=True)
+    keys_dir = None if insecure else _render_keys(out_dir / "keys", names)
     services: dict[str, Any] = {}
     neighbours = spec.neighbours()
     for node in spec.nodes:
@@ -148,7 +155,7 @@ def render_compose(
             assert link is not None
             shaping.append(link_shaping(net, peer, _initial_params(link)))
         args = agent_argv(n, f"tcp://0.0.0.0:{AGENT_PORT}", threads=threads, trace_dir=f"{TRACE_MOUNT}/agents",
-                          insecure=True)[3:]
+                          keys_dir=None if keys_dir is None else KEYS_MOUNT, insecure=keys_dir is None)[3:]
         node_config = {"node": n, "links": shaping, "agent_args": args}
         (out_dir / "pamdi" / "nodes" / f"{n}.json").write_text(json.dumps(node_config, indent=2) + "\n")
         networks: dict[str, Any] = {"ctl": {"ipv4_address": control_ip[n]}}
@@ -162,7 +169,8 @@ def render_compose(
             "cap_add": ["NET_ADMIN"],
             "environment": {"PAMDI_NODE_CONFIG": f"{CONFIG_MOUNT}/nodes/{n}.json", **agent_env(threads),
                             "PYTHONUNBUFFERED": "1"},
-            "volumes": [f"./pamdi:{CONFIG_MOUNT}:ro", f"./traces:{TRACE_MOUNT}"],
+            "volumes": [f"./pamdi:{CONFIG_MOUNT}:ro", f"./traces:{TRACE_MOUNT}",
+                        *([] if keys_dir is None else [f"./keys/nodes/{n}:{KEYS_MOUNT}:ro"])],
             "networks": networks,
             "labels": {**labels, "pamdi.node": n},
             "stop_grace_period": "10s",
@@ -192,6 +200,7 @@ def render_compose(
         "agent_delayed_links": sorted([list(lk.key) for lk in links if lk.delay_ms > 0 and lk.loss == 0
                                        and not _host_has_netem()]),
         "profiles": choice.as_dict(),
+        "keys": None if keys_dir is None else KEYS_MOUNT,
     }
     (out_dir / "pamdi" / "run.json").write_text(json.dumps(run_job, indent=2) + "\n")
     (out_dir / "pamdi" / "spec.yaml").write_text(
@@ -201,7 +210,8 @@ def render_compose(
         "init": True,
         "entrypoint": ["pamdi", "compose-run", f"{CONFIG_MOUNT}/run.json"],
         "depends_on": list(names),
-        "volumes": [f"./pamdi:{CONFIG_MOUNT}:ro", f"./traces:{TRACE_MOUNT}"],
+        "volumes": [f"./pamdi:{CONFIG_MOUNT}:ro", f"./traces:{TRACE_MOUNT}",
+                    *([] if keys_dir is None else [f"./keys/{COORDINATOR}:{KEYS_MOUNT}:ro"])],
         "networks": {"ctl": {"ipv4_address": str(control.network_address + 2)}},
         "labels": {**labels, "pamdi.node": COORDINATOR},
     }
@@ -286,6 +296,24 @@ class StaticBackend:
         """The agents stay up: compose stops them (SIGTERM flushes traces) when the coordinator exits."""
 
 
+def _render_keys(root: Path, nodes: Sequence[str]) -> Path:
+    """The run's keys for a compose project: one folder per container, each only what it needs."""
+    import shutil
+
+    from orchestrator.keys import generate_run_keys, node_key_folder
+
+    shutil.rmtree(root, ignore_errors=True)  # a re-render makes new keys
+    all_keys = generate_run_keys(root / "all", nodes)
+    for n in nodes:
+        node_key_folder(all_keys, n, root / "nodes" / n)
+    coord = root / COORDINATOR
+    shutil.copytree(all_keys / "public", coord / "public")
+    (coord / "private").mkdir(mode=0o700)
+    shutil.copy2(all_keys / "private" / "orchestrator.key_secret", coord / "private")
+    shutil.rmtree(all_keys)  # every secret now lives only where it is used
+    return root
+
+
 def run_from_config(path: Path) -> dict[str, Any]:
     """What ``pamdi compose-run`` does inside the coordinator container."""
     from orchestrator.runner import Runner, RunOptions
@@ -294,7 +322,9 @@ def run_from_config(path: Path) -> dict[str, Any]:
     job = json.loads(Path(path).read_text())
     spec = load_spec(Path(job["spec"]), check_files=False)  # checked where it was written; the
     # container lacks the user's own scenarios
-    opts = RunOptions(policies=job["policies"], curve=False, keep_outputs=bool(job.get("keep_outputs")),
+    keys = job.get("keys")
+    opts = RunOptions(policies=job["policies"], curve=keys is not None, keys_dir=keys,
+                      keep_outputs=bool(job.get("keep_outputs")),
                       device_time=job.get("device_time"), time_stretch=job.get("time_stretch"),
                       task_timeout_s=float(job.get("task_timeout_s", 60.0)), run_timeout_s=job.get("run_timeout_s"))
 

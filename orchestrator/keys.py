@@ -61,7 +61,8 @@ def generate_run_keys(folder: str | Path, nodes: Iterable[str]) -> Path:
 def node_key_folder(folder: str | Path, node: str, dest: str | Path) -> Path:
     """A key folder for one device: every public key, and only ``node``'s secret."""
     src, out = Path(folder), Path(dest)
-    (out / "private").mkdir(parents=True, exist_ok=True)
+    (out / "private").mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(out / "private", 0o700)  # before the secret lands: copy2 then chmod leaves it 0644 a moment
     shutil.copytree(src / "public", out / "public", dirs_exist_ok=True)
     secret = out / "private" / f"{node}.key_secret"
     shutil.copy2(src / "private" / f"{node}.key_secret", secret)

@@ -63,6 +63,9 @@ class RunError(RuntimeError):
 class RunOptions:
     policies: Sequence[str] | None = None  # None = the spec's; ("all",) = the paper's five
     curve: bool | None = None  # None = the backend's default (``backend.default_curve``)
+    # Keys already on the agents (a compose project's, rendered with it): used, not generated, and
+    # left in place at the end. None: the runner makes the run's keys and removes them after.
+    keys_dir: str | Path | None = None
     keep_outputs: bool = False  # ship every result tensor back (identity tests)
     # Device-time model (pamdi_node/devicetime.py); None = the spec's, else the backend's default.
     device_time: str | None = None
@@ -331,7 +334,8 @@ class Runner:
         if curve:
             from orchestrator.keys import fingerprints, generate_run_keys, run_key_dir
 
-            self.keys_dir = generate_run_keys(run_key_dir(self.run_id), [n.name for n in self.spec.nodes])
+            self.keys_dir = (Path(self.opts.keys_dir) if self.opts.keys_dir is not None
+                             else generate_run_keys(run_key_dir(self.run_id), [n.name for n in self.spec.nodes]))
             self.timing["curve"] = {"on": True, "key_fingerprints": fingerprints(self.keys_dir)}
         else:
             log.warning("run %s: CurveZMQ is off (--insecure): any process that reaches the agents can "
@@ -356,7 +360,8 @@ class Runner:
             finally:
                 from orchestrator.keys import remove_run_keys
 
-                remove_run_keys(self.keys_dir)
+                if self.opts.keys_dir is None:
+                    remove_run_keys(self.keys_dir)
         return self.summary(views)
 
     def summary(self, views: Mapping[str, SourceView]) -> dict[str, Any]:

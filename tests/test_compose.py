@@ -69,6 +69,15 @@ def test_rendered_project_is_consistent(tmp_path: Path, device_time: str) -> Non
     shipped = parse_spec(yaml.safe_load((tmp_path / "pamdi/spec.yaml").read_text()))
     assert shipped == spec.model_copy(update={"profiles": "/pamdi/profiles"})
     assert (tmp_path / "pamdi/profiles/resnet56_b1_t1.json").is_file()
+    # Curve: each container mounts only its own secret; the coordinator only the orchestrator's.
+    assert job["keys"] == "/run/pamdi/keys"
+    for svc, secret in (("a", "a"), ("c", "c"), ("coordinator", "orchestrator")):
+        mounted = [v for v in compose["services"][svc]["volumes"] if v.endswith(":/run/pamdi/keys:ro")]
+        folder = tmp_path / mounted[0].split(":")[0]
+        assert [p.name for p in (folder / "private").iterdir()] == [f"{secret}.key_secret"]
+        assert len(list((folder / "public").iterdir())) == 4
+    assert "--keys" in json.loads((tmp_path / "pamdi/nodes/a.json").read_text())["agent_args"]
+    assert not list((tmp_path / "traces").rglob("*key*"))
 
 
 def test_reserved_service_name(tmp_path: Path) -> None:
@@ -104,6 +113,8 @@ def test_compose_project_runs_with_docker_compose(docker_cli, node_image, tmp_pa
 
     traces = out / "traces"
     summary = json.loads((traces / "summary.json").read_text())
+    assert summary["curve"]["on"]  # the project ran under CurveZMQ with the keys rendered with it
+    assert not [f for f in traces.rglob("*") if f.name.endswith("key_secret")]
     run = summary["runs"][0]
     assert {k: (v["completed"], v["failed"]) for k, v in run["sources"].items()} == {"ts": (12, 0), "nts": (16, 0)}
     for node in "abc":

@@ -21,6 +21,8 @@ def register(app: typer.Typer) -> None:
         cpu_quota: bool = typer.Option(True, help="under --device-time quota: limit each node to its device's CPUs"),
         device_time: str = typer.Option(None, "--device-time", help="profile (default), quota or native"),
         task_timeout: float = typer.Option(60.0, help="seconds before a task counts as failed"),
+        insecure: bool = typer.Option(False, "--insecure",
+                                      help="plaintext ZeroMQ, no keys/ (any container on the networks may steer)"),
     ) -> None:
         """Render a docker-compose project that runs SPEC by itself (docker-compose up)."""
         from orchestrator.compose import render_compose
@@ -34,13 +36,15 @@ def register(app: typer.Typer) -> None:
         policies = select_policies(policy, s)
         try:
             project = render_compose(s, out, image=image, policies=policies, subnet_pool=subnet_pool,
-                                     cpu_quota=cpu_quota, device_time=device_time, task_timeout_s=task_timeout)
+                                     cpu_quota=cpu_quota, device_time=device_time, task_timeout_s=task_timeout,
+                                     insecure=insecure)
         except (ValueError, RuntimeError) as err:
             raise fail(f"compose: {err}") from None
         print_json({"compose_file": str(project.compose_file), "services": list(project.services),
                     "networks": list(project.networks),
                     "run": f"cd {out} && docker-compose up --abort-on-container-exit --exit-code-from coordinator",
-                    "traces": str(out / "traces")})
+                    "traces": str(out / "traces"),
+                    "keys": None if insecure else f"{out / 'keys'} (the run's private keys: delete with the project)"})
 
     @app.command("compose-run", hidden=True)
     def compose_run(job: Path = typer.Argument(..., help="run.json rendered by pamdi compose")) -> None:
