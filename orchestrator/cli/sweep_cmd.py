@@ -147,7 +147,7 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(False, "--dry-run", help="validate and count the cells; run nothing"),
     ) -> None:
         """Run a parameter sweep (axes x policies x seeds) on Dask, caching every cell."""
-        from orchestrator.sweep import EngineError, SweepError, default_out, expand, finish, run_cells
+        from orchestrator.sweep import EngineError, SweepError, default_out, expand, finish, sweep_engine
 
         if target == "list" and not Path(target).is_file():
             _list()
@@ -167,14 +167,15 @@ def register(app: typer.Typer) -> None:
         echo = (lambda msg: typer.echo(msg, err=True)) if as_json else typer.echo
         echo(f"{sw.name}: {len(cells)} cells, mode {sw.mode}; output {out_dir}")
         try:
-            stats = run_cells(cells, out_dir, scheduler=scheduler, workers=workers, progress=not as_json, echo=echo)
+            with sweep_engine(cells, out_dir, scheduler=scheduler, workers=workers) as engine:
+                stats = engine.run(progress=not as_json, echo=echo)
+                result = finish(cells, out_dir, sw, stats, engine.map)  # figures drawn on the same workers
         except EngineError as err:
             raise fail(f"sweep: {err}", code=1) from None
         except KeyboardInterrupt:
             typer.echo(f"interrupted: finished cells are kept in {out_dir}/cells; run the same command again "
                        "to compute only the rest", err=True)
             raise typer.Exit(130) from None
-        result = finish(cells, out_dir, sw, stats)
         not_ok = int(result["frame"].drop_duplicates("cell")["status"].ne("ok").sum())
         if as_json:
             print_json({"out": str(out_dir), "cells": stats.cells, "runs": stats.runs, "computed": stats.computed,

@@ -131,26 +131,37 @@ def _describe(cell: Cell) -> dict[str, Any]:
             "mode": cell.mode, "backend": cell.backend}
 
 
-def run_cells(cells: list[Cell], out_dir: Path, *, scheduler: str | None = None, workers: int | None = None,
-              progress: bool = True, echo: Callable[[str], None] = print) -> EngineStats:
-    """Compute every cell of ``cells`` that has no good cache file under ``out_dir``; return counts."""
-    t0 = time.perf_counter()
-    cache = CellCache(out_dir)
-    unique: dict[str, Cell] = {}
-    for c in cells:
-        unique.setdefault(c.key, c)
-    todo = [c for k, c in unique.items() if not cache.done(k)]
-    stats = EngineStats(cells=len(cells), runs=len(unique), cached=len(unique) - len(todo), computed=0, failed=0,
-                        wall_s=0.0)
-    if not todo:
-        stats.wall_s = time.perf_counter() - t0
-        return stats
-    emulate = any(c.mode == "emulate" for c in todo)
-    with open_client(scheduler, workers, emulate) as client:
+class Engine:
+    """One sweep's use of the cluster: ``run`` computes the missing cells, ``map`` runs other work
+    (the figures) on the same workers before the cluster goes. Without cells to compute there is no
+    cluster and ``map`` runs here."""
+
+    def __init__(self, cells: list[Cell], out_dir: Path, todo: list[Cell], client: Any, scheduler: str | None,
+                 t0: float) -> None:
+        self.cells, self.out_dir, self.todo, self.client, self.scheduler, self.t0 = (
+            cells, out_dir, todo, client, scheduler, t0)
+
+    def map(self, fn: Callable[[Any], Any], jobs: list[Any]) -> list[Any]:
+        if self.client is None or len(jobs) < 2:
+            return [fn(j) for j in jobs]
+        return list(self.client.gather(self.client.map(fn, jobs, pure=False)))
+
+    def run(self, progress: bool = True, echo: Callable[[str], None] = print) -> EngineStats:
+        """Compute every cell without a good cache file under ``out_dir``; return counts."""
+        unique: dict[str, Cell] = {}
+        for c in self.cells:
+            unique.setdefault(c.key, c)
+        todo, cache, out_dir = self.todo, CellCache(self.out_dir), self.out_dir
+        stats = EngineStats(cells=len(self.cells), runs=len(unique), cached=len(unique) - len(todo), computed=0,
+                            failed=0, wall_s=0.0)
+        client = self.client
+        if client is None:
+            stats.wall_s = time.perf_counter() - self.t0
+            return stats
         from distributed import as_completed
 
         stats.workers = len(client.scheduler_info().get("workers", {}))
-        stats.dashboard = dashboard_of(client, local=scheduler is None)
+        stats.dashboard = dashboard_of(client, local=self.scheduler is None)
         echo(f"dask: {stats.workers} worker(s); dashboard: "
              f"{stats.dashboard or 'off (pip install bokeh to get one)'}")
         futures = {}
@@ -175,8 +186,32 @@ def run_cells(cells: list[Cell], out_dir: Path, *, scheduler: str | None = None,
             except BaseException:  # Ctrl-C: drop what is in flight; the finished cells are on disk
                 client.cancel(list(futures))
                 raise
-    stats.wall_s = time.perf_counter() - t0
-    return stats
+        stats.wall_s = time.perf_counter() - self.t0
+        return stats
+
+
+@contextlib.contextmanager
+def sweep_engine(cells: list[Cell], out_dir: Path, *, scheduler: str | None = None,
+                 workers: int | None = None) -> Iterator[Engine]:
+    """The cluster for the cells of ``cells`` not cached under ``out_dir`` (none when all are)."""
+    t0 = time.perf_counter()
+    cache = CellCache(out_dir)
+    unique: dict[str, Cell] = {}
+    for c in cells:
+        unique.setdefault(c.key, c)
+    todo = [c for k, c in unique.items() if not cache.done(k)]
+    if not todo:
+        yield Engine(cells, out_dir, [], None, scheduler, t0)
+        return
+    with open_client(scheduler, workers, any(c.mode == "emulate" for c in todo)) as client:
+        yield Engine(cells, out_dir, todo, client, scheduler, t0)
+
+
+def run_cells(cells: list[Cell], out_dir: Path, *, scheduler: str | None = None, workers: int | None = None,
+              progress: bool = True, echo: Callable[[str], None] = print) -> EngineStats:
+    """Compute every cell of ``cells`` that has no good cache file under ``out_dir``; return counts."""
+    with sweep_engine(cells, out_dir, scheduler=scheduler, workers=workers) as engine:
+        return engine.run(progress, echo)
 
 
 @contextlib.contextmanager

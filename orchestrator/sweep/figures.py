@@ -10,13 +10,15 @@ means span more than 20x (Local is often an order of magnitude slower than the r
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -73,15 +75,25 @@ def _layout(fig: Figure, rows: int, cols: int, bottom: float = 0.6) -> None:
                         wspace=gap_w / aw, hspace=gap_h / ah)
 
 
-def _save(fig: Figure, folder: Path, stem: str) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for ext in ("png", "svg"):
-        p = folder / f"{stem}.{ext}"
-        # No timestamps in the SVG, so that the same sweep gives byte-identical figures.
-        fig.savefig(p, dpi=110, metadata={"Date": None} if ext == "svg" else None)
-        paths.append(p)
-    return paths
+def _render(fig: Figure, stem: str, ext: str) -> tuple[str, bytes]:
+    buf = io.BytesIO()
+    # No timestamp, and SVG ids salted by the file name rather than at random: the same sweep gives
+    # byte-identical figures, whichever process draws them.
+    with matplotlib.rc_context({"svg.hashsalt": stem}):
+        fig.savefig(buf, format=ext, dpi=110, metadata={"Date": None} if ext == "svg" else None)
+    return f"{stem}.{ext}", buf.getvalue()
+
+
+def draw(job: tuple[Any, ...]) -> list[tuple[str, bytes]]:
+    """One figure job (from ``figure_jobs``) drawn as (file name, bytes) for PNG and SVG: plain data
+    in and out, so that a sweep's workers draw the figures and the client writes them."""
+    kind, stats, axes, policies, title, stem = job
+    if kind == "axis":
+        axis, others = axes
+        fig = axis_figure(stats, axis, others, policies, title)
+    else:
+        fig = bar_figure(stats, axes, policies, title)
+    return [_render(fig, stem, ext) for ext in ("png", "svg")]
 
 
 def _combos(stats: pd.DataFrame, axes: Sequence[str]) -> list[tuple[tuple[str, Any], ...]]:
@@ -180,10 +192,29 @@ def _digest(df: pd.DataFrame, policies_by_study: dict[str, Sequence[str]]) -> st
     return h.hexdigest()
 
 
-def write_figures(df: pd.DataFrame, out_dir: Path, policies_by_study: dict[str, Sequence[str]]) -> list[Path]:
-    """Every figure of the sweep; returns the files (PNG and SVG of each). Figures depend only on the
-    table: when it is unchanged since the figures were drawn (a cached rerun) they are kept, not
-    drawn again, which is most of a cached rerun's time otherwise."""
+def figure_jobs(df: pd.DataFrame, policies_by_study: dict[str, Sequence[str]]) -> list[tuple[Any, ...]]:
+    jobs: list[tuple[Any, ...]] = []
+    for study in dict.fromkeys(df["study"]):
+        stats = seed_stats(df, study)
+        if stats.empty or stats["mean"].isna().all():
+            continue
+        axes = study_axes(df, study)
+        policies = list(policies_by_study[study])
+        for axis in axes:
+            others = [a for a in axes if a != axis]
+            jobs.append(("axis", stats, (axis, others), policies, f"{study}: mean inference time vs {axis} (95% CI)",
+                         f"{_safe(study)}-{_safe(axis)}"))
+        jobs.append(("bars", stats, list(axes), policies, f"{study}: mean inference time per policy at each point",
+                     f"{_safe(study)}-bars"))
+    return jobs
+
+
+def write_figures(df: pd.DataFrame, out_dir: Path, policies_by_study: dict[str, Sequence[str]],
+                  mapper: Callable[[Callable[[Any], Any], list[Any]], list[Any]] | None = None) -> list[Path]:
+    """Every figure of the sweep; returns the files (PNG and SVG of each). ``mapper(draw, jobs)`` draws
+    them (the sweep's cluster: a figure is a few hundred ms of matplotlib), default here one by one.
+    Figures depend only on the table: when it is unchanged since the figures were drawn (a cached
+    rerun) they are kept, not drawn again, which is most of a cached rerun's time otherwise."""
     folder = Path(out_dir) / "figures"
     index = folder / "index.json"
     digest = _digest(df, policies_by_study)
@@ -194,19 +225,13 @@ def write_figures(df: pd.DataFrame, out_dir: Path, policies_by_study: dict[str, 
             return kept
     except (OSError, ValueError, KeyError, TypeError):
         pass  # no usable index: draw them
-    written: list[Path] = []
-    for study in dict.fromkeys(df["study"]):
-        stats = seed_stats(df, study)
-        if stats.empty or stats["mean"].isna().all():
-            continue
-        axes = study_axes(df, study)
-        policies = policies_by_study[study]
-        for axis in axes:
-            others = [a for a in axes if a != axis]
-            fig = axis_figure(stats, axis, others, policies, f"{study}: mean inference time vs {axis} (95% CI)")
-            written += _save(fig, folder, f"{_safe(study)}-{_safe(axis)}")
-        fig = bar_figure(stats, axes, policies, f"{study}: mean inference time per policy at each point")
-        written += _save(fig, folder, f"{_safe(study)}-bars")
+    jobs = figure_jobs(df, policies_by_study)
+    drawn = mapper(draw, jobs) if mapper is not None else [draw(j) for j in jobs]
     folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for files in drawn:
+        for name, data in files:
+            (folder / name).write_bytes(data)
+            written.append(folder / name)
     index.write_text(json.dumps({"digest": digest, "files": [p.name for p in written]}, indent=1) + "\n")
     return written
