@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers  # a dev dependency (pyproject): the suite compares against it, never skips it
 
 from pamdi_node.models.zoo import build_blocks, build_model, example_input
-
-transformers = pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="module")
