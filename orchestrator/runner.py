@@ -538,9 +538,11 @@ class Runner:
             spans += sp
             outputs.update(outs)
         # A source node that died (and maybe came back) lost its records in memory; it wrote each one
-        # to its trace file as it happened. Those of this policy run fill in what collect missed.
+        # to its trace file as it happened. Those of this policy run fill in what collect missed. Only
+        # for such nodes: otherwise collect had them all, and the file holds every earlier policy too.
         for node in sorted({v.node for v in views.values()}):
-            records_raw += self._records_on_disk(node)
+            if node in self._killed or "error" in stats.get(node, {}):
+                records_raw += self._records_on_disk(node)
         records = self._records(records_raw, views, why if incomplete else "no record at its source node")
         spans = [self._align(s) for s in spans]
         if self.stretch != 1.0:  # back onto the nominal time line
