@@ -7,7 +7,6 @@ afterwards with the right result.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -26,18 +25,12 @@ from pamdi_node import wire
 from pamdi_node.agent.client import AgentClient
 from pamdi_node.agent.config import input_seed, task_id
 from pamdi_node.models import zoo
+from tests.agent_support import rss_kb, wait_sources_done
 
 SPEC = parse_spec({
     "name": "fuzz", "seed": 5, "nodes": [{"name": "a"}],
     "sources": [{"name": "ts", "node": "a", "model": "tiny", "priority": 10, "samples": 3}],
 })
-
-
-def _rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +123,7 @@ def test_oversized_frame_flood_and_memory(agent) -> None:
     time.sleep(0.5)
     big.close(0)
     _alive(url)
-    rss0 = _rss_kb(pid)
+    rss0 = rss_kb(pid)
     # A flood: 20 000 malformed messages as fast as we can send them, then one big frame count.
     flood = ctx.socket(zmq.DEALER)
     flood.setsockopt(zmq.LINGER, 0)
@@ -146,7 +139,7 @@ def test_oversized_frame_flood_and_memory(agent) -> None:
         stats = c.stats()
     flood.close(0)
     assert stats["bad_messages"] >= 20_001
-    grown_mb = (_rss_kb(pid) - rss0) / 1024
+    grown_mb = (rss_kb(pid) - rss0) / 1024
     assert grown_mb < 40, f"agent memory grew by {grown_mb:.1f} MB under the flood"
     _alive(url)
 
@@ -161,10 +154,7 @@ def test_valid_run_after_the_abuse(agent) -> None:
     with AgentClient(url, timeout_s=30.0) as c:
         c.configure(cfg)
         c.start()
-        deadline = time.time() + 30
-        while not c.stats()["sources"]["ts"]["done"]:
-            assert time.time() < deadline
-            time.sleep(0.1)
+        wait_sources_done(c, poll_s=0.1)
         records, spans, outputs = c.collect(outputs=True)
     assert sorted(r["task"] for r in records) == [task_id("ts", i) for i in range(3)]
     assert all(r["status"] == "completed" for r in records)

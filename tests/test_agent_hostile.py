@@ -35,6 +35,7 @@ from pamdi_node.agent.client import AgentClient
 from pamdi_node.agent.config import input_seed, task_id
 from pamdi_node.agent.security import public_key, secure_client
 from pamdi_node.models import zoo
+from tests.agent_support import rss_kb, wait_sources_done
 
 SAMPLES = 300
 RUN = parse_spec({
@@ -53,13 +54,6 @@ WEIRD: list[Any] = [math.nan, math.inf, -math.inf, 1e300, -1e300, -1, 0, 2**63 -
                     "", "x" * 5000, "../../../etc/passwd", "m", "a", "ts", None, True, False, [], {}, [[1, 2]],
                     [["m", 0, 99]], [["a", -1, 2]], [[math.nan, 1.0]], {"a": {"b": {"c": [1, [2, [3]]]}}},
                     b"\xff\xfe", [0] * 3000]
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def _nested(depth: int) -> Any:
@@ -153,7 +147,7 @@ def _raw_tcp(url: str) -> tuple[str, int]:
 def test_a_running_agent_survives_a_compromised_neighbour_and_strangers(attacked) -> None:
     backend, url, keys, orch = attacked
     pid = backend.pid("a")
-    rss0 = _rss_mb(pid)
+    rss0 = rss_kb(pid) / 1024
     ctx = zmq.Context()
     rng = random.Random(20261203)
     m = _mallory(ctx, url, keys)
@@ -207,15 +201,12 @@ def test_a_running_agent_survives_a_compromised_neighbour_and_strangers(attacked
         liar.close()
 
         # The agent is alive, answers its orchestrator, and took none of that for orders.
-        deadline = time.time() + 60
-        while not orch.stats()["sources"]["ts"]["done"]:
-            assert time.time() < deadline, orch.stats()
-            time.sleep(0.3)
+        wait_sources_done(orch, timeout_s=60, poll_s=0.3)
         stats = orch.stats()
         assert stats["state"] == "running" and stats["node"] == "a"
         assert stats["bad_messages"] >= 1000
         assert stats["replays"] >= 299  # the replayed task ran once
-        grown = _rss_mb(pid) - rss0
+        grown = rss_kb(pid) / 1024 - rss0
         print(f"\n[hostile] bad messages {stats['bad_messages']}, replays {stats['replays']}, forged results "
               f"{stats['forged_results']}, RSS +{grown:.1f} MB")
         assert grown < 100, f"agent memory grew by {grown:.1f} MB"

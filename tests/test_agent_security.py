@@ -23,6 +23,7 @@ from orchestrator.simulator import load_profiles, source_views
 from orchestrator.spec import parse_spec
 from pamdi_node import wire
 from pamdi_node.agent.client import AgentClient, AgentError
+from tests.agent_support import wait_sources_done
 
 SPEC = parse_spec({
     "name": "curve", "seed": 2, "nodes": [{"name": "a"}],
@@ -118,10 +119,7 @@ def test_sigterm_stops_cleanly_and_flushes_traces(tmp_path: Path) -> None:
     with AgentClient(url, timeout_s=30.0) as c:
         c.configure(cfg)
         c.start()
-        deadline = time.time() + 30
-        while not c.stats()["sources"]["ts"]["done"]:
-            assert time.time() < deadline
-            time.sleep(0.05)
+        wait_sources_done(c)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
     tasks = (tmp_path / "a.tasks.jsonl").read_text().splitlines()
@@ -152,10 +150,7 @@ def configured(tmp_path: Path):
     orch = AgentClient(url, keys=str(keys), server="a", timeout_s=30.0)
     orch.configure(cfg)
     orch.start()
-    deadline = time.time() + 30
-    while not orch.stats()["sources"]["ts"]["done"]:
-        assert time.time() < deadline
-        time.sleep(0.05)
+    wait_sources_done(orch)
     try:
         yield url, keys, cfg, orch
     finally:

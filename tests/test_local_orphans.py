@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.agent_support import process_alive
+
 LAUNCHER = r"""
 import json, sys, time
 from pathlib import Path
@@ -30,19 +32,6 @@ time.sleep(600)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead for our purpose (its parent, now init, reaps it).
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def test_agents_exit_when_the_launcher_is_killed(tmp_path: Path) -> None:
     launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(tmp_path)], stdout=subprocess.PIPE,
                                 text=True)
@@ -51,15 +40,15 @@ def test_agents_exit_when_the_launcher_is_killed(tmp_path: Path) -> None:
         line = launcher.stdout.readline()  # type: ignore[union-attr]
         assert line, f"launcher ended without starting agents (rc {launcher.poll()})"
         pids = json.loads(line)
-        assert all(_alive(p) for p in pids.values())
+        assert all(process_alive(p) for p in pids.values())
         time.sleep(0.5)
-        assert all(_alive(p) for p in pids.values()), "agents must keep running while their launcher lives"
+        assert all(process_alive(p) for p in pids.values()), "agents must keep running while their launcher lives"
         launcher.send_signal(signal.SIGKILL)
         launcher.wait(10)
         deadline = time.time() + 10
-        while time.time() < deadline and any(_alive(p) for p in pids.values()):
+        while time.time() < deadline and any(process_alive(p) for p in pids.values()):
             time.sleep(0.1)
-        left = [n for n, p in pids.items() if _alive(p)]
+        left = [n for n, p in pids.items() if process_alive(p)]
         assert not left, f"agents {left} outlived their killed launcher"
         log = (tmp_path / "logs" / "a.log").read_text()
         assert "parent process" in log and "is gone" in log
@@ -67,7 +56,7 @@ def test_agents_exit_when_the_launcher_is_killed(tmp_path: Path) -> None:
         if launcher.poll() is None:
             launcher.kill()
         for p in pids.values():  # only the agents this test started
-            if _alive(p):
+            if process_alive(p):
                 os.kill(p, signal.SIGKILL)
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.agent_support import process_alive
+
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, tc, cgroups)"),
@@ -160,15 +162,6 @@ def test_rate_change_in_place() -> None:
             net.set_link("a", "b", 40, delay_ms=5)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped by its parent) is dead too.
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def test_next_run_starts_clean_after_a_sigkilled_orchestrator(tmp_path: Path) -> None:
     """No `pamdi cleanup`: the dead run's helpers die with it (PR_SET_PDEATHSIG) and the next netns
     run removes its namespaces, links, cgroups and record before building its own."""
@@ -181,13 +174,13 @@ def test_next_run_starts_clean_after_a_sigkilled_orchestrator(tmp_path: Path) ->
 
     dead, token = _start_child()
     pids = names.RunRecord.load(names.STATE_DIR / f"{token}.json").pids  # type: ignore[union-attr]
-    assert len(pids) == 4 and all(_alive(p) for p in pids)  # three sleepers and the forwarder
+    assert len(pids) == 4 and all(process_alive(p) for p in pids)  # three sleepers and the forwarder
     dead.kill()
     dead.wait(timeout=10)
     deadline = time.monotonic() + 5
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(process_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not [p for p in pids if _alive(p)], "helpers outlived their SIGKILLed parent"
+    assert not [p for p in pids if process_alive(p)], "helpers outlived their SIGKILLed parent"
     assert _traces_of(token)["namespaces"], "SIGKILL leaves the namespaces (nothing could clean up)"
 
     spec = parse_spec({"name": "after-kill", "nodes": [{"name": "a"}, {"name": "b"}],
