@@ -136,10 +136,10 @@ class Engine:
     (the figures) on the same workers before the cluster goes. Without cells to compute there is no
     cluster and ``map`` runs here."""
 
-    def __init__(self, cells: list[Cell], out_dir: Path, todo: list[Cell], client: Any, scheduler: str | None,
-                 t0: float) -> None:
-        self.cells, self.out_dir, self.todo, self.client, self.scheduler, self.t0 = (
-            cells, out_dir, todo, client, scheduler, t0)
+    def __init__(self, cells: list[Cell], out_dir: Path, runs: int, todo: list[Cell], client: Any,
+                 scheduler: str | None, t0: float) -> None:
+        self.cells, self.out_dir, self.runs, self.todo, self.client, self.scheduler, self.t0 = (
+            cells, out_dir, runs, todo, client, scheduler, t0)
 
     def map(self, fn: Callable[[Any], Any], jobs: list[Any]) -> list[Any]:
         if self.client is None or len(jobs) < 2:
@@ -148,11 +148,8 @@ class Engine:
 
     def run(self, progress: bool = True, echo: Callable[[str], None] = print) -> EngineStats:
         """Compute every cell without a good cache file under ``out_dir``; return counts."""
-        unique: dict[str, Cell] = {}
-        for c in self.cells:
-            unique.setdefault(c.key, c)
         todo, cache, out_dir = self.todo, CellCache(self.out_dir), self.out_dir
-        stats = EngineStats(cells=len(self.cells), runs=len(unique), cached=len(unique) - len(todo), computed=0,
+        stats = EngineStats(cells=len(self.cells), runs=self.runs, cached=self.runs - len(todo), computed=0,
                             failed=0, wall_s=0.0)
         client = self.client
         if client is None:
@@ -201,10 +198,10 @@ def sweep_engine(cells: list[Cell], out_dir: Path, *, scheduler: str | None = No
         unique.setdefault(c.key, c)
     todo = [c for k, c in unique.items() if not cache.done(k)]
     if not todo:
-        yield Engine(cells, out_dir, [], None, scheduler, t0)
+        yield Engine(cells, out_dir, len(unique), [], None, scheduler, t0)
         return
     with open_client(scheduler, workers, any(c.mode == "emulate" for c in todo)) as client:
-        yield Engine(cells, out_dir, todo, client, scheduler, t0)
+        yield Engine(cells, out_dir, len(unique), todo, client, scheduler, t0)
 
 
 def run_cells(cells: list[Cell], out_dir: Path, *, scheduler: str | None = None, workers: int | None = None,
