@@ -145,6 +145,10 @@ def render_compose(
     keys_dir = None if insecure else _render_keys(out_dir / "keys", names)
     services: dict[str, Any] = {}
     neighbours = spec.neighbours()
+    gpu = [node for node in spec.nodes if node.device_type != "cpu"]
+    if gpu:
+        raise ValueError(f"nodes.{gpu[0].name}: device_type {gpu[0].device_type}: compose projects run the node image, "
+                         "whose torch is CPU-only; GPU nodes run with --backend local/netns on a GPU host")
     for node in spec.nodes:
         n = node.name
         cpus, threads = node_quota(node_speed(node), node.threads, node.device)
@@ -271,6 +275,7 @@ class StaticBackend:
     name = "compose"
     default_curve = False
     default_device_time = "profile"  # the containers share this host (``--cpus`` only under "quota")
+    gpu_check = "none"  # the node image carries a CPU-only torch
     shapes_with_token_bucket = True  # the node containers shape their links with tbf
 
     def __init__(self, endpoints: Mapping[str, Mapping[str, Any]],

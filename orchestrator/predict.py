@@ -196,12 +196,14 @@ def run_and_compare(spec: ExperimentSpec, backend: Any, run_dir: Path, options: 
         for r in runner.results:
             in_run = quota_speeds(r.spans, spec)
             cal.setdefault("in_run_speeds", {})[r.policy] = {n: round(v, 4) for n, v in in_run.items()}
-            model = calibrated_spec(spec, {"nodes": {n: {"speed": in_run.get(n, e["speed"])}
+            model = calibrated_spec(runner.nominal, {"nodes": {n: {"speed": in_run.get(n, e["speed"])}
                                                      for n, e in cal["nodes"].items()}})
             predicted.update(predict(model, [r.policy], runner.profiles, costs, shaper_stretch=stretch))
         _merge_manifest_quietly(Path(run_dir), {"emulation": runner.timing})  # with the in-run speeds
     else:
-        predicted = predict(spec, [r.policy for r in runner.results], runner.profiles, costs, shaper_stretch=stretch)
+        # runner.nominal: the spec as run (GPU nodes' speeds from their profiles), unstretched.
+        predicted = predict(runner.nominal, [r.policy for r in runner.results], runner.profiles, costs,
+                            shaper_stretch=stretch)
     rows = compare(summary, predicted)
     for row in rows:
         row["costs"] = costs[row["policy"]].as_dict()

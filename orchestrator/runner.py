@@ -276,6 +276,16 @@ class Runner:
 
         self.profiles, choice = run_profiles(self.nominal, self.device_time, self.base_dir)
         self.timing["profiles"] = choice.as_dict()
+        self._check_devices()
+        from orchestrator.gpuprofiles import resolve_gpu_speeds
+
+        try:  # GPU nodes without a speed: the speed their GPU profile implies (the simulator's too)
+            self.nominal, gpu = resolve_gpu_speeds(self.nominal, self.profiles, self.base_dir)
+        except ValueError as err:
+            raise RunError(str(err)) from None
+        if gpu:
+            self.timing["gpu_speeds"] = gpu
+        self.timing["device_types"] = {n.name: n.device_type for n in self.nominal.nodes}
         if self.device_time in ("profile", "quota"):
             # Quotas cap each node's CPU but guarantee nothing: their sum must fit the host too, so a
             # quota run is stretched by the same headroom rule (quotas / k, durations x k).
@@ -321,6 +331,25 @@ class Runner:
         self.timing["time_stretch"] = self.stretch
         _merge_manifest(self.run_dir, {"emulation": self.timing})
         return self.timing
+
+    def _check_devices(self) -> None:
+        """Refuse, before anything starts, GPU nodes a backend cannot give a GPU."""
+        gpu = [n for n in self.nominal.nodes if n.device_type != "cpu"]
+        if not gpu:
+            return
+        where = getattr(self.backend, "gpu_check", "host")
+        if where == "none":
+            raise RunError(f"nodes.{gpu[0].name}: device_type {gpu[0].device_type}: the {self.backend.name} backend "
+                           "runs no GPU agents (its node image carries a CPU-only torch); use local or netns on a "
+                           "GPU host, or Colosseum/ssh")
+        if where == "host":  # the agents run on this machine: its torch must see the GPU
+            from pamdi_node.models.zoo import check_device
+
+            for n in gpu:
+                try:
+                    check_device(n.device_type)
+                except ValueError as err:
+                    raise RunError(f"nodes.{n.name}: device_type {n.device_type}: {err}") from None
 
     def run(self) -> dict[str, Any]:
         """Run every policy; returns ``{"runs": [...]}`` (partial after Ctrl-C, which is re-raised)."""

@@ -156,6 +156,10 @@ class Node(_Frozen):
     device: str | None = None
     threads: int = Field(default=1, ge=1, le=256)
     memory_mb: int | None = Field(default=None, gt=0, le=MAX_MEMORY_MB)
+    # Where the node's agent runs its blocks: "cpu", or a GPU ("cuda", "cuda:N"). A GPU node
+    # without an explicit speed is modelled from its GPU profile (orchestrator/gpuprofiles.py).
+    device_type: str = Field(default="cpu", pattern=r"^(cpu|cuda(:[0-9]{1,2})?)$",
+                             description="cpu, cuda or cuda:N")
 
     @field_validator("device")
     @classmethod

@@ -93,11 +93,13 @@ def node(
         typer.echo(f"--device: expected cpu or cuda[:N], got {device!r}", err=True)
         raise typer.Exit(2)
     if device.startswith("cuda"):
-        import torch
+        from pamdi_node.models.zoo import check_device
 
-        if not torch.cuda.is_available():
-            typer.echo("--device cuda: torch sees no CUDA device here", err=True)
-            raise typer.Exit(2)
+        try:
+            check_device(device)
+        except ValueError as err:
+            typer.echo(f"--device: {err}", err=True)
+            raise typer.Exit(2) from None
     if keys is None and not insecure and not is_loopback(listen):
         typer.echo(f"--listen {listen} is not a loopback address: give --keys DIR (CurveZMQ) or --insecure", err=True)
         raise typer.Exit(2)

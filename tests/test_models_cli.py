@@ -17,9 +17,9 @@ runner = CliRunner()
 def test_verify_json_has_exactly_the_documented_shape() -> None:
     result = runner.invoke(app, ["models", "verify", "--json", "--model", "tiny", "--model", "resnet56"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {
-        "models": {"tiny": {"max_abs_diff": 0.0, "blocks": 4}, "resnet56": {"max_abs_diff": 0.0, "blocks": 29}}
-    }
+    assert json.loads(result.stdout) == {"device": "cpu", "models": {
+        "tiny": {"max_abs_diff": 0.0, "blocks": 4, "topk_equal": None, "ok": True},
+        "resnet56": {"max_abs_diff": 0.0, "blocks": 29, "topk_equal": None, "ok": True}}}
 
 
 def test_verify_detects_a_partition_that_differs(monkeypatch: pytest.MonkeyPatch) -> None:

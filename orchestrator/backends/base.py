@@ -95,6 +95,10 @@ class Backend(Protocol):
     # The device-time model a run gets unless the spec or the user says otherwise: "profile" where
     # agents share this host (local, netns, docker, compose), "native" on real devices.
     default_device_time: str
+    # Where a GPU node's device is checked before a run: "host" (the agents run on this machine,
+    # whose torch must see the GPU), "remote" (the agent on the device checks it and says so),
+    # "none" (this backend runs no GPU agents: a GPU node is refused).
+    gpu_check: str
 
     def up(self, spec: ExperimentSpec, ctx: RunContext) -> Mapping[str, AgentEndpoint]:
         """Create the network, start an agent per node, return how to reach each one."""

@@ -105,6 +105,7 @@ class DockerBackend:
     # Agents share this host: they hold results to the modelled device time (``--cpus`` per node
     # only under device_time "quota").
     default_device_time = "profile"
+    gpu_check = "none"  # the node image carries a CPU-only torch (GPU containers: not built)
     shapes_with_token_bucket = True  # links have a tbf token bucket (the simulator models it for predictions)
 
     def __init__(self, *, image: str = DEFAULT_IMAGE, cpu_quota: bool = True, start_timeout_s: float = 120.0,

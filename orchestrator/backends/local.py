@@ -35,6 +35,7 @@ class LocalBackend:
     name = "local"
     default_curve = True  # loopback too: any local process could otherwise steer the agents (--insecure: off)
     default_device_time = "profile"  # agents share this host: hold results to the modelled device time
+    gpu_check = "host"  # agents run here: a GPU node needs this machine's torch to see a GPU
 
     def __init__(self, *, python: str | None = None, start_timeout_s: float = 60.0, device: str = "cpu",
                  first_host: int = 2) -> None:
@@ -110,11 +111,19 @@ class LocalBackend:
         return self.procs[node].pid
 
     # ---------------------------------------------------------------------------------- helpers
+    def _device(self, node: str) -> str:
+        """The node's ``device_type`` from the spec; the backend's ``device`` for CPU nodes (e.g. an
+        all-GPU loopback run started with ``LocalBackend(device="cuda")``)."""
+        assert self.spec is not None
+        wanted = self.spec.node(node).device_type
+        return wanted if wanted != "cpu" else self.device
+
     def _start(self, node: str, listen: str) -> None:
         assert self.ctx is not None and self.spec is not None
         logs = Path(self.ctx.run_dir) / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        argv = agent_argv(node, listen, python=self.python, threads=self.spec.node(node).threads, device=self.device,
+        argv = agent_argv(node, listen, python=self.python, threads=self.spec.node(node).threads,
+                          device=self._device(node),
                           keys_dir=self.ctx.keys_dir, trace_dir=self.ctx.trace_dir)
         argv += ["--parent-pid", str(os.getpid())]  # the agent exits if this process dies
         if node not in self._logs:

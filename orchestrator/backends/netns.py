@@ -59,6 +59,7 @@ class NetnsBackend:
     # Agents share this host: they hold results to the modelled device time (a CPU quota per node
     # only under device_time "quota").
     default_device_time = "profile"
+    gpu_check = "host"  # agents run here, in namespaces: a GPU node needs this machine's GPU
     shapes_with_token_bucket = True  # links have a tbf token bucket (the simulator models it for predictions)
 
     def __init__(self, *, python: str | None = None, start_timeout_s: float = 90.0, cpu_quota: bool = True,
@@ -219,7 +220,7 @@ class NetnsBackend:
 
         _, threads = node_quota(_speed(spec_node), spec_node.threads, spec_node.device)
         argv = agent_argv(node, f"tcp://0.0.0.0:{AGENT_PORT}", python=self.python, threads=threads,
-                          keys_dir=self.ctx.keys_dir, trace_dir=self.ctx.trace_dir,
+                          device=spec_node.device_type, keys_dir=self.ctx.keys_dir, trace_dir=self.ctx.trace_dir,
                           insecure=self.ctx.keys_dir is None)
         argv += ["--parent-pid", str(os.getpid())]  # nsexec execs the agent: it exits if this process dies
         if node not in self._logs:

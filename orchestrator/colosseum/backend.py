@@ -82,6 +82,7 @@ class ColosseumBackend:
     name = "colosseum"
     default_curve = True  # agents listen on non-loopback addresses: CurveZMQ on
     default_device_time = "native"  # real SRNs: real speed, predictions from a profile measured there
+    gpu_check = "remote"  # the agent on the SRN checks its GPU itself and says so in one line
 
     def __init__(self, cfg: ColosseumConfig, srn_password: str, *, ready_timeout_s: float = 120.0) -> None:
         self.cfg = cfg
@@ -156,12 +157,18 @@ class ColosseumBackend:
         return self.endpoint(node)
 
     # ---------------------------------------------------------------------------------- helpers
+    def _device(self, node: str) -> str:
+        """The node's ``device_type`` from the spec; the config's ``agent_device`` for CPU nodes."""
+        assert self.spec is not None
+        wanted = self.spec.node(node).device_type
+        return wanted if wanted != "cpu" else self.cfg.agent_device
+
     def _agent_cmd(self, node: str) -> str:
         assert self.spec is not None
         w = self.workdir[node]
         # Wildcard: the agent answers its peers on the radio address and the orchestrator on col0.
         argv = [*shlex.split(self.cfg.agent_command), "--listen", f"tcp://0.0.0.0:{self.cfg.agent_port}",
-                "--name", node, "--device", self.cfg.agent_device, "--threads", str(self.spec.node(node).threads),
+                "--name", node, "--device", self._device(node), "--threads", str(self.spec.node(node).threads),
                 "--trace-dir", f"{w}/traces", "--idle-exit", f"{AGENT_IDLE_EXIT_S:g}"]
         if self.ctx is not None and self.ctx.keys_dir is not None:
             argv += ["--keys", f"{w}/keys"]

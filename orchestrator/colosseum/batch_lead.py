@@ -266,6 +266,7 @@ class BatchBackend:
     name = "colosseum-batch"
     default_curve = False  # agents run --insecure: nobody hands out keys in batch mode
     default_device_time = "native"  # real SRNs: real speed, predictions from a profile measured there
+    gpu_check = "remote"  # the agent on the SRN checks its GPU itself
 
     def __init__(self, conf: BatchConf, *, discovery_timeout_s: float = DEFAULT_DISCOVERY_TIMEOUT_S,
                  state: StateFile | None = None) -> None:

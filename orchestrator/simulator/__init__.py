@@ -142,6 +142,12 @@ def build_simulator(
 ) -> Simulator:
     if profiles is None or set(profiles) != {s.name for s in spec.sources}:
         profiles = load_profiles(spec, base_dir=base_dir, overrides=profiles)
+    from orchestrator.gpuprofiles import resolve_gpu_speeds
+
+    try:
+        spec, _ = resolve_gpu_speeds(spec, profiles, base_dir)
+    except ValueError as err:
+        raise SimulationError(str(err)) from None
     views = source_views(spec, profiles)
     nodes = [NodeConfig(n.name, node_speed(n)) for n in spec.nodes]
     links = {

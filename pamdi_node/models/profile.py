@@ -84,7 +84,11 @@ class ProfileNotFoundError(FileNotFoundError):
     """No profile file for the requested model / batch / threads (the message lists what exists)."""
 
 
-def profile_filename(model: str, batch: int = 1, threads: int | None = 1) -> str:
+def profile_filename(model: str, batch: int = 1, threads: int | None = 1, device: str = "cpu") -> str:
+    """``<model>_b<batch>_t<threads>.json`` for the CPU; ``<model>_b<batch>_cuda.json`` for a GPU
+    (its CPU thread count does not set its speed)."""
+    if device.startswith("cuda"):
+        return f"{model}_b{batch}_cuda.json"
     return f"{model}_b{batch}_t{threads if threads is not None else 'x'}.json"
 
 
@@ -117,19 +121,23 @@ def shipped_hosts() -> list[str]:
     return sorted(p.name for p in SHIPPED_DIR.iterdir() if p.is_dir()) if SHIPPED_DIR.is_dir() else []
 
 
-def load_profile_from(folder: str | Path, model: str, batch: int = 1, threads: int | None = 1) -> ModelProfile:
-    """Load ``<model>_b<batch>_t<threads>.json`` from ``folder`` (a profile set, e.g. a spec's ``profiles``)."""
+def load_profile_from(folder: str | Path, model: str, batch: int = 1, threads: int | None = 1,
+                      device: str = "cpu") -> ModelProfile:
+    """Load ``model``'s profile (``profile_filename``) from ``folder`` (a profile set, e.g. a spec's ``profiles``)."""
     folder = Path(folder)
-    path = folder / profile_filename(model, batch, threads)
+    path = folder / profile_filename(model, batch, threads, device)
     if not path.is_file():
         existing = sorted(p.name for p in folder.glob("*.json")) if folder.is_dir() else []
+        how = ("on the GPU machine: `pamdi profile MODEL --device cuda --out FOLDER/`" if device.startswith("cuda")
+               else "`pamdi profile MODEL --batch B --threads T --out FILE`")
         raise ProfileNotFoundError(
-            f"no profile {path.name} in {folder}; available: {', '.join(existing) or 'none'}"
-            " (measure one with `pamdi profile MODEL --batch B --threads T --out FILE`)"
+            f"no profile {path.name} in {folder}; available: {', '.join(existing) or 'none'} (measure one with {how})"
         )
     profile = ModelProfile.load(path)
     if profile.model != model or profile.batch != batch:
         raise ValueError(f"{path}: holds model={profile.model!r} batch={profile.batch}, expected {model!r}/{batch}")
+    if device.startswith("cuda") != (profile.device == "cuda"):
+        raise ValueError(f"{path}: measured on {profile.device!r}, expected {device!r}")
     return profile
 
 

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 import torch
 
 from pamdi_node.models.profile import ModelProfile, cpu_model_name, host_tag
-from pamdi_node.models.zoo import build_blocks, example_input, get_spec, model_profile
+from pamdi_node.models.zoo import build_blocks, check_device, example_input, get_spec, model_profile
 
 
 def host_description(device: str = "cpu", threads: int | None = None) -> dict[str, str | int | float]:
@@ -62,10 +62,8 @@ def profile_model(
     spec = get_spec(name)
     if threads < 1 or warmup < 0 or repeats < 1:
         raise ValueError(f"need threads >= 1, warmup >= 0, repeats >= 1 (got {threads}, {warmup}, {repeats})")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: CUDA is not available (this torch build or machine has no usable GPU)")
-    if dev.type not in ("cpu", "cuda"):
+    dev = check_device(device)
+    if dev.type == "meta":
         raise ValueError(f"device must be cpu or cuda, got {device!r}")
     base = model_profile(name, batch, head_output=head_output, top_k=top_k)
     chain = build_blocks(name, 0, spec.num_blocks, seed=seed, device=dev, head_output=head_output, top_k=top_k)

@@ -219,11 +219,24 @@ class BlockChain(nn.Module):
         return f"model={self.model_name!r}, blocks=[{self.start}, {self.end})"
 
 
-def _check_device(device: str | torch.device) -> torch.device:
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available in this torch build / machine")
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device; a ValueError in one line when it cannot be used here."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {str(device)!r}: expected cpu or cuda[:N]") from None
+    if dev.type not in ("cpu", "cuda", "meta"):
+        raise ValueError(f"unsupported device {str(device)!r}: expected cpu or cuda[:N]")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "a CPU-only build" if torch.version.cuda is None else "no usable GPU"
+            raise ValueError(f"device {str(device)!r} requested but CUDA is not available here "
+                             f"(torch {torch.__version__}: {why})")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            raise ValueError(f"device {str(device)!r} requested but this machine has {count} GPU(s)")
     return dev
+
 
 
 def _head_options(spec: ModelSpec, head_output: str | None, top_k: int | None) -> dict[str, Any]:
@@ -276,7 +289,7 @@ def build_blocks(
     n = spec.num_blocks
     if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= n):
         raise ValueError(f"{name}: block range [{start}, {end}) is not a non-empty range within [0, {n})")
-    dev = _check_device(device)
+    dev = check_device(device)
     opts = _head_options(spec, head_output, top_k)
     with torch.device("meta"):
         blocks = [spec.make_block(i, **opts) if i == n - 1 else spec.make_block(i) for i in range(start, end)]
@@ -298,7 +311,7 @@ def build_model(
 ) -> nn.Module:
     """The monolithic model (its own ``forward``; GPT-2 returns all logits), same weights as the blocks."""
     spec = get_spec(name)
-    dev = _check_device(device)
+    dev = check_device(device)
     with torch.device("meta"):
         model = spec.make_monolithic()
     if dev.type != "meta":
