@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check (issue 16): run on a machine with CUDA, with the torch that machine already has (no
 # pinned torch is installed: the accelerator machine ships a CUDA build and reaches no index).
-# Missing pure-Python dependencies travel as wheels in .whl/ (scripts/gpu-wheels.sh makes them).
+# Missing pure-Python dependencies travel as wheels in .gpuwhl/ (scripts/gpu-wheels.sh makes them).
 #
 #   bash scripts/gpu-check.sh            # writes into $OUT (the device tool's) or results/gpu-check/
 #
@@ -17,9 +17,9 @@ mkdir -p "$OUT/profiles"
 LOG="$OUT/gpu-check.log"
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
-if compgen -G ".whl/*.whl" >/dev/null; then
+if compgen -G ".gpuwhl/*.whl" >/dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/pamdi-site \
-    .whl/*.whl || { echo "gpu-check: installing .whl/ failed" | tee -a "$LOG"; exit 2; }
+    .gpuwhl/*.whl || { echo "gpu-check: installing .gpuwhl/ failed" | tee -a "$LOG"; exit 2; }
   export PYTHONPATH="/tmp/pamdi-site:$PWD"
 else
   export PYTHONPATH="$PWD"
