@@ -98,7 +98,7 @@ class Allocation:
 
 
 def problem_from_spec(spec: ExperimentSpec, views: Mapping[str, SourceView]) -> Problem:
-    from orchestrator.simulator import node_speed
+    from orchestrator.devices import node_speed
 
     links: dict[tuple[str, str], tuple[float, float]] = {}
     for lk in spec.resolved_links():

@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.backends.base import AgentEndpoint, RunContext, agent_argv, agent_env
+from orchestrator.backends.base import AgentEndpoint, BackendTraits, RunContext, agent_argv, agent_env
 from orchestrator.backends.docker import (
     AGENT_PORT,
     DEFAULT_IMAGE,
@@ -96,10 +96,10 @@ def render_compose(
     The device-time model (default ``profile``) and the time stretch are settled here, on the host
     that will run the containers: links are shaped stretched, ``--cpus`` is set only under
     ``quota``, and the coordinator gets the stretch and the profiles to use."""
+    from orchestrator.devices import node_speed
     from orchestrator.hostprofiles import run_profiles
     from orchestrator.netem.devices import node_quota
     from orchestrator.runner import resolve_device_time
-    from orchestrator.simulator import node_speed
     from orchestrator.spec import DEFAULT_POLICIES
     from orchestrator.timescale import estimate_headroom, stretch_spec
     from pamdi_node.models.profile import profile_filename
@@ -269,7 +269,7 @@ def _network(subnet: Any, labels: Mapping[str, str]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- the coordinator
-class StaticBackend:
+class StaticBackend(BackendTraits):
     """Endpoints fixed in advance (the compose file's addresses); nothing to bring up or down."""
 
     name = "compose"

@@ -99,7 +99,7 @@ def quota_speeds(spans: Iterable[Mapping[str, Any]], spec: ExperimentSpec, min_s
                  ) -> dict[str, float]:
     """Each node's speed as a quota run measured it: its nominal speed times the profiled (modelled)
     time of the ranges it computed over their real time, for nodes with at least ``min_s`` of it."""
-    from orchestrator.simulator import node_speed
+    from orchestrator.devices import node_speed
 
     model: dict[str, float] = {}
     host: dict[str, float] = {}
@@ -182,7 +182,7 @@ def run_and_compare(spec: ExperimentSpec, backend: Any, run_dir: Path, options: 
     runner.prepare()
     summary = runner.run()
     costs = {r.policy: runtime_costs(r.spans) for r in runner.results}
-    shaped = getattr(backend, "shapes_with_token_bucket", False)
+    shaped = backend.shapes_with_token_bucket
     stretch = runner.stretch if shaped else None
     if "quota_calibration" in runner.timing:  # a quota run: the nodes' real speeds under their quotas
         from orchestrator.netem.calibrate import calibrated_spec

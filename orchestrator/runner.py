@@ -90,9 +90,9 @@ class PolicyRun:
 
 
 # ------------------------------------------------------------------------------ configurations
-def resolve_device_time(asked: str | None, spec: ExperimentSpec, backend: object | None) -> str:
+def resolve_device_time(asked: str | None, spec: ExperimentSpec, backend: Backend | None) -> str:
     """The run's device-time model: as asked, else the spec's, else the backend's default."""
-    name = asked or spec.device_time or getattr(backend, "default_device_time", None) or "native"
+    name = asked or spec.device_time or (backend.default_device_time if backend is not None else None) or "native"
     return devicetime.check(name)
 
 
@@ -121,7 +121,7 @@ def build_configs(
 ) -> dict[str, dict[str, Any]]:
     """One agent configuration per node (``pamdi_node.agent.config.RunConfig`` as a dict);
     ``agent_delayed``: links (sorted name pairs) whose delay the receiving agents apply."""
-    from orchestrator.simulator import node_speed
+    from orchestrator.devices import node_speed
 
     opts = options or RunOptions()
     device_time = resolve_device_time(opts.device_time, spec, None)
@@ -307,7 +307,7 @@ class Runner:
                 self.timing["headroom"] = head.as_dict()
         if self.stretch < 1.0:
             raise RunError(f"time stretch must be >= 1, got {self.stretch}")
-        if self.device_time == "quota" and getattr(self.backend, "name", "") == "netns":
+        if self.device_time == "quota" and self.backend.calibrates_quota:
             # Predictions of a quota run need each node's real speed under its quota (not linear):
             # measured at the quotas the run uses, then expressed on the nominal time line (x k).
             from orchestrator.netem.calibrate import calibrate_spec
@@ -337,7 +337,7 @@ class Runner:
         gpu = [n for n in self.nominal.nodes if n.device_type != "cpu"]
         if not gpu:
             return
-        where = getattr(self.backend, "gpu_check", "host")
+        where = self.backend.gpu_check
         if where == "none":
             raise RunError(f"nodes.{gpu[0].name}: device_type {gpu[0].device_type}: the {self.backend.name} backend "
                            "runs no GPU agents (its node image carries a CPU-only torch); use local or netns on a "
@@ -359,7 +359,7 @@ class Runner:
         if not hasattr(self, "profiles"):
             self.prepare()
         views = source_views(self.spec, self.profiles)
-        curve = self.opts.curve if self.opts.curve is not None else getattr(self.backend, "default_curve", True)
+        curve = self.opts.curve if self.opts.curve is not None else self.backend.default_curve
         if curve:
             from orchestrator.keys import fingerprints, generate_run_keys, run_key_dir
 
@@ -396,7 +396,7 @@ class Runner:
     def summary(self, views: Mapping[str, SourceView]) -> dict[str, Any]:
         prios = {name: v.priority for name, v in views.items()}
         return {"runs": [dict(r.summary, **({"timed_out": True} if r.timed_out else {})) for r in self.results]
-                if self.results else [], "run_id": self.run_id, "backend": getattr(self.backend, "name", "?"),
+                if self.results else [], "run_id": self.run_id, "backend": self.backend.name,
                 "priorities": prios, **self.timing}
 
     def _write_summary(self, views: Mapping[str, SourceView]) -> None:
@@ -423,7 +423,7 @@ class Runner:
         log.info("run %s: policy %s", self.run_id, policy)
         params = policy_params(self.spec, policy, views)
         configs = build_configs(self.spec, policy, self.endpoints, views, run_id=self.run_id, options=self.opts,
-                                params=params, agent_delayed=getattr(self.backend, "agent_delayed_links", set()))
+                                params=params, agent_delayed=self.backend.agent_delayed_links)
         self._configs = configs
         self._gone, self._killed = set(), set()
         self._views = views
@@ -518,7 +518,7 @@ class Runner:
             return timers
         if not isinstance(self.backend, SupportsFailures):
             log.warning("backend %s cannot kill agents: the spec's failures are ignored",
-                        getattr(self.backend, "name", "?"))
+                        self.backend.name)
             return timers
         backend = self.backend
         for f in self.spec.failures:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import itertools
 import math
 import re
-import reprlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
@@ -49,6 +48,8 @@ from pydantic import (
     model_validator,
 )
 
+from orchestrator.devices import DEVICES
+from orchestrator.specerror import MAX_TEXT, PLAIN_KEY, SpecError, clip, show
 from pamdi_node.models import MODEL_NAMES
 from pamdi_node.policies.base import DEFAULT_PARTITIONS, PER_BLOCK
 from radio_scenarios import NAME_PATTERN as SCENARIO_NAME_PATTERN
@@ -80,25 +81,10 @@ MAX_POLICIES = 16
 MAX_POLICY_PARAMS = 64
 MAX_MEMORY_MB = 1 << 20  # 1 TiB
 SEED_LIMIT = 1 << 63  # seeds and integer parameters travel in msgpack: below 2**63 fits signed and unsigned 64 bits
-MAX_TEXT = 4096  # description, paths, string parameters
-# The YAML file itself.
-
 _PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-# Untrusted values in messages: bounded in length and depth, escaped (repr), never whole.
-_repr = reprlib.Repr()
-_repr.maxstring = 40
-_repr.maxother = 40
-_repr.maxlevel = 2
-
-
-def _show(value: object) -> str:
-    return _repr.repr(value)
-
-
-class SpecError(ValueError):
-    """A spec is wrong; the message is one line naming the file and the field at fault."""
+_PLAIN_KEY = PLAIN_KEY
+_show = show
+_clip = clip
 
 
 class _Frozen(BaseModel):
@@ -165,10 +151,8 @@ class Node(_Frozen):
     @classmethod
     def _known_device(cls, v: str | None) -> str | None:
         # Here, not when simulating: an unknown device used to surface as a 53-line traceback.
-        from orchestrator.simulator.devices import DEVICE_SPEEDS  # lazy: the simulator imports this module
-
-        if v is not None and v not in DEVICE_SPEEDS:
-            raise ValueError(f"unknown device {_show(v)}; known: {', '.join(sorted(DEVICE_SPEEDS))}")
+        if v is not None and v not in DEVICES:
+            raise ValueError(f"unknown device {_show(v)}; known: {', '.join(sorted(DEVICES))}")
         return v
 
 
@@ -412,11 +396,6 @@ def _check_npy(path: str) -> None:
     if arr.dtype.kind not in "biuf" or arr.ndim < 1 or arr.shape[0] < 1:
         raise ValueError(f"{_show(path)}: an array of {_show(str(arr.dtype))} with shape {arr.shape}; "
                          "sources need numbers with at least one sample on the first axis")
-
-
-def _clip(text: str, limit: int = 160) -> str:
-    text = " ".join(text.split())  # one line, whatever the source
-    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def _loc(parts: Iterable[object]) -> str:

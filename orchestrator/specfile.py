@@ -13,7 +13,10 @@ from typing import Any
 
 import yaml
 
-from orchestrator.spec import _PLAIN_KEY, MAX_TEXT, SpecError, _clip, _show
+from orchestrator.specerror import MAX_TEXT, SpecError
+from orchestrator.specerror import PLAIN_KEY as _PLAIN_KEY
+from orchestrator.specerror import clip as _clip
+from orchestrator.specerror import show as _show
 
 MAX_SPEC_BYTES = 1 << 20
 MAX_YAML_NODES = 100_000  # after alias expansion: a "billion laughs" file is refused, not expanded

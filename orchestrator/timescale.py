@@ -103,7 +103,8 @@ def estimate_headroom(spec: ExperimentSpec, policies: Sequence[str], profiles: M
 
     ``host_ratio`` is this host's real block time over the profile's (1.0 for the host's own profile).
     """
-    from orchestrator.simulator import SimulationError, node_speed, simulate
+    from orchestrator.devices import node_speed
+    from orchestrator.simulator import SimulationError, simulate
 
     cores = cores or host_cores()
     speeds = {n.name: node_speed(n) * host_ratio for n in spec.nodes}
@@ -143,7 +144,7 @@ def stretch_spec(spec: ExperimentSpec, k: float) -> ExperimentSpec:
     """``spec`` with every modelled duration ``k`` times longer (speeds and rates divided by ``k``)."""
     if k == 1.0:
         return spec
-    from orchestrator.simulator import node_speed
+    from orchestrator.devices import node_speed
 
     nodes = tuple(n.model_copy(update={"speed": node_speed(n) / k}) for n in spec.nodes)
 

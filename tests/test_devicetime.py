@@ -71,7 +71,7 @@ SPEC = parse_spec({
 
 
 def test_stretch_scales_every_modelled_duration() -> None:
-    from orchestrator.simulator import node_speed
+    from orchestrator.devices import node_speed
     from orchestrator.timescale import stretch_spec
 
     k = 2.5

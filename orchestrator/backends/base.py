@@ -89,16 +89,39 @@ def agent_env(threads: int) -> dict[str, str]:
     return {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
 
 
-@runtime_checkable
-class Backend(Protocol):
-    name: str
+class BackendTraits:
+    """What the runner asks of a backend besides its methods, declared with their defaults (every
+    backend subclasses this and overrides what differs; the runner reads them directly, never with
+    ``getattr``)."""
+
+    name: str = "?"
+    # CurveZMQ unless the user says --insecure (batch and compose projects hand out no keys).
+    default_curve: bool = True
     # The device-time model a run gets unless the spec or the user says otherwise: "profile" where
     # agents share this host (local, netns, docker, compose), "native" on real devices.
-    default_device_time: str
+    default_device_time: str = "native"
     # Where a GPU node's device is checked before a run: "host" (the agents run on this machine,
     # whose torch must see the GPU), "remote" (the agent on the device checks it and says so),
     # "none" (this backend runs no GPU agents: a GPU node is refused).
+    gpu_check: str = "remote"
+    # Links shaped by a tbf token bucket, which the simulator then models for the predictions.
+    shapes_with_token_bucket: bool = False
+    # Under device_time "quota": the runner calibrates each node's real speed under its quota first
+    # (the backend can run a calibration workload inside the same cgroups).
+    calibrates_quota: bool = False
+    # Links whose one-way delay the agents apply themselves (set by ``up``; empty where tc does it).
+    agent_delayed_links: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset()
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    default_curve: bool
+    default_device_time: str
     gpu_check: str
+    shapes_with_token_bucket: bool
+    calibrates_quota: bool
+    agent_delayed_links: frozenset[tuple[str, str]] | set[tuple[str, str]]
 
     def up(self, spec: ExperimentSpec, ctx: RunContext) -> Mapping[str, AgentEndpoint]:
         """Create the network, start an agent per node, return how to reach each one."""

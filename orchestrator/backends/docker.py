@@ -32,7 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.backends.base import AGENT_IDLE_EXIT_S, AgentEndpoint, RunContext, agent_argv, agent_env
+from orchestrator.backends.base import (
+    AGENT_IDLE_EXIT_S,
+    AgentEndpoint,
+    BackendTraits,
+    RunContext,
+    agent_argv,
+    agent_env,
+)
 from orchestrator.spec import ExperimentSpec, LinkParams
 
 log = logging.getLogger(__name__)
@@ -99,7 +106,7 @@ def link_shaping(net: LinkNet, peer: str, params: LinkParams) -> dict[str, Any]:
             "loss": params.loss}
 
 
-class DockerBackend:
+class DockerBackend(BackendTraits):
     name = "docker"
     default_curve = True  # any process on this host reaches the bridge networks (--insecure: off)
     # Agents share this host: they hold results to the modelled device time (``--cpus`` per node
@@ -288,8 +295,8 @@ class DockerBackend:
 
     def _create_container(self, node: str) -> None:
         assert self.spec is not None and self.ctx is not None and self.control is not None
+        from orchestrator.devices import node_speed
         from orchestrator.netem.devices import node_quota
-        from orchestrator.simulator import node_speed
 
         spec_node = self.spec.node(node)
         cpus, threads = node_quota(node_speed(spec_node), spec_node.threads, spec_node.device)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from orchestrator.backends.base import AgentEndpoint, RunContext, agent_argv, agent_env
+from orchestrator.backends.base import AgentEndpoint, BackendTraits, RunContext, agent_argv, agent_env
 from orchestrator.spec import ExperimentSpec, LinkParams
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 READY = re.compile(r"pamdi-agent ready name=(\S+) listen=(\S+)")
 
 
-class LocalBackend:
+class LocalBackend(BackendTraits):
     name = "local"
     default_curve = True  # loopback too: any local process could otherwise steer the agents (--insecure: off)
     default_device_time = "profile"  # agents share this host: hold results to the modelled device time

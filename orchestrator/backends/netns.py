@@ -4,7 +4,7 @@ Per node: a namespace ``pamdi-<token>-n-<node>`` with a control path from the ro
 (like Colosseum's ``col0``) and one veth per spec link (its own 10.x/24); the agent runs inside
 the namespace (``pamdi node --listen tcp://0.0.0.0:7000``) under a cgroup CPU quota that makes
 slow devices slow for real (``docker --cpus`` style): ``device:`` nodes get their profile's quota
-and threads (orchestrator/netem/devices.py), others ``speed x threads`` CPUs.
+and threads (orchestrator/devices.py, orchestrator/netem/devices.py), others ``speed x threads`` CPUs.
 
 Links: tbf on both ends at the spec's rate; delay and loss with netem when the kernel has it, else
 with the user-space forwarder. A link that names a radio ``scenario`` is driven over time from the
@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from orchestrator.backends.base import AgentEndpoint, RunContext, agent_argv, agent_env
+from orchestrator.backends.base import AgentEndpoint, BackendTraits, RunContext, agent_argv, agent_env
 from orchestrator.spec import ExperimentSpec, LinkParams
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def sweep_dead_runs() -> list[str]:
     return removed
 
 
-class NetnsBackend:
+class NetnsBackend(BackendTraits):
     name = "netns"
     default_curve = True  # root processes on this host reach every namespace (--insecure: off)
     # Agents share this host: they hold results to the modelled device time (a CPU quota per node
@@ -61,6 +61,7 @@ class NetnsBackend:
     default_device_time = "profile"
     gpu_check = "host"  # agents run here, in namespaces: a GPU node needs this machine's GPU
     shapes_with_token_bucket = True  # links have a tbf token bucket (the simulator models it for predictions)
+    calibrates_quota = True  # orchestrator/netem/calibrate.py runs the blocks inside the nodes' cgroups
 
     def __init__(self, *, python: str | None = None, start_timeout_s: float = 90.0, cpu_quota: bool = True,
                  stats_period_s: float = 0.5, pcap: bool = False, snaplen: int = 128,
@@ -312,6 +313,6 @@ class NetnsBackend:
 
 
 def _speed(node) -> float:  # type: ignore[no-untyped-def]
-    from orchestrator.simulator import node_speed
+    from orchestrator.devices import node_speed
 
     return node_speed(node)

@@ -51,7 +51,7 @@ from typing import Any, TypeVar
 
 import asyncssh
 
-from orchestrator.backends.base import AGENT_IDLE_EXIT_S, AgentEndpoint, RunContext
+from orchestrator.backends.base import AGENT_IDLE_EXIT_S, AgentEndpoint, BackendTraits, RunContext
 from orchestrator.colosseum.admin import find_data_address, parse_ip_addr
 from orchestrator.colosseum.config import IFNAME_PATTERN, ColosseumConfig
 from orchestrator.colosseum.transport import ColosseumError, Session, SrnError, q
@@ -78,7 +78,7 @@ class LoopThread:
             self._thread.join(5)
 
 
-class ColosseumBackend:
+class ColosseumBackend(BackendTraits):
     name = "colosseum"
     default_curve = True  # agents listen on non-loopback addresses: CurveZMQ on
     default_device_time = "native"  # real SRNs: real speed, predictions from a profile measured there

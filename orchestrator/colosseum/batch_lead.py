@@ -57,7 +57,7 @@ from typing import Any
 
 import zmq
 
-from orchestrator.backends.base import AgentEndpoint, RunContext
+from orchestrator.backends.base import AgentEndpoint, BackendTraits, RunContext
 from orchestrator.spec import ExperimentSpec, LinkParams, SpecError, parse_spec
 from pamdi_node import wire
 
@@ -260,7 +260,7 @@ def discover(nodes: Sequence[str], candidates: Sequence[str], port: int, timeout
 
 
 # -------------------------------------------------------------------------------------- backend
-class BatchBackend:
+class BatchBackend(BackendTraits):
     """Agents already running on the batch's SRNs (their own start.sh launched them)."""
 
     name = "colosseum-batch"

@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.netem.devices import DEVICES, calibration_path
+from orchestrator.devices import DEVICES
+from orchestrator.netem.devices import calibration_path
 
 MEASURE = """
 import json, sys, time, torch
@@ -64,7 +65,7 @@ def calibrate(model: str = "resnet56", seconds: float = 3.0, devices: list[str] 
             net.add_node(node, cpus=prof.cpus)
             m = _measure(net, node, model, prof.threads, seconds)
             result["devices"][name] = {"cpus": prof.cpus, "threads": prof.threads, "mean_ms": m["mean_ms"],
-                                       "speed": host["mean_ms"] / m["mean_ms"], "nominal_speed": prof.cpus}
+                                       "speed": host["mean_ms"] / m["mean_ms"], "nominal_speed": prof.speed}
     result["devices"]["host"] = {"cpus": None, "threads": 1, "mean_ms": host["mean_ms"], "speed": 1.0,
                                  "nominal_speed": 1.0}
     path = out or calibration_path()
@@ -82,9 +83,9 @@ def calibrate_spec(spec, profiles, seconds: float = 2.0) -> dict:  # type: ignor
     profile's whole-model time over the measured mean pass (so the simulator's block time /
     speed is what the node really takes under its quota). Returns ``{"nodes": {node: {...}}}``.
     """
+    from orchestrator.devices import node_speed
     from orchestrator.netem.devices import node_quota
     from orchestrator.netem.network import EmulatedNetwork
-    from orchestrator.simulator import node_speed
 
     prof = max(profiles.values(), key=lambda p: p.total_time_s)
     wanted = {n.name: node_quota(node_speed(n), n.threads, n.device) for n in spec.nodes}

@@ -1,43 +1,19 @@
-"""Device profiles for emulation: a CPU quota and a torch thread count per named device.
+"""Devices under the ``quota`` model: a CPU quota and a torch thread count per node, and calibration.
 
 These are **emulation approximations**, not models of the real parts: a node with ``device:
-xavier-nx`` gets ``cpus`` of this host's CPU time (cgroup quota) and ``threads`` torch threads, so it
-computes about as much slower as the quota implies. The nominal speeds match the simulator's
-estimates (``orchestrator/simulator/devices.py``): one thread at a quota of ``speed`` CPUs.
-``pamdi calibrate`` measures what each profile really achieves on this host (real model blocks run
-inside the quota) and stores it; the simulator can then use the measured speed.
+xavier-nx`` gets ``cpus`` of this host's CPU time (cgroup quota) and its device's ``threads`` torch
+threads (the one table: ``orchestrator/devices.py``), so it computes about as much slower as the
+quota implies. ``pamdi calibrate`` measures what each device really achieves on this host (real
+model blocks run inside the quota) and stores it; the simulator can then use the measured speed.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-
-@dataclass(frozen=True)
-class DeviceProfile:
-    name: str
-    cpus: float  # cgroup CPU quota, in CPUs of this host
-    threads: int  # torch intra-op threads
-    description: str
-
-
-DEVICES: dict[str, DeviceProfile] = {
-    "host": DeviceProfile("host", 1.0, 1, "one core of this host (the profiling reference)"),
-    "xavier-nx": DeviceProfile("xavier-nx", 0.5, 1,
-                               "Jetson Xavier NX (6-core Carmel @1.9 GHz), nominal 0.5 x a host core"),
-    "nano": DeviceProfile("nano", 0.2, 1, "Jetson Nano (4-core Cortex-A57 @1.43 GHz), nominal 0.2 x a host core"),
-    "srn": DeviceProfile("srn", 0.8, 1, "Colosseum SRN Xeon E5-2650 (CPU-only inference), nominal 0.8 x a host core"),
-}
-
-
-def device(name: str) -> DeviceProfile:
-    try:
-        return DEVICES[name]
-    except KeyError:
-        raise ValueError(f"unknown device {name!r}; known: {', '.join(sorted(DEVICES))}") from None
+from orchestrator.devices import DEVICES
 
 
 def calibration_path() -> Path:

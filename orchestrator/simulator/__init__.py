@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from orchestrator.devices import node_speed
 from orchestrator.metrics import summarize_run
-from orchestrator.simulator.devices import device_speed
 from orchestrator.simulator.engine import (
     FailureConfig,
     LinkConfig,
@@ -26,7 +26,7 @@ from orchestrator.simulator.engine import (
     Simulator,
     SourceConfig,
 )
-from orchestrator.spec import ExperimentSpec, Link, Node
+from orchestrator.spec import ExperimentSpec, Link
 from pamdi_node.models.profile import ModelProfile
 from pamdi_node.policies import get_policy, params_for
 from pamdi_node.policies.base import Policy, SourceView, source_view_from_profile
@@ -41,18 +41,10 @@ __all__ = [
     "link_schedule",
     "load_profiles",
     "make_policy",
-    "node_speed",
     "run_policies",
     "simulate",
     "source_views",
 ]
-
-
-def node_speed(node: Node) -> float:
-    """A node's speed: explicit ``speed`` wins over a named ``device``."""
-    if node.device is not None and "speed" not in node.model_fields_set:
-        return device_speed(node.device)
-    return node.speed
 
 
 def link_schedule(link: Link) -> LinkSchedule | None:
