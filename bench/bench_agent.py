@@ -71,7 +71,8 @@ from pamdi_node.agent.client import AgentClient  # noqa: E402
 from pamdi_node.agent.config import parse_config  # noqa: E402
 from pamdi_node.agent.peers import PeerTable  # noqa: E402
 from pamdi_node.policies import get_policy  # noqa: E402
-from pamdi_node.policies.base import TaskView, WorldView, partition_end  # noqa: E402
+from pamdi_node.policies.partition import partition_end  # noqa: E402
+from pamdi_node.policies.types import TaskView, WorldView  # noqa: E402
 from pamdi_node.worker import make_plan, next_step  # noqa: E402
 
 

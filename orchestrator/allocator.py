@@ -44,7 +44,7 @@ from scipy.optimize import linprog
 from scipy.sparse import coo_matrix
 
 from orchestrator.spec import ExperimentSpec
-from pamdi_node.policies.base import LINK_GOODPUT_FACTOR, SourceView, weight_of
+from pamdi_node.policies.types import LINK_GOODPUT_FACTOR, SourceView, weight_of
 
 
 class AllocationError(RuntimeError):

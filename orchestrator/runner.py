@@ -48,7 +48,7 @@ from orchestrator.spec import DEFAULT_POLICIES, ExperimentSpec
 from pamdi_node import devicetime
 from pamdi_node.agent.client import AgentClient, AgentError
 from pamdi_node.agent.config import task_id
-from pamdi_node.policies.base import LINK_GOODPUT_FACTOR, SourceView
+from pamdi_node.policies.types import LINK_GOODPUT_FACTOR, SourceView
 
 log = logging.getLogger(__name__)
 

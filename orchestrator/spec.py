@@ -51,7 +51,7 @@ from pydantic import (
 from orchestrator.devices import DEVICES
 from orchestrator.specerror import MAX_TEXT, PLAIN_KEY, SpecError, clip, show
 from pamdi_node.models import MODEL_NAMES
-from pamdi_node.policies.base import DEFAULT_PARTITIONS, PER_BLOCK
+from pamdi_node.policies.partition import DEFAULT_PARTITIONS, PER_BLOCK
 from radio_scenarios import NAME_PATTERN as SCENARIO_NAME_PATTERN
 
 POLICY_NAMES: tuple[str, ...] = ("local", "ar-mdi", "ms-mdi", "pa-mdi", "ddi", "pa-mdi-static")

@@ -28,7 +28,8 @@ from pamdi_node.agent.flow import RunState
 from pamdi_node.agent.peers import PeerTable
 from pamdi_node.agent.tasks import Task
 from pamdi_node.policies import get_policy
-from pamdi_node.policies.base import PeerView, TaskView, WorldView, dead_after_s, partition_end
+from pamdi_node.policies.partition import partition_end
+from pamdi_node.policies.types import PeerView, TaskView, WorldView, dead_after_s
 from pamdi_node.telemetry import Telemetry
 from pamdi_node.worker import Plan, Step, make_plan, next_step
 from tests.test_simulator_support import synthetic_profile
@@ -154,7 +155,7 @@ def test_agent_views_equal_the_simulators(both: tuple[str, Simulator, dict[str, 
     me = sim_world.peers["a"]
     assert me.residual_s == pytest.approx(0.6 * first.est_s)  # only the partition in service ...
     assert dict(me.queue_by_weight)[first.weight] >= first.after_s  # ... the rest of its model is queued work
-    assert bool(me.waiting) == bool(getattr(sim.policy, "uses_waiting", False))
+    assert bool(me.waiting) == bool(sim.policy.uses_waiting)
     _same_world(agent_world, sim_world)
 
     # What b learns from a's beacon, one link delay later.
@@ -194,7 +195,7 @@ def _steps(plan: Plan) -> list[Step]:
 
 
 def test_liveness_rule_is_shared() -> None:
-    # The agent's default and the simulator's default are the one rule in policies.base.
+    # The agent's default and the simulator's default are the one rule in policies.types.
     period = SPEC.beacon_period_ms / 1000.0
     limit = dead_after_s(period)
     assert math.isclose(limit, 4 * period + 0.2)

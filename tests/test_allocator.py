@@ -9,7 +9,7 @@ import pytest
 from orchestrator.allocator import AllocationError, allocate
 from orchestrator.metrics import summarize_run
 from orchestrator.simulator import simulate, source_views
-from pamdi_node.policies.base import LINK_GOODPUT_FACTOR
+from pamdi_node.policies.types import LINK_GOODPUT_FACTOR
 from tests.test_simulator_support import spec, synthetic_profile
 
 TIMES = (0.004, 0.010, 0.006, 0.012)

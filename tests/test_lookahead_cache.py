@@ -17,17 +17,10 @@ from collections.abc import Callable
 import pytest
 
 from pamdi_node.policies import get_policy, pa_mdi
-from pamdi_node.policies.base import (
-    OffloadRequest,
-    PeerView,
-    SourceView,
-    TaskView,
-    WorldView,
-    link_estimate,
-    split_blocks,
-    transfer_s,
-)
+from pamdi_node.policies.graph import link_estimate, transfer_s
 from pamdi_node.policies.lookahead import LookaheadCache
+from pamdi_node.policies.partition import split_blocks
+from pamdi_node.policies.types import OffloadRequest, PeerView, SourceView, TaskView, WorldView
 
 
 def _reference_completion_costs(

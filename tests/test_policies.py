@@ -9,21 +9,9 @@ import pytest
 
 from pamdi_node.models.profile import BlockProfile, ModelProfile
 from pamdi_node.policies import POLICIES, get_policy, params_for
-from pamdi_node.policies.base import (
-    OffloadRequest,
-    PeerView,
-    Placement,
-    Policy,
-    SourceView,
-    TaskView,
-    WorldView,
-    chain_shares,
-    partition_end,
-    plan_chain,
-    shortest_paths,
-    source_view_from_profile,
-    split_blocks,
-)
+from pamdi_node.policies.graph import chain_shares, plan_chain, shortest_paths
+from pamdi_node.policies.partition import partition_end, source_view_from_profile, split_blocks
+from pamdi_node.policies.types import OffloadRequest, PeerView, Placement, Policy, SourceView, TaskView, WorldView
 
 
 def _source(name: str = "ts", node: str = "a", priority: float = 10.0, times=(0.01,) * 8,
@@ -289,7 +277,7 @@ def test_holder_counts_exactly_the_work_its_queue_order_serves_first() -> None:
 
 
 def test_split_blocks_default_and_per_block_word() -> None:
-    from pamdi_node.policies.base import DEFAULT_PARTITIONS, PER_BLOCK
+    from pamdi_node.policies.partition import DEFAULT_PARTITIONS, PER_BLOCK
 
     assert DEFAULT_PARTITIONS == 4 and PER_BLOCK == "blocks"
     assert split_blocks([1.0] * 8, DEFAULT_PARTITIONS) == (0, 2, 4, 6, 8)

@@ -6,7 +6,7 @@ import pytest
 
 from orchestrator.metrics import COMPLETED, summarize_run
 from orchestrator.simulator import SimOptions, simulate
-from pamdi_node.policies.base import LINK_GOODPUT_FACTOR
+from pamdi_node.policies.types import LINK_GOODPUT_FACTOR
 from tests.test_simulator_support import spec, synthetic_profile
 
 TIMES = (0.004, 0.010, 0.006, 0.012)

@@ -27,14 +27,14 @@ from orchestrator.simulator import (
     source_views,
 )
 from orchestrator.simulator.engine import FailureConfig, LinkConfig, NodeConfig, Simulator, SourceConfig
-from pamdi_node.policies.base import (
+from pamdi_node.policies.partition import partition_end, source_view_from_profile
+from pamdi_node.policies.types import (
     LINK_GOODPUT_FACTOR,
     OffloadRequest,
     Placement,
+    PolicyDefaults,
     TaskView,
     WorldView,
-    partition_end,
-    source_view_from_profile,
 )
 from tests.test_simulator_support import spec, synthetic_profile
 
@@ -305,7 +305,7 @@ def test_negative_costs_are_refused() -> None:
         simulate(s, "local", profiles=FOUR, options=SimOptions(message_cost_s=-0.1))
 
 
-class _ToB:
+class _ToB(PolicyDefaults):
     """Every partition on b while b looks alive, else on the holder."""
 
     name = "to-b"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from pamdi_node.policies.base import OffloadRequest, PeerView, Placement, TaskView, WorldView
+from pamdi_node.policies.types import OffloadRequest, PeerView, Placement, PolicyDefaults, TaskView, WorldView
 from pamdi_node.worker import GrantWindow, PlacementError, QueueLedger, choose_grant, make_plan, next_step
 
 
@@ -68,7 +68,7 @@ def test_ledger_serves_by_key_and_accounts_like_a_recount() -> None:
     assert len(lost) == len(want) - 5 and ledger.load(0.0) == (0.0, 0.0, ())
 
 
-class _Ranked:
+class _Ranked(PolicyDefaults):
     name = "ranked"
     priority_queue = True
     handshake = True

@@ -29,7 +29,8 @@ from orchestrator.simulator.engine import (
 from orchestrator.spec import ExperimentSpec, Link
 from pamdi_node.models.profile import ModelProfile
 from pamdi_node.policies import get_policy, params_for
-from pamdi_node.policies.base import Policy, SourceView, source_view_from_profile
+from pamdi_node.policies.partition import source_view_from_profile
+from pamdi_node.policies.types import Policy, SourceView
 
 __all__ = [
     "LinkSchedule",

@@ -77,7 +77,9 @@ from typing import Any
 
 from orchestrator.metrics import COMPLETED, FAILED, TaskRecord
 from pamdi_node.arrivals import arrival_offsets
-from pamdi_node.policies.base import (
+from pamdi_node.policies.graph import shortest_paths
+from pamdi_node.policies.partition import partition_end
+from pamdi_node.policies.types import (
     LINK_GOODPUT_FACTOR,
     OffloadRequest,
     PeerView,
@@ -86,8 +88,6 @@ from pamdi_node.policies.base import (
     TaskView,
     WorldView,
     dead_after_s,
-    partition_end,
-    shortest_paths,
     weight_of,
 )
 from pamdi_node.worker import (
@@ -344,7 +344,7 @@ class Simulator:
                              else self.opt.dead_after * self.opt.beacon_period_s)
         # List each worker's own queue task by task in its self view only for policies that use it
         # (it costs O(queue) per decision, and unstable baselines grow long queues).
-        self._list_waiting = bool(getattr(policy, "uses_waiting", False))
+        self._list_waiting = bool(policy.uses_waiting)
         self.rng = random.Random(seed)
         self.seed = seed
         self.nodes = {n.name: _Node(n.name, n.speed) for n in nodes}

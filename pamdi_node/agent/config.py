@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pamdi_node.policies.base import SourceView, dead_after_s
+from pamdi_node.policies.types import SourceView, dead_after_s
 
 
 class _Strict(BaseModel):
@@ -94,7 +94,7 @@ class RunConfig(_Strict):
     threads: int | None = Field(default=None, ge=1, le=256)
     beacon_period_s: float = Field(default=0.1, gt=0, le=60)
     # A peer without a beacon for this long is dropped from the candidates (default: the simulator's
-    # rule too, ``policies.base.dead_after_s``: 4 periods + 0.2 s).
+    # rule too, ``policies.types.dead_after_s``: 4 periods + 0.2 s).
     dead_after_s: float | None = Field(default=None, gt=0)
     ack_timeout_s: float = Field(default=3.0, gt=0)
     rtc_timeout_s: float = Field(default=0.25, gt=0)

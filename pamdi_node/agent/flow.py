@@ -30,7 +30,7 @@ from pamdi_node.agent.results import ResultsMixin
 from pamdi_node.agent.sources import SourceThread
 from pamdi_node.agent.tasks import Custody, PendingOffer, Task, WorkItem, finite
 from pamdi_node.devicetime import Timing
-from pamdi_node.policies.base import OffloadRequest, Policy, TaskView, WorldView
+from pamdi_node.policies.types import OffloadRequest, Policy, TaskView, WorldView
 from pamdi_node.telemetry import Telemetry
 from pamdi_node.worker import GrantWindow, Plan, QueueDetail, Reservation, make_plan, next_step, with_reservations
 
@@ -80,7 +80,7 @@ class RunState(HandoffMixin, ResultsMixin):
         # Granted (CTC) work on its way here, by hop.
         self.reserved: dict[str, Reservation] = {}
         # List the queue task by task in the self view only for policies that use it (as the simulator).
-        self.list_waiting = bool(getattr(policy, "uses_waiting", False))
+        self.list_waiting = bool(policy.uses_waiting)
         self.outstanding: dict[str, tuple[Task, float, int]] = {}  # at the origin: id -> (task, local birth, index)
         self.completed_ids: set[str] = set()
         # Results with no live route to their source yet: id -> (task, ok, reason, since).

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from pamdi_node import wire
 from pamdi_node.agent.tasks import Custody, Task, activation, tensors_of
-from pamdi_node.policies.base import OffloadRequest, TaskView
+from pamdi_node.policies.types import OffloadRequest, TaskView
 from pamdi_node.worker import Reservation, choose_grant, reservation_expiry
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pamdi_node.agent.config import RunConfig
-from pamdi_node.policies.base import PeerView, SourceView, WorldView
+from pamdi_node.policies.types import PeerView, SourceView, WorldView
 
 
 @dataclass

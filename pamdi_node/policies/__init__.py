@@ -13,12 +13,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pamdi_node.policies.ar_mdi import ARMDIPolicy
-from pamdi_node.policies.base import Policy
 from pamdi_node.policies.ddi import DDIPolicy
 from pamdi_node.policies.local import LocalPolicy
 from pamdi_node.policies.ms_mdi import MSMDIPolicy
 from pamdi_node.policies.pa_mdi import PAMDIPolicy
 from pamdi_node.policies.static import StaticPolicy
+from pamdi_node.policies.types import Policy
 
 POLICIES: dict[str, Callable[..., Policy]] = {
     "local": LocalPolicy,

@@ -40,15 +40,8 @@ import math
 from collections.abc import Sequence
 from functools import lru_cache
 
-from pamdi_node.policies.base import (
-    OffloadRequest,
-    Placement,
-    SourceView,
-    TaskView,
-    WorldView,
-    link_estimate,
-    shortest_paths,
-)
+from pamdi_node.policies.graph import link_estimate, shortest_paths
+from pamdi_node.policies.types import FifoBaseline, Placement, SourceView, TaskView, WorldView
 
 _REL_TOL = 1e-9
 
@@ -223,10 +216,8 @@ def _best_chain(
     return tuple(out)
 
 
-class ARMDIPolicy:
+class ARMDIPolicy(FifoBaseline):
     name = "ar-mdi"
-    priority_queue = False
-    handshake = False
 
     def __init__(self, *, chain_length: int = 0) -> None:
         if chain_length < 0:
@@ -264,9 +255,6 @@ class ARMDIPolicy:
         return _best_chain(source, origin, block, tuple(sorted(speeds)), links, self.chain_length, others)
 
     # ------------------------------------------------------------------ Policy protocol
-    def queue_key(self, task: TaskView, world: WorldView) -> tuple[float, ...]:
-        return (task.born_s,)
-
     def rank(self, task: TaskView, world: WorldView) -> Sequence[Placement]:
         source = world.sources[task.source]
         b = task.next_block
@@ -292,9 +280,6 @@ class ARMDIPolicy:
         if nxt is not None and nxt.node in world.peers and world.peers[nxt.node].alive:
             return (Placement(nxt.node, b, nxt.end, nxt.index),)
         return (Placement(here, b, n, first.index),)
-
-    def grant(self, requests: Sequence[OffloadRequest], world: WorldView) -> OffloadRequest | None:
-        return min(requests, key=lambda r: (r.index, r.sender, r.task.task_id), default=None)
 
 
 __all__ = ["ARMDIPolicy"]

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pamdi_node.policies.base import OffloadRequest, Placement, TaskView, WorldView, transfer_s
+from pamdi_node.policies.graph import transfer_s
+from pamdi_node.policies.types import FifoBaseline, Placement, TaskView, WorldView
 
 
-class DDIPolicy:
+class DDIPolicy(FifoBaseline):
     name = "ddi"
-    priority_queue = False
-    handshake = False
-
-    def queue_key(self, task: TaskView, world: WorldView) -> tuple[float, ...]:
-        return (task.born_s,)
 
     def rank(self, task: TaskView, world: WorldView) -> Sequence[Placement]:
         source = world.sources[task.source]
@@ -38,6 +34,3 @@ class DDIPolicy:
             scored.append((comm + peer.queue_s + full / peer.speed, 0 if name == world.here else 1, name))
         scored.sort()
         return tuple(Placement(name, 0, n, cost) for cost, _, name in scored)
-
-    def grant(self, requests: Sequence[OffloadRequest], world: WorldView) -> OffloadRequest | None:
-        return min(requests, key=lambda r: (r.index, r.sender, r.task.task_id), default=None)

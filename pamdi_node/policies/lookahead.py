@@ -47,7 +47,8 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Callable
 
-from pamdi_node.policies.base import PeerView, SourceView, WorldView, link_estimate, transfer_s
+from pamdi_node.policies.graph import link_estimate, transfer_s
+from pamdi_node.policies.types import PeerView, SourceView, WorldView
 
 
 def _link_matrix(world: WorldView, names: list[str]) -> list[list[tuple[float, float] | None]]:

@@ -67,23 +67,24 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 
-from pamdi_node.policies.base import (
+from pamdi_node.policies.graph import transfer_s
+from pamdi_node.policies.lookahead import LookaheadCache, completion_costs
+from pamdi_node.policies.partition import partition_end
+from pamdi_node.policies.types import (
     OffloadRequest,
     PeerView,
     Placement,
+    PolicyDefaults,
     SourceView,
     TaskView,
     WorldView,
-    partition_end,
-    transfer_s,
     weight_of,
 )
-from pamdi_node.policies.lookahead import LookaheadCache, completion_costs
 
 HORIZONS = ("dp", "plan", "rest", "partition")
 
 
-class PAMDIPolicy:
+class PAMDIPolicy(PolicyDefaults):
     name = "pa-mdi"
     # Ask the simulator/agent to list the holder's own queue task by task (``PeerView.waiting``).
     uses_waiting = True

@@ -22,7 +22,7 @@ import re
 import zlib
 from collections.abc import Mapping, Sequence
 
-from pamdi_node.policies.base import OffloadRequest, Placement, TaskView, WorldView, weight_of
+from pamdi_node.policies.types import FifoBaseline, Placement, TaskView, WorldView, weight_of
 
 _SEQ = re.compile(r"(\d+)$")
 _PHI = (math.sqrt(5.0) - 1.0) / 2.0
@@ -37,10 +37,9 @@ def _point(task_id: str) -> float:
     return zlib.crc32(task_id.encode()) / 2**32
 
 
-class StaticPolicy:
+class StaticPolicy(FifoBaseline):
     name = "pa-mdi-static"
-    priority_queue = True
-    handshake = False
+    priority_queue = True  # by weight, then birth (queue_key below); grants as the baselines
 
     def __init__(self, *, plan: Mapping[str, Sequence[Sequence[object]]] | None = None, rho_max: float = 0.8) -> None:
         # rho_max: utilization cap the orchestrator uses when it computes the plan (not used here).
@@ -108,6 +107,3 @@ class StaticPolicy:
                     return fallback
                 return (Placement(nxt_node, b, nxt_end, 0.0),)
         return fallback
-
-    def grant(self, requests: Sequence[OffloadRequest], world: WorldView) -> OffloadRequest | None:
-        return min(requests, key=lambda r: (r.index, r.sender, r.task.task_id), default=None)

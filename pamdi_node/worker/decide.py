@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-from pamdi_node.policies.base import Placement, Policy, TaskView, WorldView, needs_handshake
+from pamdi_node.policies.types import Placement, Policy, TaskView, WorldView
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def make_plan(policy: Policy, task: TaskView, world: WorldView, num_blocks: int,
             continue
         if p.node == world.here or world.peers[p.node].alive:
             cands.append(p)
-    handshake = needs_handshake(policy, task, world)
+    handshake = policy.needs_handshake(task, world)
     fallback = min((p.index for p in cands if p.node == world.here), default=math.inf)
     return Plan(task, cands, handshake, fallback, num_blocks, partition_end)
 

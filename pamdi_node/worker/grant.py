@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
-from pamdi_node.policies.base import OffloadRequest, Policy, WorldView
+from pamdi_node.policies.types import OffloadRequest, Policy, WorldView
 
 log = logging.getLogger(__name__)
 
