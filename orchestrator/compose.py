@@ -39,19 +39,18 @@ from typing import Any
 import yaml
 
 from orchestrator.backends.base import AgentEndpoint, BackendTraits, RunContext, agent_argv, agent_env
-from orchestrator.backends.docker import (
+from orchestrator.backends.dockernet import (
     AGENT_PORT,
     DEFAULT_IMAGE,
     DEFAULT_SUBNET_POOL,
     KEYS_MOUNT,
-    PROJECT_LABEL,
-    RUN_LABEL,
     TRACE_MOUNT,
     LinkNet,
     free_subnets,
     link_shaping,
     used_subnets,
 )
+from orchestrator.netem.docker_cleanup import PROJECT_LABEL, RUN_LABEL
 from orchestrator.spec import ExperimentSpec, LinkParams
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from orchestrator.backends.base import RunContext
-from orchestrator.backends.docker import DockerBackend, cleanup_docker, docker_leftovers, free_subnets
+from orchestrator.backends.docker import DockerBackend
+from orchestrator.backends.dockernet import free_subnets
+from orchestrator.netem.docker_cleanup import cleanup_docker, docker_leftovers
 from orchestrator.runner import Runner, RunOptions
 from orchestrator.spec import LinkParams, parse_spec
 from pamdi_node.agent.config import input_seed, task_id
@@ -152,7 +154,7 @@ def test_ctrl_c_removes_everything_and_keeps_traces(docker_cli, node_image, tmp_
 @pytest.mark.docker
 @pytest.mark.skipif(os.geteuid() != 0, reason="pamdi cleanup needs root")
 def test_cleanup_removes_dead_runs_and_spares_live_ones(docker_cli, node_image) -> None:  # noqa: F811
-    from orchestrator.backends.docker import OWNER_LABEL, PROJECT_LABEL, RUN_LABEL
+    from orchestrator.netem.docker_cleanup import OWNER_LABEL, PROJECT_LABEL, RUN_LABEL
 
     alive = subprocess.Popen(["sleep", "120"])
     dead = subprocess.Popen(["true"])

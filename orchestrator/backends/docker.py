@@ -12,7 +12,8 @@ kernel has it), the same code a docker-compose node runs at start.
 
 Everything carries the labels ``pamdi.project=pamdi``, ``pamdi.run=<run id>`` and
 ``pamdi.owner-pid``; ``down`` removes it (also after Ctrl-C: the runner calls it in ``finally``,
-and an ``atexit`` hook catches the rest), and ``cleanup_docker`` removes what killed runs left.
+and an ``atexit`` hook catches the rest), and ``cleanup_docker``
+(``orchestrator/netem/docker_cleanup.py``) removes what killed runs left.
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,70 +40,30 @@ from orchestrator.backends.base import (
     agent_argv,
     agent_env,
 )
+from orchestrator.backends.dockernet import (
+    AGENT_PORT,
+    DEFAULT_IMAGE,
+    DEFAULT_SUBNET_POOL,
+    KEYS_MOUNT,
+    TRACE_MOUNT,
+    LinkNet,
+    free_subnets,
+    link_shaping,
+    used_subnets,
+)
+from orchestrator.netem.docker_cleanup import (
+    OWNER_LABEL,
+    OWNER_START_LABEL,
+    PROJECT_LABEL,
+    RUN_LABEL,
+    cleanup_docker,
+    remove_labelled,
+)
 from orchestrator.spec import ExperimentSpec, LinkParams
 
 log = logging.getLogger(__name__)
 
-AGENT_PORT = 7000
-DEFAULT_IMAGE = "pamdi-node:latest"
-DEFAULT_SUBNET_POOL = "10.213.0.0/16"
-PROJECT_LABEL = "pamdi.project"
-RUN_LABEL = "pamdi.run"
-OWNER_LABEL = "pamdi.owner-pid"
-OWNER_START_LABEL = "pamdi.owner-start"  # the owner's start time: a reused pid is not the owner
 READY = re.compile(r"pamdi-agent ready name=(\S+) listen=(\S+)")
-# In-container paths.
-TRACE_MOUNT = "/traces"
-KEYS_MOUNT = "/run/pamdi/keys"
-
-
-@dataclass(frozen=True)
-class LinkNet:
-    a: str
-    b: str
-    name: str
-    subnet: ipaddress.IPv4Network
-
-    def address(self, node: str) -> str:
-        hosts = list(self.subnet.hosts())
-        return str(hosts[1] if node == self.a else hosts[2])  # .1 is the host's bridge end
-
-
-def free_subnets(count: int, pool: str = DEFAULT_SUBNET_POOL, taken: Iterable[str] = ()) -> list[ipaddress.IPv4Network]:
-    """``count`` /24s from ``pool`` that overlap neither Docker networks nor this host's routes."""
-    busy = [ipaddress.ip_network(s, strict=False) for s in taken]
-    out: list[ipaddress.IPv4Network] = []
-    for net in ipaddress.ip_network(pool).subnets(new_prefix=24):
-        if any(net.overlaps(b) for b in busy):
-            continue
-        out.append(net)  # type: ignore[arg-type]
-        if len(out) == count:
-            return out
-    raise RuntimeError(f"no {count} free /24 subnets left in {pool}; pass subnet_pool=... or run `pamdi cleanup`")
-
-
-def used_subnets(cli: Any) -> list[str]:
-    """Subnets of every Docker network and every route of this host (so ours never shadow them)."""
-    subnets: list[str] = []
-    for net in cli.networks.list():
-        for cfg in (net.attrs.get("IPAM") or {}).get("Config") or []:
-            if cfg.get("Subnet"):
-                subnets.append(cfg["Subnet"])
-    with contextlib.suppress(OSError, ValueError), open("/proc/net/route") as fh:
-        for line in fh.readlines()[1:]:
-            fields = line.split()
-            dest, mask = int(fields[1], 16), int(fields[7], 16)
-            if dest == 0 and mask == 0:
-                continue  # the default route overlaps everything; it is not a local subnet
-            net = ipaddress.IPv4Network((dest.to_bytes(4, "little"), bin(mask).count("1")), strict=False)
-            subnets.append(str(net))
-    return subnets
-
-
-def link_shaping(net: LinkNet, peer: str, params: LinkParams) -> dict[str, Any]:
-    """The shaper's link object (node_image/pamdi_node_entry.py) for one end of a link."""
-    return {"peer": peer, "subnet": str(net.subnet), "rate_mbit": params.rate_mbit, "delay_ms": params.delay_ms,
-            "loss": params.loss}
 
 
 class DockerBackend(BackendTraits):
@@ -405,95 +365,3 @@ class DockerBackend(BackendTraits):
                     with contextlib.suppress(Exception):
                         self.set_link(key[0], key[1], LinkParams(rate_mbit=p.rate_mbit / k, delay_ms=p.delay_ms * k,
                                                                  loss=p.loss))
-
-
-# ------------------------------------------------------------------------------------- cleanup
-def remove_labelled(cli: Any, label_filter: str, timeout_s: float = 60.0) -> list[str]:
-    """Remove every container, then every network, matching a label filter; returns their names.
-
-    Under load the engine can time out or refuse (a network stays busy while a container is still
-    being torn down), so this goes round again until nothing matching is left, or warns at the
-    deadline so that ``pamdi cleanup`` can finish the job.
-    """
-    removed: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    while True:
-        containers = cli.containers.list(all=True, filters={"label": label_filter})
-        for c in containers:
-            with contextlib.suppress(Exception):
-                c.remove(force=True)
-                removed.append(f"container {c.name}")
-        networks = cli.networks.list(filters={"label": label_filter})
-        for n in networks:
-            with contextlib.suppress(Exception):
-                n.remove()
-                removed.append(f"network {n.name}")
-        if not containers and not networks:
-            return removed
-        if time.monotonic() > deadline:
-            left = [c.name for c in containers] + [n.name for n in networks]
-            log.warning("docker: could not remove %s; run `pamdi cleanup`", ", ".join(left))
-            return removed
-        time.sleep(0.5)
-
-
-def _owner_alive(pid: str, start: str | None = None) -> bool:
-    from orchestrator.netem.names import owner_alive
-
-    try:
-        return owner_alive(int(pid), int(start) if start and start.isdigit() else None)
-    except ValueError:
-        return False
-
-
-def docker_leftovers(cli: Any = None) -> dict[str, list[str]]:
-    """Every container and network of the project that exists now (tests, ``cleanup --dry-run``).
-
-    Empty lists when no Docker engine is reachable (then nothing of the project can exist there).
-    """
-    if cli is None:
-        from orchestrator.image.dockerutil import DockerError, client
-
-        try:
-            cli = client()
-        except DockerError:
-            return {"containers": [], "networks": []}
-    return {
-        "containers": [c.name for c in cli.containers.list(all=True, filters={"label": PROJECT_LABEL})],
-        "networks": [n.name for n in cli.networks.list(filters={"label": PROJECT_LABEL})],
-    }
-
-
-def cleanup_docker(all_runs: bool = False, cli: Any = None, spare_own: bool = False) -> dict[str, list[str]]:
-    """Remove the containers and networks of dead runs (every run with ``all_runs``); ``spare_own``:
-    leave this process's own runs alone too (the sweep a new run makes before it starts).
-
-    A run whose orchestrator process is alive is left alone, so cleaning up never breaks an
-    experiment running beside it; so are docker-compose projects (no owner process). Returns
-    ``{"removed": [...], "live_runs_left_alone": [...]}``; with no Docker engine reachable there is
-    nothing to clean and both lists are empty.
-    """
-    if cli is None:
-        from orchestrator.image.dockerutil import DockerError, client
-
-        try:
-            cli = client()
-        except DockerError:
-            return {"removed": [], "live_runs_left_alone": []}
-    runs: dict[str, tuple[str | None, str | None]] = {}
-    for obj in [*cli.containers.list(all=True, filters={"label": PROJECT_LABEL}),
-                *cli.networks.list(filters={"label": PROJECT_LABEL})]:
-        labels = obj.attrs.get("Config", {}).get("Labels") if hasattr(obj, "status") else obj.attrs.get("Labels")
-        labels = labels or {}
-        # No owner label: a docker-compose project, which its user manages (docker-compose down).
-        runs.setdefault(labels.get(RUN_LABEL, ""), (labels.get(OWNER_LABEL), labels.get(OWNER_START_LABEL)))
-    removed: list[str] = []
-    skipped: list[str] = []
-    for run, (owner, start) in sorted(runs.items()):
-        own = owner == str(os.getpid())
-        if not all_runs and (owner is None or (own and spare_own) or (not own and _owner_alive(owner, start))):
-            skipped.append(run)
-            continue
-        flt = f"{RUN_LABEL}={run}" if run else PROJECT_LABEL
-        removed += remove_labelled(cli, flt)
-    return {"removed": removed, "live_runs_left_alone": skipped}

@@ -74,7 +74,7 @@ def cleanup(
 
     out = project_leftovers() if dry_run else do_cleanup(all_runs=all_runs)
     # The docker backend's containers and networks (issue 6); nothing when no Docker engine runs.
-    from orchestrator.backends.docker import cleanup_docker, docker_leftovers
+    from orchestrator.netem.docker_cleanup import cleanup_docker, docker_leftovers
 
     docker_out = docker_leftovers() if dry_run else cleanup_docker(all_runs=all_runs)
     out.update({f"docker_{k}": v for k, v in docker_out.items()})
