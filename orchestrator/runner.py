@@ -343,7 +343,7 @@ class Runner:
                            "runs no GPU agents (its node image carries a CPU-only torch); use local or netns on a "
                            "GPU host, or Colosseum/ssh")
         if where == "host":  # the agents run on this machine: its torch must see the GPU
-            from pamdi_node.models.zoo import check_device
+            from pamdi_node.models.device import check_device
 
             for n in gpu:
                 try:

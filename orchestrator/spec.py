@@ -49,7 +49,8 @@ from pydantic import (
 )
 
 from orchestrator.devices import DEVICES
-from orchestrator.specerror import MAX_TEXT, PLAIN_KEY, SpecError, clip, show
+from orchestrator.specerror import MAX_TEXT, PLAIN_KEY, SpecError, clip, format_validation_error, show
+from orchestrator.specfile import check_npy, read_spec_yaml
 from pamdi_node.models import MODEL_NAMES
 from pamdi_node.policies.partition import DEFAULT_PARTITIONS, PER_BLOCK
 from radio_scenarios import NAME_PATTERN as SCENARIO_NAME_PATTERN
@@ -203,7 +204,7 @@ class Source(_Frozen):
         if "\0" in v or not v.endswith(".npy"):
             raise ValueError(f"{_show(v)} is not a .npy file (only .npy arrays, samples on the first axis, are read)")
         if _checking_files(info):
-            _check_npy(v)
+            check_npy(v)
         return v
 
     @model_validator(mode="after")
@@ -372,55 +373,6 @@ def _no_duplicates(what: str, names: Iterable[str]) -> None:
         seen.add(n)
 
 
-def _check_npy(path: str) -> None:
-    """A source's data file: a regular, readable ``.npy`` array of numbers with at least one sample,
-    read as the agent reads it (memory-mapped, no pickles) so that what passes here loads there."""
-    import numpy as np
-
-    p = Path(path)
-    if not p.is_file():  # also refuses FIFOs and devices, which would block or never end
-        raise ValueError(f"{_show(path)}: no such regular file")
-    try:
-        with p.open("rb") as fh:
-            magic = fh.read(len(np.lib.format.MAGIC_PREFIX))
-        # Checked first: numpy calls anything without this header "pickled data".
-        arr = np.load(p, mmap_mode="r", allow_pickle=False) if magic == np.lib.format.MAGIC_PREFIX else None
-    except PermissionError:
-        raise ValueError(f"{_show(path)}: not readable (permission denied)") from None
-    except (OSError, ValueError, EOFError) as err:
-        raise ValueError(f"{_show(path)}: not a .npy array ({_clip(str(err))})") from None
-    if arr is None:
-        raise ValueError(f"{_show(path)}: not a .npy file (no NUMPY header)")
-    if not isinstance(arr, np.ndarray):  # e.g. an .npz archive under a .npy name
-        raise ValueError(f"{_show(path)}: not a single .npy array")
-    if arr.dtype.kind not in "biuf" or arr.ndim < 1 or arr.shape[0] < 1:
-        raise ValueError(f"{_show(path)}: an array of {_show(str(arr.dtype))} with shape {arr.shape}; "
-                         "sources need numbers with at least one sample on the first axis")
-
-
-def _loc(parts: Iterable[object]) -> str:
-    return ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in parts).replace(".[", "[")
-
-
-def _format_error(err: ValidationError, origin: str) -> str:
-    """One line: the first error with its field, then the other fields at fault, if any."""
-    errors = err.errors(include_url=False, include_input=False)
-    # A tuple with a bad item also reports itself "too short" (its items are counted after
-    # validation): an echo of the item's error, not a second fault.
-    echoes = [e for e in errors if e["type"] == "too_short"
-              and any(o is not e and o["loc"][:len(e["loc"])] == e["loc"] for o in errors)]
-    errors = [e for e in errors if e not in echoes] or errors
-    first = errors[0]
-    # Messages are ours or pydantic's, with untrusted values already bounded (``_show``); the clip
-    # only keeps the line whole. Long enough for a catalogue listing (26 scenario names).
-    loc, msg = _loc(first["loc"]), _clip(first["msg"].removeprefix("Value error, "), 1000)
-    line = f"{origin}: {loc}: {msg}" if loc else f"{origin}: {msg}"
-    others = list(dict.fromkeys(_loc(e["loc"]) or "(top level)" for e in errors[1:]))
-    if others:
-        line += f" (also: {', '.join(others[:4])}{', ...' if len(others) > 4 else ''})"
-    return line
-
-
 def parse_spec(data: object, origin: str = "<spec>", *, check_files: bool = False) -> ExperimentSpec:
     """Validate a spec given as data. ``check_files`` also checks what lies outside it: each link
     scenario against the radio scenario catalogue and each source's data file (``load_spec`` does)."""
@@ -429,13 +381,11 @@ def parse_spec(data: object, origin: str = "<spec>", *, check_files: bool = Fals
     try:
         return ExperimentSpec.model_validate(data, context={"check_files": check_files})
     except ValidationError as err:
-        raise SpecError(_format_error(err, origin)) from None
+        raise SpecError(format_validation_error(err, origin)) from None
 
 
 def load_spec(path: str | Path, *, check_files: bool = True) -> ExperimentSpec:
     """Read, check and validate a spec file; ``SpecError`` otherwise. ``check_files=False`` skips the
     catalogue and data-file checks, for a copy of a spec already checked where it was written (e.g.
     inside a container, which lacks the user's own scenarios)."""
-    from orchestrator.specfile import read_spec_yaml
-
     return parse_spec(read_spec_yaml(Path(path)), str(path), check_files=check_files)

@@ -119,3 +119,29 @@ def read_spec_yaml(p: Path) -> Any:
     except RecursionError:  # PyYAML composes recursively: thousands of `[` open brackets
         raise SpecError(f"{p}: not valid YAML: nested too deeply") from None
     return data
+
+
+def check_npy(path: str) -> None:
+    """A source's data file: a regular, readable ``.npy`` array of numbers with at least one sample,
+    read as the agent reads it (memory-mapped, no pickles) so that what passes here loads there."""
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():  # also refuses FIFOs and devices, which would block or never end
+        raise ValueError(f"{_show(path)}: no such regular file")
+    try:
+        with p.open("rb") as fh:
+            magic = fh.read(len(np.lib.format.MAGIC_PREFIX))
+        # Checked first: numpy calls anything without this header "pickled data".
+        arr = np.load(p, mmap_mode="r", allow_pickle=False) if magic == np.lib.format.MAGIC_PREFIX else None
+    except PermissionError:
+        raise ValueError(f"{_show(path)}: not readable (permission denied)") from None
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"{_show(path)}: not a .npy array ({_clip(str(err))})") from None
+    if arr is None:
+        raise ValueError(f"{_show(path)}: not a .npy file (no NUMPY header)")
+    if not isinstance(arr, np.ndarray):  # e.g. an .npz archive under a .npy name
+        raise ValueError(f"{_show(path)}: not a single .npy array")
+    if arr.dtype.kind not in "biuf" or arr.ndim < 1 or arr.shape[0] < 1:
+        raise ValueError(f"{_show(path)}: an array of {_show(str(arr.dtype))} with shape {arr.shape}; "
+                         "sources need numbers with at least one sample on the first axis")

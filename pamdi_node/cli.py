@@ -93,7 +93,7 @@ def node(
         typer.echo(f"--device: expected cpu or cuda[:N], got {device!r}", err=True)
         raise typer.Exit(2)
     if device.startswith("cuda"):
-        from pamdi_node.models.zoo import check_device
+        from pamdi_node.models.device import check_device
 
         try:
             check_device(device)

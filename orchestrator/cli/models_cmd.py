@@ -68,8 +68,8 @@ GPU_TOLERANCE = 1e-4
 def run_verify(models: list[str] | None, as_json: bool, tolerance: float | None, seed: int,
                device: str = "cpu") -> bool:
     """Verify ``models`` and print the result; True when every diff is within ``tolerance``."""
+    from pamdi_node.models.device import check_device
     from pamdi_node.models.verify import DEFAULT_TOLERANCE, verify_model
-    from pamdi_node.models.zoo import check_device
 
     try:
         check_device(device)

@@ -12,7 +12,7 @@ import contextlib
 
 from orchestrator.netem import cgroups, names
 from orchestrator.netem import netns as nsops
-from orchestrator.netem.network import teardown_record
+from orchestrator.netem.teardown import teardown_record
 
 
 def leftover_tokens() -> set[str]:

@@ -18,8 +18,9 @@ from datetime import datetime, timezone
 
 import torch
 
+from pamdi_node.models.device import check_device
 from pamdi_node.models.profile import ModelProfile, cpu_model_name, host_tag
-from pamdi_node.models.zoo import build_blocks, check_device, example_input, get_spec, model_profile
+from pamdi_node.models.zoo import build_blocks, example_input, get_spec, model_profile
 
 
 def host_description(device: str = "cpu", threads: int | None = None) -> dict[str, str | int | float]:

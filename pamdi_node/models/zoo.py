@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pamdi_node.models import gpt2, resnet, tiny
+from pamdi_node.models.device import check_device
 from pamdi_node.models.flops import count_flops, output_nbytes, output_tensors
 from pamdi_node.models.profile import BlockProfile, ModelProfile
 from pamdi_node.models.seeding import init_seeded
@@ -217,26 +218,6 @@ class BlockChain(nn.Module):
 
     def extra_repr(self) -> str:
         return f"model={self.model_name!r}, blocks=[{self.start}, {self.end})"
-
-
-def check_device(device: str | torch.device) -> torch.device:
-    """``device`` as a torch device; a ValueError in one line when it cannot be used here."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {str(device)!r}: expected cpu or cuda[:N]") from None
-    if dev.type not in ("cpu", "cuda", "meta"):
-        raise ValueError(f"unsupported device {str(device)!r}: expected cpu or cuda[:N]")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            why = "a CPU-only build" if torch.version.cuda is None else "no usable GPU"
-            raise ValueError(f"device {str(device)!r} requested but CUDA is not available here "
-                             f"(torch {torch.__version__}: {why})")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            count = torch.cuda.device_count()
-            raise ValueError(f"device {str(device)!r} requested but this machine has {count} GPU(s)")
-    return dev
-
 
 
 def _head_options(spec: ModelSpec, head_output: str | None, top_k: int | None) -> dict[str, Any]:
