@@ -38,6 +38,27 @@ def profile_folder(spec: ExperimentSpec, base_dir: str | Path | None) -> Path | 
     return folder if folder.is_absolute() or base_dir is None else Path(base_dir) / folder
 
 
+def check_gpu_nodes(spec: ExperimentSpec, backend: str, gpu_check: str) -> None:
+    """Refuse, in one line naming the node, GPU nodes the backend cannot give a GPU: ``gpu_check``
+    "none" (no GPU agents at all), "host" (the agents run here: this machine's torch must see the
+    GPU); "remote" leaves the check to the agent on the device."""
+    gpu = [n for n in spec.nodes if is_gpu(n)]
+    if not gpu:
+        return
+    if gpu_check == "none":
+        raise ValueError(f"nodes.{gpu[0].name}: device_type {gpu[0].device_type}: the {backend} backend "
+                         "runs no GPU agents (its node image carries a CPU-only torch); use local or netns on a "
+                         "GPU host, or Colosseum/ssh")
+    if gpu_check == "host":
+        from pamdi_node.models.device import check_device
+
+        for n in gpu:
+            try:
+                check_device(n.device_type)
+            except ValueError as err:
+                raise ValueError(f"nodes.{n.name}: device_type {n.device_type}: {err}") from None
+
+
 def resolve_gpu_speeds(spec: ExperimentSpec, profiles: Mapping[str, ModelProfile],
                        base_dir: str | Path | None = None) -> tuple[ExperimentSpec, dict[str, Any]]:
     """``spec`` with each GPU node's speed set from its GPU profile, and what was used (for the

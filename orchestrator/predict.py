@@ -89,10 +89,10 @@ def runtime_costs(spans: Iterable[Mapping[str, Any]]) -> RuntimeCosts:
 
 
 def _merge_manifest_quietly(run_dir: Path, extra: Mapping[str, Any]) -> None:
-    from orchestrator.runner import _merge_manifest
+    from results.trace import merge_manifest
 
     with contextlib.suppress(OSError, ValueError):
-        _merge_manifest(run_dir, extra)
+        merge_manifest(run_dir, dict(extra))
 
 
 def quota_speeds(spans: Iterable[Mapping[str, Any]], spec: ExperimentSpec, min_s: float = 0.5

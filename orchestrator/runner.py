@@ -29,26 +29,41 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import json
 import logging
-import math
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orchestrator.backends.base import AgentEndpoint, Backend, RunContext, SupportsFailures
-from orchestrator.metrics import COMPLETED, FAILED, TaskRecord, summarize_run
+from orchestrator.metrics import COMPLETED, FAILED, summarize_run
+from orchestrator.runconfig import (
+    RunOptions,
+    build_configs,
+    expected_duration_s,
+    policy_params,
+    resolve_device_time,
+    stretch_options,
+)
+from orchestrator.runfailures import schedule_failures
+from orchestrator.runrecords import (
+    PolicyRun,
+    agents_cpu_cores,
+    align,
+    fidelity,
+    records_on_disk,
+    task_records,
+    unstretch,
+    write_policy_traces,
+)
 from orchestrator.spec import DEFAULT_POLICIES, ExperimentSpec
-from pamdi_node import devicetime
 from pamdi_node.agent.client import AgentClient, AgentError
-from pamdi_node.agent.config import task_id
-from pamdi_node.policies.types import LINK_GOODPUT_FACTOR, SourceView
+from pamdi_node.policies.types import SourceView
+from results.trace import merge_manifest
 
 log = logging.getLogger(__name__)
 
@@ -59,155 +74,6 @@ class RunError(RuntimeError):
     """The run could not be carried out (agents unreachable, refused config, ...)."""
 
 
-@dataclass
-class RunOptions:
-    policies: Sequence[str] | None = None  # None = the spec's; ("all",) = the paper's five
-    curve: bool | None = None  # None = the backend's default (``backend.default_curve``)
-    # Keys already on the agents (a compose project's, rendered with it): used, not generated, and
-    # left in place at the end. None: the runner makes the run's keys and removes them after.
-    keys_dir: str | Path | None = None
-    keep_outputs: bool = False  # ship every result tensor back (identity tests)
-    # Device-time model (pamdi_node/devicetime.py); None = the spec's, else the backend's default.
-    device_time: str | None = None
-    # Time stretch k (profile device time); None = what the host headroom needs (``timescale``).
-    time_stretch: float | None = None
-    task_timeout_s: float = 60.0
-    run_timeout_s: float | None = None  # per policy; None = from the spec's arrival schedule
-    agent_timeout_s: float = 90.0  # for agents to come up / build their blocks
-    beacon_period_s: float | None = None  # None = the spec's
-    extra_config: Mapping[str, Any] = field(default_factory=dict)  # merged into every agent config
-
-
-@dataclass
-class PolicyRun:
-    policy: str
-    records: list[TaskRecord]
-    spans: list[dict[str, Any]]
-    outputs: dict[str, Any]
-    summary: dict[str, Any]
-    stats: dict[str, Any]
-    timed_out: bool = False
-
-
-# ------------------------------------------------------------------------------ configurations
-def resolve_device_time(asked: str | None, spec: ExperimentSpec, backend: Backend | None) -> str:
-    """The run's device-time model: as asked, else the spec's, else the backend's default."""
-    name = asked or spec.device_time or (backend.default_device_time if backend is not None else None) or "native"
-    return devicetime.check(name)
-
-
-def policy_params(spec: ExperimentSpec, policy: str, views: Mapping[str, SourceView]) -> dict[str, Any]:
-    """The parameters of ``policy`` from the spec (pa-mdi-static gets the allocator's plan)."""
-    from pamdi_node.policies import params_for
-
-    params: dict[str, Any] = params_for(policy, spec.policy_params)
-    if policy == "pa-mdi-static" and "plan" not in params:
-        from orchestrator.allocator import allocate
-
-        params["plan"] = allocate(spec, views, rho_max=params.get("rho_max")).plan
-    return params
-
-
-def build_configs(
-    spec: ExperimentSpec,
-    policy: str,
-    endpoints: Mapping[str, AgentEndpoint],
-    views: Mapping[str, SourceView],
-    *,
-    run_id: str = "run",
-    options: RunOptions | None = None,
-    params: Mapping[str, Any] | None = None,
-    agent_delayed: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset(),
-) -> dict[str, dict[str, Any]]:
-    """One agent configuration per node (``pamdi_node.agent.config.RunConfig`` as a dict);
-    ``agent_delayed``: links (sorted name pairs) whose delay the receiving agents apply."""
-    from orchestrator.devices import node_speed
-
-    opts = options or RunOptions()
-    device_time = resolve_device_time(opts.device_time, spec, None)
-    params = dict(params if params is not None else policy_params(spec, policy, views))
-    graph = spec.neighbours()
-    speeds = {n.name: node_speed(n) for n in spec.nodes}
-    by_name = {s.name: s for s in spec.sources}
-    sources = []
-    for name, v in views.items():
-        s = by_name[name]
-        sources.append({
-            "name": name, "node": v.node, "model": v.model, "priority": v.priority, "accuracy": v.accuracy,
-            "samples": s.samples, "interval_s": s.interval_s, "arrival": s.arrival, "start_s": s.start_ms / 1000.0,
-            "batch": s.batch, "data": s.data, "block_time_s": list(v.block_time_s),
-            "block_out_bytes": list(v.block_out_bytes), "input_bytes": v.input_bytes,
-            "result_bytes": v.result_bytes, "bounds": list(v.bounds),
-        })
-    links = [[u, v, lk.rate_mbit * 1e6 * LINK_GOODPUT_FACTOR, lk.delay_ms / 1000.0]
-             for lk in spec.resolved_links() for u, v in ((lk.a, lk.b), (lk.b, lk.a))]
-    beacon = opts.beacon_period_s if opts.beacon_period_s is not None else spec.beacon_period_ms / 1000.0
-    configs: dict[str, dict[str, Any]] = {}
-    for node in spec.nodes:
-        n = node.name
-        peers = {}
-        for k in graph[n]:
-            link = spec.link(n, k)
-            assert link is not None
-            ep = endpoints[k]
-            peers[k] = {
-                "address": ep.data.get(n, ep.control),
-                # Views carry goodput (the policies never apply the factor themselves).
-                "rate_bps": link.rate_mbit * 1e6 * LINK_GOODPUT_FACTOR,
-                "delay_s": link.delay_ms / 1000.0,
-                "loss": link.loss,
-                "apply_delay": link.key in agent_delayed,
-            }
-        # Under "local" nobody else's model ever runs here: build only this node's own models.
-        blocks = {v.model: (0, len(v.block_time_s)) for v in views.values() if policy != "local" or v.node == n}
-        configs[n] = {
-            "node": n, "run_id": run_id, "config_id": uuid.uuid4().hex, "seed": spec.seed, "policy": policy,
-            "policy_params": params,
-            "speed": speeds[n], "device_time": device_time, "threads": node.threads,
-            "beacon_period_s": beacon, "task_timeout_s": opts.task_timeout_s, "peers": peers,
-            "graph": {k: list(v) for k, v in graph.items()}, "speeds": speeds, "sources": sources,
-            "links": links,
-            "blocks": {m: list(r) for m, r in blocks.items()}, "keep_outputs": opts.keep_outputs,
-            **dict(opts.extra_config),
-        }
-    return configs
-
-
-def fidelity(spans: Sequence[Mapping[str, Any]], device_time: str, stretch: float) -> dict[str, Any]:
-    """How faithfully the agents kept to the modelled device times (profile device time): the share of
-    compute spans that overran by more than ``devicetime.OVERRUN_TOLERANCE_S`` (in real seconds), the
-    overrun as a share of the modelled compute, and whether the run counts as faithful."""
-    compute = [s for s in spans if s.get("kind") == "compute" and "model_s" in s]
-    out: dict[str, Any] = {"device_time": device_time, "time_stretch": stretch}
-    if device_time != "profile" or not compute:
-        return out
-    tol = devicetime.OVERRUN_TOLERANCE_S / stretch  # spans are back on the nominal time line
-    over = [float(s.get("overrun_s") or 0.0) for s in compute]
-    modelled = math.fsum(float(s["model_s"]) for s in compute)
-    frac = sum(1 for o in over if o > tol) / len(compute)
-    out.update({"compute_spans": len(compute), "overrun_fraction": round(frac, 4),
-                "overrun_share": round(math.fsum(over) / modelled, 4) if modelled > 0 else 0.0,
-                "faithful": frac <= devicetime.FAITHFUL_MAX_OVERRUN_FRACTION})
-    return out
-
-
-def _merge_manifest(run_dir: Path, extra: Mapping[str, Any]) -> None:
-    """Add ``extra`` to the run folder's ``manifest.json`` (written by the CLI before the run), if any."""
-    path = run_dir / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return
-    manifest.update(extra)
-    path.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-
-
-def expected_duration_s(spec: ExperimentSpec) -> float:
-    """When the last task is submitted (seconds after start), plus its mean gap."""
-    return max(s.start_ms / 1000.0 + s.samples * s.interval_s for s in spec.sources)
-
-
-# ------------------------------------------------------------------------------------ the runner
 class Runner:
     def __init__(self, spec: ExperimentSpec, backend: Backend, run_dir: str | Path,
                  options: RunOptions | None = None, base_dir: str | Path | None = None,
@@ -272,14 +138,14 @@ class Runner:
     # --------------------------------------------------------------------------------- lifecycle
     def prepare(self) -> dict[str, Any]:
         """Settle profiles and time stretch (before ``up``); returns what goes in the manifest."""
+        from orchestrator.gpuprofiles import check_gpu_nodes, resolve_gpu_speeds
         from orchestrator.hostprofiles import run_profiles
+        from orchestrator.timescale import run_stretch, stretch_spec
 
         self.profiles, choice = run_profiles(self.nominal, self.device_time, self.base_dir)
         self.timing["profiles"] = choice.as_dict()
-        self._check_devices()
-        from orchestrator.gpuprofiles import resolve_gpu_speeds
-
-        try:  # GPU nodes without a speed: the speed their GPU profile implies (the simulator's too)
+        try:  # GPU nodes: refused where no GPU can be had; without a speed, their GPU profile's
+            check_gpu_nodes(self.nominal, self.backend.name, self.backend.gpu_check)
             self.nominal, gpu = resolve_gpu_speeds(self.nominal, self.profiles, self.base_dir)
         except ValueError as err:
             raise RunError(str(err)) from None
@@ -289,29 +155,14 @@ class Runner:
         if self.device_time in ("profile", "quota"):
             # Quotas cap each node's CPU but guarantee nothing: their sum must fit the host too, so a
             # quota run is stretched by the same headroom rule (quotas / k, durations x k).
-            if self.opts.time_stretch is not None:
-                self.stretch = float(self.opts.time_stretch)
-                self.timing["headroom"] = {"stretch": self.stretch, "reason": "asked"}
-            else:
-                from orchestrator.hostprofiles import host_ratio
-                from orchestrator.timescale import estimate_headroom
-
-                seen: dict[tuple[str, int], float] = {}
-                for p in self.profiles.values():
-                    if (p.model, p.batch) not in seen:
-                        seen[(p.model, p.batch)] = host_ratio(p)
-                ratio = max(seen.values(), default=1.0)
-                self.timing["host_ratio"] = {f"{m}_b{b}": round(r, 3) for (m, b), r in seen.items()}
-                head = estimate_headroom(self.nominal, self.policies(), self.profiles, host_ratio=ratio)
-                self.stretch = head.stretch
-                self.timing["headroom"] = head.as_dict()
+            self.stretch, why = run_stretch(self.nominal, self.policies(), self.profiles, self.opts.time_stretch)
+            self.timing.update(why)
         if self.stretch < 1.0:
             raise RunError(f"time stretch must be >= 1, got {self.stretch}")
         if self.device_time == "quota" and self.backend.calibrates_quota:
             # Predictions of a quota run need each node's real speed under its quota (not linear):
             # measured at the quotas the run uses, then expressed on the nominal time line (x k).
             from orchestrator.netem.calibrate import calibrate_spec
-            from orchestrator.timescale import stretch_spec
 
             cal = calibrate_spec(stretch_spec(self.nominal, self.stretch), self.profiles)
             for entry in cal["nodes"].values():
@@ -319,37 +170,11 @@ class Runner:
                 entry["speed"] = entry["speed"] * self.stretch
             self.timing["quota_calibration"] = cal
         if self.stretch != 1.0:
-            from orchestrator.timescale import stretch_spec
-
             self.spec = stretch_spec(self.nominal, self.stretch)
-            k = self.stretch
-            extra = {"ack_timeout_s": 3.0 * k, "rtc_timeout_s": 0.25 * k, "grant_window_s": 0.002 * k}
-            self.opts = dataclasses.replace(
-                self.opts, task_timeout_s=self.opts.task_timeout_s * k,
-                run_timeout_s=None if self.opts.run_timeout_s is None else self.opts.run_timeout_s * k,
-                extra_config={**extra, **dict(self.opts.extra_config)})
+            self.opts = stretch_options(self.opts, self.stretch)
         self.timing["time_stretch"] = self.stretch
-        _merge_manifest(self.run_dir, {"emulation": self.timing})
+        merge_manifest(self.run_dir, {"emulation": self.timing})
         return self.timing
-
-    def _check_devices(self) -> None:
-        """Refuse, before anything starts, GPU nodes a backend cannot give a GPU."""
-        gpu = [n for n in self.nominal.nodes if n.device_type != "cpu"]
-        if not gpu:
-            return
-        where = self.backend.gpu_check
-        if where == "none":
-            raise RunError(f"nodes.{gpu[0].name}: device_type {gpu[0].device_type}: the {self.backend.name} backend "
-                           "runs no GPU agents (its node image carries a CPU-only torch); use local or netns on a "
-                           "GPU host, or Colosseum/ssh")
-        if where == "host":  # the agents run on this machine: its torch must see the GPU
-            from pamdi_node.models.device import check_device
-
-            for n in gpu:
-                try:
-                    check_device(n.device_type)
-                except ValueError as err:
-                    raise RunError(f"nodes.{n.name}: device_type {n.device_type}: {err}") from None
 
     def run(self) -> dict[str, Any]:
         """Run every policy; returns ``{"runs": [...]}`` (partial after Ctrl-C, which is re-raised)."""
@@ -370,7 +195,7 @@ class Runner:
             log.warning("run %s: CurveZMQ is off (--insecure): any process that reaches the agents can "
                         "configure, stop or impersonate them", self.run_id)
             self.timing["curve"] = {"on": False}
-        _merge_manifest(self.run_dir, {"emulation": self.timing})
+        merge_manifest(self.run_dir, {"emulation": self.timing})
         ctx = RunContext(self.run_id, self.run_dir, self.spec.seed, keys_dir=self.keys_dir,
                          trace_dir=self.run_dir / "agents", device_time=self.device_time, time_scale=self.stretch)
         try:
@@ -513,42 +338,29 @@ class Runner:
             log.exception("progress callback failed")
 
     def _schedule_failures(self, t0: float, views: Mapping[str, SourceView], policy: str) -> list[threading.Timer]:
-        timers: list[threading.Timer] = []
-        if not self.spec.failures:
-            return timers
-        if not isinstance(self.backend, SupportsFailures):
-            log.warning("backend %s cannot kill agents: the spec's failures are ignored",
-                        self.backend.name)
-            return timers
-        backend = self.backend
-        for f in self.spec.failures:
-            def fail(node: str = f.node, for_good: bool = f.recover_after_s is None) -> None:
-                log.info("failure: killing %s", node)
-                self._killed.add(node)
-                if for_good:
-                    self._gone.add(node)
-                backend.kill(node)
+        if self.spec.failures and not isinstance(self.backend, SupportsFailures):
+            log.warning("backend %s cannot kill agents: the spec's failures are ignored", self.backend.name)
+            return []
+        return schedule_failures(self.spec.failures, t0, self._fail, self._recover)
 
-            timers.append(threading.Timer(max(0.0, f.at_s - (time.time() - t0)), fail))
-            if f.recover_after_s is not None:
-                def recover(node: str = f.node) -> None:
-                    log.info("failure: restarting %s", node)
-                    ep = backend.restart(node)
-                    client = self._client(node, ep)
-                    try:
-                        client.configure(self._configs[node], timeout_s=self.opts.agent_timeout_s)
-                        client.start(offset_s=self.offsets.get(node, 0.0), resume_from=self._t_start)
-                    except AgentError as err:
-                        log.error("restarted agent %s could not rejoin: %s", node, err)
-                    with self._lock:  # the old client may be in use by the main thread: retire it
-                        self._retired.append(self.clients[node])
-                        self.clients[node] = client
+    def _fail(self, node: str, for_good: bool) -> None:
+        log.info("failure: killing %s", node)
+        self._killed.add(node)
+        if for_good:
+            self._gone.add(node)
+        self.backend.kill(node)  # type: ignore[attr-defined]
 
-                timers.append(threading.Timer(f.at_s + f.recover_after_s, recover))
-        for t in timers:
-            t.daemon = True
-            t.start()
-        return timers
+    def _recover(self, node: str) -> None:
+        log.info("failure: restarting %s", node)
+        client = self._client(node, self.backend.restart(node))  # type: ignore[attr-defined]
+        try:
+            client.configure(self._configs[node], timeout_s=self.opts.agent_timeout_s)
+            client.start(offset_s=self.offsets.get(node, 0.0), resume_from=self._t_start)
+        except AgentError as err:
+            log.error("restarted agent %s could not rejoin: %s", node, err)
+        with self._lock:  # the old client may be in use by the main thread: retire it
+            self._retired.append(self.clients[node])
+            self.clients[node] = client
 
     # ---------------------------------------------------------------------------------- collect
     def _collect(self, policy: str, views: Mapping[str, SourceView], incomplete: bool, why: str) -> PolicyRun:
@@ -571,98 +383,17 @@ class Runner:
         # for such nodes: otherwise collect had them all, and the file holds every earlier policy too.
         for node in sorted({v.node for v in views.values()}):
             if node in self._killed or "error" in stats.get(node, {}):
-                records_raw += self._records_on_disk(node)
-        records = self._records(records_raw, views, why if incomplete else "no record at its source node")
-        spans = [self._align(s) for s in spans]
+                config_id = (self._configs.get(node) or {}).get("config_id")
+                records_raw += records_on_disk(self.run_dir / "agents" / f"{node}.tasks.jsonl", config_id)
+        records = task_records(records_raw, self.spec, self.offsets, self._killed,
+                               why if incomplete else "no record at its source node")
+        spans = [align(s, self.offsets) for s in spans]
         if self.stretch != 1.0:  # back onto the nominal time line
-            records, spans = self._unstretch(records, spans)
-        out_dir = self.run_dir / policy
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with (out_dir / "tasks.jsonl").open("w") as f:
-            for r in records:
-                f.write(json.dumps({"policy": policy, **r.to_dict()}) + "\n")
-        with (out_dir / "spans.jsonl").open("w") as f:
-            for s in spans:
-                f.write(json.dumps({"policy": policy, **s}) + "\n")
-        (out_dir / "agents.json").write_text(json.dumps(stats, indent=2, default=str) + "\n")
-        prios = {name: v.priority for name, v in views.items()}
-        summary = summarize_run(policy, records, prios)
+            records, spans = unstretch(records, spans, self.stretch, getattr(self, "_t_start", 0.0))
+        write_policy_traces(self.run_dir / policy, policy, records, spans, stats)
+        summary = summarize_run(policy, records, {name: v.priority for name, v in views.items()})
         summary.update(fidelity(spans, self.device_time, self.stretch))
-        cpu = [(float(st["cpu_s"]), float(st["wall_s"])) for st in stats.values()
-               if isinstance(st.get("cpu_s"), int | float)]
-        if cpu:  # how much of the host the agents really took (all their threads), since configured
-            summary["agents_cpu_cores"] = round(sum(c for c, _ in cpu) / max(w for _, w in cpu), 3)
+        cores = agents_cpu_cores(stats)
+        if cores is not None:  # how much of the host the agents really took (all their threads), since configured
+            summary["agents_cpu_cores"] = cores
         return PolicyRun(policy, records, spans, outputs, summary, stats, timed_out=incomplete)
-
-    def _records_on_disk(self, node: str) -> list[dict[str, Any]]:
-        """This policy run's task records from ``node``'s own trace file (backends whose trace folder
-        is on this host while the run lasts); a line cut short by a SIGKILL is skipped."""
-        config_id = (self._configs.get(node) or {}).get("config_id")
-        path = self.run_dir / "agents" / f"{node}.tasks.jsonl"
-        if config_id is None or not path.is_file():
-            return []
-        out = []
-        with path.open(errors="replace") as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(rec, dict) and rec.get("config_id") == config_id and isinstance(rec.get("task"), str):
-                    out.append(rec)
-        return out
-
-    def _unstretch(self, records: list[TaskRecord], spans: list[dict[str, Any]]
-                   ) -> tuple[list[TaskRecord], list[dict[str, Any]]]:
-        """Divide every time by the stretch factor around the policy's start (orchestrator clock)."""
-        k, t0 = self.stretch, getattr(self, "_t_start", 0.0)
-
-        def back(t: float) -> float:
-            return t0 + (t - t0) / k
-
-        recs = [dataclasses.replace(r, born_s=back(r.born_s) if not math.isnan(r.born_s) else r.born_s,
-                                    done_s=None if r.done_s is None else back(r.done_s)) for r in records]
-        out = []
-        for sp in spans:
-            sp = dict(sp, start=back(sp["start"]), end=back(sp["end"]))
-            for key in ("model_s", "host_s", "overrun_s"):
-                if isinstance(sp.get(key), int | float):
-                    sp[key] = sp[key] / k
-            out.append(sp)
-        return recs, out
-
-    def _align(self, span: dict[str, Any]) -> dict[str, Any]:
-        """Shift a span onto the orchestrator clock (offset = agent clock - orchestrator clock)."""
-        s = dict(span)
-        end_off = self.offsets.get(s.get("node", ""), 0.0)
-        start_off = self.offsets.get(s["peer"], 0.0) if s.get("kind") in ("transfer", "result") and "peer" in s \
-            else end_off
-        s["start"] = s["start"] - start_off
-        s["end"] = s["end"] - end_off
-        return s
-
-    def _records(self, raw: list[dict[str, Any]], views: Mapping[str, SourceView], missing_reason: str
-                 ) -> list[TaskRecord]:
-        by_id: dict[str, dict[str, Any]] = {}
-        for r in raw:
-            by_id.setdefault(r["task"], r)
-        out: list[TaskRecord] = []
-        for src in self.spec.sources:
-            off = self.offsets.get(src.node, 0.0)
-            for i in range(src.samples):
-                tid = task_id(src.name, i)
-                r = by_id.get(tid)
-                if r is None:
-                    why = (f"source node {src.node} was down (killed by the spec's failures)"
-                           if src.node in self._killed else missing_reason)
-                    out.append(TaskRecord(src.name, tid, math.nan, None, FAILED, why, extra={"index": i}))
-                    continue
-                placements = tuple((str(p[0]), int(p[1]), int(p[2])) for p in r.get("placements", []))
-                nodes = [src.node, *[p[0] for p in placements], src.node]
-                hops = sum(1 for a, b in itertools.pairwise(nodes) if a != b)
-                ok = r["status"] == "completed"
-                out.append(TaskRecord(
-                    src.name, tid, r["born"] - off, (r["done"] - off) if ok else None, COMPLETED if ok else FAILED,
-                    r.get("reason") or "", placements, hops, extra={"index": i, "model": src.model},
-                ))
-        return out

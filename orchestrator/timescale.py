@@ -18,6 +18,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from orchestrator.spec import ExperimentSpec
 from pamdi_node.models.profile import ModelProfile
@@ -138,6 +139,25 @@ def estimate_headroom(spec: ExperimentSpec, policies: Sequence[str], profiles: M
             f"this host ({cores} cores) would need time stretched {k:.1f}x (> {MAX_STRETCH:g}) for {spec.name}: {why}; "
             f"lower the node speeds or loads (a peak of about {CORE_BUDGET * cores * MAX_STRETCH:.1f} CPUs fits)")
     return Headroom(k, peak, mean, max_node, cores, why)
+
+
+def run_stretch(spec: ExperimentSpec, policies: Sequence[str], profiles: Mapping[str, ModelProfile],
+                asked: float | None = None) -> tuple[float, dict[str, Any]]:
+    """The stretch factor of a run (``asked``, else what this host's headroom needs for ``spec``
+    under ``policies``) and what the manifest says about it (``headroom``, ``host_ratio``)."""
+    if asked is not None:
+        k = float(asked)
+        return k, {"headroom": {"stretch": k, "reason": "asked"}}
+    from orchestrator.hostprofiles import host_ratio
+
+    seen: dict[tuple[str, int], float] = {}
+    for p in profiles.values():
+        if (p.model, p.batch) not in seen:
+            seen[(p.model, p.batch)] = host_ratio(p)
+    ratio = max(seen.values(), default=1.0)
+    head = estimate_headroom(spec, policies, profiles, host_ratio=ratio)
+    return head.stretch, {"host_ratio": {f"{m}_b{b}": round(r, 3) for (m, b), r in seen.items()},
+                          "headroom": head.as_dict()}
 
 
 def stretch_spec(spec: ExperimentSpec, k: float) -> ExperimentSpec:

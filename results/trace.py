@@ -89,6 +89,17 @@ def write_manifest(run_dir: Path, spec: Any, *, backend: str, policies: list[str
     return path
 
 
+def merge_manifest(run_dir: Path, extra: dict[str, Any]) -> None:
+    """Add ``extra`` to the run folder's ``manifest.json`` (written by the CLI before the run), if any."""
+    path = Path(run_dir) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    manifest.update(extra)
+    path.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+
+
 def _read_jsonl(paths: list[Path]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for p in paths:
