@@ -314,6 +314,38 @@ class RunState(HandoffMixin, ResultsMixin):
             self.complete(task, False, reason, None, task.placements, now)
         self.executor.stop()
 
+    def start(self, body: dict[str, Any]) -> None:
+        """START from the orchestrator: its clock offset, and the sources from now, or (a restart,
+        ``t0`` given) from the run's start on this clock, the schedule going on where it was."""
+        self.clock_offset = float(body.get("offset", 0.0))
+        if "t0" in body:
+            self.start_sources(float(body["t0"]) + self.clock_offset, resume=True)
+        else:
+            self.start_sources(time.time())
+
+    def on_peer(self, msg: wire.Message, t_recv: float) -> bool:
+        """Handle a checked message from a neighbour; True when it was a beacon that brought a peer
+        back up (the agent logs it)."""
+        t, b, src = msg.type, msg.body, msg.src
+        if t == wire.BEACON:
+            return bool(self.peers.on_beacon(src, b, time.time()))
+        self.peers.heard_from(src, time.time())
+        if t == wire.TASK:
+            self.on_task(src, msg, t_recv)
+        elif t == wire.ACK:
+            self.on_ack(src, b["hop"])
+        elif t == wire.RELEASE:
+            self.on_release(src, b["hop"])
+        elif t == wire.RTC:
+            self.on_rtc(src, msg)
+        elif t == wire.CTC:
+            self.on_ctc(src, b["hop"])
+        elif t == wire.DENY:
+            self.on_deny(src, b["hop"], b.get("reason"))
+        elif t == wire.RESULT:
+            self.on_result(src, msg, t_recv)
+        return False
+
     def stats_dict(self) -> dict[str, Any]:
         now = time.time()
         return {"sources": {k: v.as_dict() for k, v in self.stats.items()}, "queue": len(self.executor),

@@ -25,6 +25,8 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
+from pamdi_node import wire
+
 ORCHESTRATOR = "orchestrator"
 
 
@@ -101,3 +103,28 @@ def secure_client(sock: zmq.Socket, keys: str | Path, me: str, server: str) -> N
     sock.curve_secretkey = secret
     sock.curve_publickey = public
     sock.curve_serverkey = public_key(keys, server)
+
+
+PEER_TYPES = frozenset({wire.BEACON, wire.RTC, wire.CTC, wire.DENY, wire.TASK, wire.RESULT, wire.ACK, wire.RELEASE})
+# What only the orchestrator may send (under Curve); a ping is answered for any admitted key.
+CONTROL_TYPES = frozenset({wire.CONFIG, wire.START, wire.STATS, wire.COLLECT, wire.STOP})
+
+
+def user_of(frame: zmq.Frame) -> str:
+    """Who sent ``frame``: its key's owner, as the ZAP handler (``security.NamedKeys``) named it."""
+    try:
+        return str(frame.get("User-Id"))
+    except (zmq.ZMQError, ValueError, TypeError):
+        return ""  # no name: authorised for nothing
+
+
+def authorise(user: str | None, msg: wire.Message) -> None:
+    """Under Curve, a message's sender is the owner of its key, whatever ``src`` it claims: only
+    the orchestrator's key may control the agent, and a node's key speaks only as that node."""
+    if user is None:  # plaintext (--insecure): nobody is authenticated, the neighbour checks remain
+        return
+    if msg.type in PEER_TYPES:
+        if msg.src != user:
+            raise wire.WireError(f"{msg.type!r} refused: sent with {user or 'an unnamed'} key as {msg.src!r}")
+    elif msg.type in CONTROL_TYPES and user != ORCHESTRATOR:
+        raise wire.WireError(f"{msg.type!r} refused: only the orchestrator's key may send it")

@@ -1,17 +1,9 @@
 """The agent process: one ZeroMQ ROUTER socket, an I/O loop that never waits on compute.
 
-Sockets:
-
-- ``ROUTER`` bound at ``--listen``: every message to this agent arrives here, from the orchestrator
-  (config, start, stats, collect, stop, ping) and from peers (beacon, rtc, ctc, deny, task, result,
-  ack, release). Replies to control messages go back through it.
-- one ``DEALER`` per neighbour (routing id = this node's name), connected to the neighbour's address
-  from the config: every peer-to-peer message leaves through it (``IMMEDIATE`` so nothing queues for
-  a dead peer; ZeroMQ reconnects by itself when the peer comes back).
-- an ``inproc`` PULL that wakes the loop when the executor or a source thread posts an event.
-
-Every frame list is decoded by ``wire.decode`` inside a guard: a malformed message is counted,
-answered with an ``error`` when it came with a routing id, and never stops the loop.
+Its sockets (``sockets.py``): the ROUTER where every message arrives, one DEALER per neighbour, and
+an ``inproc`` PULL that wakes the loop when the executor or a source thread posts an event. Every
+frame list is decoded by ``wire.decode`` inside a guard: a malformed message is counted, answered
+with an ``error`` when it came with a routing id, and never stops the loop.
 """
 
 from __future__ import annotations
@@ -30,37 +22,20 @@ from typing import Any
 import zmq
 
 from pamdi_node import __version__, wire
-from pamdi_node.agent.config import RunConfig, parse_config
+from pamdi_node.agent.collect import collect_page
+from pamdi_node.agent.config import RunConfig
+from pamdi_node.agent.configure import accept_config, build_store
 from pamdi_node.agent.flow import RunState
 from pamdi_node.agent.peercheck import RunFacts, check_peer_message
 from pamdi_node.agent.ratelog import RateLimitedLog
-from pamdi_node.agent.security import ORCHESTRATOR
+from pamdi_node.agent.security import ORCHESTRATOR, PEER_TYPES, authorise, user_of
+from pamdi_node.agent.sockets import control_router, drain, peer_socket, recv_frames
 from pamdi_node.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
-PEER_TYPES = frozenset({wire.BEACON, wire.RTC, wire.CTC, wire.DENY, wire.TASK, wire.RESULT, wire.ACK, wire.RELEASE})
-# What only the orchestrator may send (under Curve); a ping is answered for any admitted key.
-CONTROL_TYPES = frozenset({wire.CONFIG, wire.START, wire.STATS, wire.COLLECT, wire.STOP})
 MAX_APPLIED_CONFIGS = 4096  # config ids remembered against replays (one per policy run)
 MAX_BATCH = 256  # messages drained from one socket before the loop looks at the others
-
-
-def recv_frames(sock: zmq.Socket) -> tuple[list[zmq.Frame], int]:
-    """Receive one multipart message without copying; parts beyond the protocol limit are dropped
-    (counted in the second value) so that a flood of frames cannot grow memory."""
-    first = sock.recv(flags=zmq.NOBLOCK, copy=False)
-    parts = [first]
-    dropped = 0
-    more = first.more
-    while more:
-        f = sock.recv(copy=False)
-        more = f.more
-        if len(parts) <= wire.MAX_FRAMES + 1:  # identity + the protocol's maximum
-            parts.append(f)
-        else:
-            dropped += 1
-    return parts, dropped
 
 
 class Agent:
@@ -91,22 +66,7 @@ class Agent:
         self.keys = keys
         self.trace_dir = trace_dir
         self.ctx = zmq.Context()
-        self.auth = None
-        self.router = self.ctx.socket(zmq.ROUTER)
-        self.router.setsockopt(zmq.LINGER, 0)
-        # No ROUTER_HANDOVER: with it, any client offering a neighbour's routing id took over that
-        # neighbour's connection. A restarted peer's old connection dies with its process (the
-        # kernel closes the socket), so the new one gets the name back without a handover.
-        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self.router.setsockopt(zmq.MAXMSGSIZE, wire.MAX_FRAME_BYTES)
-        self.router.setsockopt(zmq.RCVHWM, 10000)
-        if keys:
-            if not name:
-                raise ValueError("--keys needs --name (the agent's key is keys/private/<name>.key_secret)")
-            from pamdi_node.agent.security import secure_server
-
-            self.auth = secure_server(self.ctx, self.router, keys, name)
-        self.router.bind(listen)
+        self.router, self.auth = control_router(self.ctx, listen, keys, name)
         self.endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
         wake = f"inproc://pamdi-wake-{id(self)}"
         self.wake_pull = self.ctx.socket(zmq.PULL)
@@ -220,11 +180,7 @@ class Agent:
             log.exception("agent %s: internal error", self.name)
 
     def _drain_events(self) -> None:
-        try:
-            while True:
-                self.wake_pull.recv(flags=zmq.NOBLOCK)
-        except zmq.Again:
-            pass
+        drain(self.wake_pull)
         while True:
             try:
                 ev = self.events.get_nowait()
@@ -259,7 +215,7 @@ class Agent:
             except wire.WireError as err:
                 self._bad(ident, str(err), None)
                 continue
-            user = self._user_of(parts[1]) if self.auth is not None else None
+            user = user_of(parts[1]) if self.auth is not None else None
             try:
                 self._dispatch(ident, msg, t_recv, user)
             except wire.WireError as err:
@@ -297,28 +253,9 @@ class Agent:
                    tensors: list[Any] | None = None) -> None:
         self._reply(ident, wire.encode(msg_type, self.name or "agent", body, tensors or [], msg_id=req.id))
 
-    @staticmethod
-    def _user_of(frame: zmq.Frame) -> str:
-        """Who sent ``frame``: its key's owner, as the ZAP handler (``security.NamedKeys``) named it."""
-        try:
-            return str(frame.get("User-Id"))
-        except (zmq.ZMQError, ValueError, TypeError):
-            return ""  # no name: authorised for nothing
-
-    def _authorise(self, user: str | None, msg: wire.Message) -> None:
-        """Under Curve, a message's sender is the owner of its key, whatever ``src`` it claims: only
-        the orchestrator's key may control the agent, and a node's key speaks only as that node."""
-        if user is None:  # plaintext (--insecure): nobody is authenticated, the neighbour checks remain
-            return
-        if msg.type in PEER_TYPES:
-            if msg.src != user:
-                raise wire.WireError(f"{msg.type!r} refused: sent with {user or 'an unnamed'} key as {msg.src!r}")
-        elif msg.type in CONTROL_TYPES and user != ORCHESTRATOR:
-            raise wire.WireError(f"{msg.type!r} refused: only the orchestrator's key may send it")
-
     # ---------------------------------------------------------------------------------- dispatch
     def _dispatch(self, ident: bytes, msg: wire.Message, t_recv: float, user: str | None = None) -> None:
-        self._authorise(user, msg)
+        authorise(user, msg)
         t = msg.type
         if t not in PEER_TYPES and (user is None or user == ORCHESTRATOR):
             self._last_orchestrator = t_recv  # (peers keep each other alive; only the orchestrator counts)
@@ -346,11 +283,7 @@ class Agent:
         elif t == wire.START:
             if self.run is None or self.state != "ready":
                 raise wire.WireError(f"'start' refused: agent is {self.state}, not ready")
-            self.run.clock_offset = float(msg.body.get("offset", 0.0))
-            if "t0" in msg.body:  # a restart: the schedule goes on from the run's start, on this clock
-                self.run.start_sources(float(msg.body["t0"]) + self.run.clock_offset, resume=True)
-            else:
-                self.run.start_sources(time.time())
+            self.run.start(msg.body)
             self.state = "running"
             self._reply_msg(ident, msg, wire.STARTED, {})
         elif t == wire.STATS:
@@ -368,26 +301,8 @@ class Agent:
             raise wire.WireError(f"message type {t!r} is not accepted by an agent")
 
     def _on_peer(self, run: RunState, msg: wire.Message, t_recv: float) -> None:
-        t, b, src = msg.type, msg.body, msg.src
-        if t != wire.BEACON:
-            run.peers.heard_from(src, time.time())
-        if t == wire.BEACON:
-            if run.peers.on_beacon(src, b, time.time()):
-                log.info("agent %s: peer %s is up", self.name, src)
-        elif t == wire.TASK:
-            run.on_task(src, msg, t_recv)
-        elif t == wire.ACK:
-            run.on_ack(src, b["hop"])
-        elif t == wire.RELEASE:
-            run.on_release(src, b["hop"])
-        elif t == wire.RTC:
-            run.on_rtc(src, msg)
-        elif t == wire.CTC:
-            run.on_ctc(src, b["hop"])
-        elif t == wire.DENY:
-            run.on_deny(src, b["hop"], b.get("reason"))
-        elif t == wire.RESULT:
-            run.on_result(src, msg, t_recv)
+        if run.on_peer(msg, t_recv):
+            log.info("agent %s: peer %s is up", self.name, msg.src)
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"node": self.name, "state": self.state, "version": __version__,
@@ -399,21 +314,7 @@ class Agent:
 
     # ------------------------------------------------------------------------------ configuration
     def _start_config(self, ident: bytes, msg: wire.Message) -> None:
-        try:
-            cfg = parse_config(msg.body["config"])
-        except ValueError as err:
-            raise wire.WireError(str(err)) from None
-        if self.name and cfg.node != self.name:
-            raise wire.WireError(f"bad config: node {cfg.node!r} but this agent is {self.name!r}")
-        if cfg.config_id in self._applied:
-            # A replayed config would tear down the run in place and wipe its uncollected records.
-            raise wire.WireError(f"bad config: config_id {cfg.config_id!r} was applied already (a replay)")
-        from pamdi_node.policies import get_policy
-
-        try:
-            policy = get_policy(cfg.policy, **cfg.policy_params)
-        except Exception as err:
-            raise wire.WireError(f"bad config: policy {cfg.policy!r}: {err}") from None
+        cfg, policy = accept_config(msg.body["config"], self.name, self._applied)
         self._applied[cfg.config_id] = None
         while len(self._applied) > MAX_APPLIED_CONFIGS:
             self._applied.pop(next(iter(self._applied)))
@@ -424,20 +325,9 @@ class Agent:
         gen = self._config_gen
 
         def build() -> None:  # off the I/O loop: building GPT-2 blocks takes seconds
-            from pamdi_node.agent.executor import BlockStore
-
             t0 = time.time()
             try:
-                if cfg.threads:
-                    import torch
-
-                    torch.set_num_threads(cfg.threads)
-                store = BlockStore(cfg.seed, self.device, cfg.weights)
-                store.prebuild(cfg.allowed_blocks())
-                batches: dict[str, int] = {}
-                for src in cfg.sources:
-                    batches[src.model] = max(batches.get(src.model, 1), src.batch)
-                store.warm_up(cfg.allowed_blocks(), batches)
+                store = build_store(cfg, self.device)
                 self.post(("built", gen, ident, msg, cfg, policy, store, None, time.time() - t0))
             except Exception as err:
                 log.exception("building blocks failed")
@@ -467,19 +357,7 @@ class Agent:
         self._reply_msg(ident, msg, wire.CONFIG_OK, {"node": cfg.node, "build_s": build_s})
 
     def _connect_peer(self, name: str, address: str) -> zmq.Socket:
-        s = self.ctx.socket(zmq.DEALER)
-        s.setsockopt(zmq.IDENTITY, self.name.encode())  # type: ignore[union-attr]
-        s.setsockopt(zmq.LINGER, 0)
-        s.setsockopt(zmq.IMMEDIATE, 1)
-        s.setsockopt(zmq.RECONNECT_IVL, 100)
-        s.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-        s.setsockopt(zmq.SNDHWM, 1000)
-        s.setsockopt(zmq.MAXMSGSIZE, wire.MAX_FRAME_BYTES)
-        if self.keys:
-            from pamdi_node.agent.security import secure_client
-
-            secure_client(s, self.keys, self.name, name)  # type: ignore[arg-type]
-        s.connect(address)
+        s = peer_socket(self.ctx, self.name, name, address, self.keys)  # type: ignore[arg-type]
         self.poller.register(s, zmq.POLLIN)
         return s
 
@@ -506,34 +384,10 @@ class Agent:
 
     # ------------------------------------------------------------------------------------ collect
     def _collect(self, ident: bytes, msg: wire.Message) -> None:
-        import json
-
-        import numpy as np
-
-        offset = int(msg.body.get("offset", 0))
         records, spans = self.telemetry.snapshot() if self.telemetry is not None else ([], [])
-        # Kept outputs, flattened to one tensor per name: "<task>" or "<task>:<i>/<n>" for a tuple
-        # output (GPT-2's top-k head); the client puts tuples back together.
-        flat: list[tuple[str, Any]] = []
-        for tid in sorted(self.run.outputs) if self.run is not None else []:
-            out = self.run.outputs[tid]  # type: ignore[union-attr]
-            if isinstance(out, tuple | list):
-                flat += [(f"{tid}:{i}/{len(out)}", t) for i, t in enumerate(out)]
-            else:
-                flat.append((tid, out))
-        page = flat[offset: offset + wire.MAX_TENSORS - 2]
-        tensors: list[Any] = []
-        if offset == 0:
-            for rows in (records, spans):
-                raw = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows).encode()
-                tensors.append(np.frombuffer(raw, dtype=np.uint8))
-        else:
-            tensors += [np.empty(0, np.uint8), np.empty(0, np.uint8)]
-        tensors += [t for _, t in page]
-        nxt = offset + len(page) if offset + len(page) < len(flat) else -1
-        self._reply_msg(ident, msg, wire.COLLECT_REPLY,
-                        {"records": len(records) if offset == 0 else 0, "spans": len(spans) if offset == 0 else 0,
-                         "outputs": [name for name, _ in page], "next": nxt}, tensors)
+        body, tensors = collect_page(int(msg.body.get("offset", 0)), records, spans,
+                                     self.run.outputs if self.run is not None else {})
+        self._reply_msg(ident, msg, wire.COLLECT_REPLY, body, tensors)
 
     def _shutdown(self) -> None:
         self._teardown_run()
