@@ -20,7 +20,8 @@ import pytest
 from orchestrator.backends.base import AgentEndpoint
 from orchestrator.runner import build_configs
 from orchestrator.simulator import build_simulator, source_views
-from orchestrator.simulator.engine import Simulator, _Task
+from orchestrator.simulator.engine import Simulator
+from orchestrator.simulator.state import _Task
 from orchestrator.spec import parse_spec
 from pamdi_node.agent.config import parse_config
 from pamdi_node.agent.executor import BlockStore

@@ -157,3 +157,13 @@ def test_the_light_core_imports_nothing_heavy_at_module_level() -> None:
     loaded = json.loads(done.stdout)
     assert set(loaded) == set(LIGHT_CORE)
     assert {m: h for m, h in loaded.items() if h} == {}
+
+
+MAX_MODULE_LINES = 400
+
+
+def test_no_module_over_400_lines() -> None:
+    # A module that grows past this is split by responsibility (tests and benches excepted).
+    long = {str(p.relative_to(ROOT)): n for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long == {}

@@ -26,7 +26,8 @@ from orchestrator.simulator import (
     simulate,
     source_views,
 )
-from orchestrator.simulator.engine import FailureConfig, LinkConfig, NodeConfig, Simulator, SourceConfig
+from orchestrator.simulator.engine import Simulator
+from orchestrator.simulator.inputs import FailureConfig, LinkConfig, NodeConfig, SourceConfig
 from pamdi_node.policies.partition import partition_end, source_view_from_profile
 from pamdi_node.policies.types import (
     LINK_GOODPUT_FACTOR,

@@ -15,7 +15,8 @@ from typing import Any
 
 from orchestrator.devices import node_speed
 from orchestrator.metrics import summarize_run
-from orchestrator.simulator.engine import (
+from orchestrator.simulator.engine import Simulator
+from orchestrator.simulator.inputs import (
     FailureConfig,
     LinkConfig,
     LinkSchedule,
@@ -23,7 +24,6 @@ from orchestrator.simulator.engine import (
     SimOptions,
     SimResult,
     SimulationError,
-    Simulator,
     SourceConfig,
 )
 from orchestrator.spec import ExperimentSpec, Link

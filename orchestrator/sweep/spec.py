@@ -43,7 +43,8 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator.spec import DEFAULT_POLICIES, POLICY_NAMES, SEED_LIMIT, SPEC_NAME_PATTERN, SpecError, _format_error
+from orchestrator.spec import DEFAULT_POLICIES, POLICY_NAMES, SEED_LIMIT, SPEC_NAME_PATTERN, SpecError
+from orchestrator.specerror import format_validation_error as _format_error
 
 MAX_AXIS_VALUES = 1000
 MAX_SEEDS = 1000
