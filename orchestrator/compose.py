@@ -276,6 +276,9 @@ class StaticBackend(BackendTraits):
     default_device_time = "profile"  # the containers share this host (``--cpus`` only under "quota")
     gpu_check = "none"  # the node image carries a CPU-only torch
     shapes_with_token_bucket = True  # the node containers shape their links with tbf
+    # compose's SIGTERM ends the agents after the coordinator exits, so a node never exits first
+    # (which would abort the project under --abort-on-container-exit).
+    agents_outlive_run = True
 
     def __init__(self, endpoints: Mapping[str, Mapping[str, Any]],
                  agent_delayed_links: Sequence[Sequence[str]] = ()) -> None:
@@ -332,16 +335,8 @@ def run_from_config(path: Path) -> dict[str, Any]:
                       device_time=job.get("device_time"), time_stretch=job.get("time_stretch"),
                       task_timeout_s=float(job.get("task_timeout_s", 60.0)), run_timeout_s=job.get("run_timeout_s"))
 
-    class _Runner(Runner):
-        def _stop_all(self) -> None:
-            # Leave the agents running: compose's SIGTERM ends them after this container exits, so a
-            # node never exits first (which would abort the coordinator with --abort-on-container-exit).
-            for c in self.clients.values():
-                c.close()
-            self.clients = {}
-
-    runner = _Runner(spec, StaticBackend(job["endpoints"], job.get("agent_delayed_links", ())), Path(job["run_dir"]),
-                     opts)
+    runner = Runner(spec, StaticBackend(job["endpoints"], job.get("agent_delayed_links", ())), Path(job["run_dir"]),
+                    opts)
     summary = runner.run()
     if opts.keep_outputs:
         import numpy as np

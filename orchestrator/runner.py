@@ -234,10 +234,11 @@ class Runner:
 
     def _stop_all(self) -> None:
         for node, c in self.clients.items():
-            try:
-                c.stop(timeout_s=3.0)
-            except Exception as err:  # a dead agent cannot be stopped; down() cleans it up
-                log.debug("stop %s: %s", node, err)
+            if not self.backend.agents_outlive_run:
+                try:
+                    c.stop(timeout_s=3.0)
+                except Exception as err:  # a dead agent cannot be stopped; down() cleans it up
+                    log.debug("stop %s: %s", node, err)
             c.close()
         for c in self._retired:
             c.close()

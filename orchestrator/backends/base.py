@@ -9,6 +9,7 @@ results) is the runner's job and is the same for every backend.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,10 @@ class RunContext:
 # Agents that no parent process can take down with it (containers, SRNs) exit after this long
 # without a message from the orchestrator; a run's heartbeat (runner.HEARTBEAT_S) keeps them alive.
 AGENT_IDLE_EXIT_S = 120.0
+
+
+# What an agent prints on stdout once bound (``pamdi_node/cli.py``): its name and the URL it got.
+READY = re.compile(r"pamdi-agent ready name=(\S+) listen=(\S+)")
 
 
 def agent_argv(
@@ -109,6 +114,9 @@ class BackendTraits:
     # Under device_time "quota": the runner calibrates each node's real speed under its quota first
     # (the backend can run a calibration workload inside the same cgroups).
     calibrates_quota: bool = False
+    # The agents are someone else's to stop (a compose project's: compose ends them after the
+    # coordinator exits, so a node never exits first and aborts the project): the runner leaves them running.
+    agents_outlive_run: bool = False
     # Links whose one-way delay the agents apply themselves (set by ``up``; empty where tc does it).
     agent_delayed_links: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset()
 
@@ -121,6 +129,7 @@ class Backend(Protocol):
     gpu_check: str
     shapes_with_token_bucket: bool
     calibrates_quota: bool
+    agents_outlive_run: bool
     agent_delayed_links: frozenset[tuple[str, str]] | set[tuple[str, str]]
 
     def up(self, spec: ExperimentSpec, ctx: RunContext) -> Mapping[str, AgentEndpoint]:

@@ -24,7 +24,6 @@ import ipaddress
 import json
 import logging
 import os
-import re
 import threading
 import time
 import uuid
@@ -34,6 +33,7 @@ from typing import Any
 
 from orchestrator.backends.base import (
     AGENT_IDLE_EXIT_S,
+    READY,
     AgentEndpoint,
     BackendTraits,
     RunContext,
@@ -63,7 +63,6 @@ from orchestrator.spec import ExperimentSpec, LinkParams
 
 log = logging.getLogger(__name__)
 
-READY = re.compile(r"pamdi-agent ready name=(\S+) listen=(\S+)")
 
 
 class DockerBackend(BackendTraits):

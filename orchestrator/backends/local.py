@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import select
 import signal
 import subprocess
@@ -23,12 +22,11 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from orchestrator.backends.base import AgentEndpoint, BackendTraits, RunContext, agent_argv, agent_env
+from orchestrator.backends.base import READY, AgentEndpoint, BackendTraits, RunContext, agent_argv, agent_env
 from orchestrator.spec import ExperimentSpec, LinkParams
 
 log = logging.getLogger(__name__)
 
-READY = re.compile(r"pamdi-agent ready name=(\S+) listen=(\S+)")
 
 
 class LocalBackend(BackendTraits):

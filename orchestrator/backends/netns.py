@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import select
 import subprocess
 import sys
@@ -32,13 +31,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from orchestrator.backends.base import AgentEndpoint, BackendTraits, RunContext, agent_argv, agent_env
+from orchestrator.backends.base import READY, AgentEndpoint, BackendTraits, RunContext, agent_argv, agent_env
 from orchestrator.spec import ExperimentSpec, LinkParams
 
 log = logging.getLogger(__name__)
 
 AGENT_PORT = 7000
-READY = re.compile(r"pamdi-agent ready name=(\S+) listen=(\S+)")
 
 
 def sweep_dead_runs() -> list[str]:
