@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pamdi_node.agent.config import SourceConfig, input_seed, parse_config
+from pamdi_node.agent.config import AgentSource, input_seed, parse_config
 from pamdi_node.agent.executor import BlockStore, Executor
 from pamdi_node.agent.peers import PeerTable
 from pamdi_node.agent.sources import make_input
@@ -90,13 +90,13 @@ def test_ntp_offset_against_a_hand_computation() -> None:
 
 
 def test_inputs_are_seeded_and_data_files_are_used(tmp_path: Path) -> None:
-    src = SourceConfig.model_validate(SRC)
+    src = AgentSource.model_validate(SRC)
     a, b = make_input(src, 3, 0), make_input(src, 3, 0)
     assert torch.equal(a, b) and not torch.equal(a, make_input(src, 3, 1))
     assert torch.equal(a, zoo.example_input("tiny", seed=input_seed(3, "ts", 0)))
     data = np.random.default_rng(0).standard_normal((5, 3, 32, 32)).astype(np.float32)
     np.save(tmp_path / "x.npy", data)
-    src_data = SourceConfig.model_validate(dict(SRC, data=str(tmp_path / "x.npy")))
+    src_data = AgentSource.model_validate(dict(SRC, data=str(tmp_path / "x.npy")))
     from pamdi_node.agent.sources import load_data
 
     got = make_input(src_data, 0, 7, load_data(src_data.data))  # type: ignore[arg-type]

@@ -27,7 +27,7 @@ from orchestrator.simulator import (
     source_views,
 )
 from orchestrator.simulator.engine import Simulator
-from orchestrator.simulator.inputs import FailureConfig, LinkConfig, NodeConfig, SourceConfig
+from orchestrator.simulator.inputs import FailureConfig, LinkConfig, NodeConfig, SimSource
 from pamdi_node.policies.partition import partition_end, source_view_from_profile
 from pamdi_node.policies.types import (
     LINK_GOODPUT_FACTOR,
@@ -192,7 +192,7 @@ def test_colosseum_only_scenario_is_refused() -> None:
     with pytest.raises(SimulationError, match=r"link a-b: scenario 'empty'"):
         Simulator([NodeConfig("a", 1.0), NodeConfig("b", 1.0)],
                   {("a", "b"): LinkConfig(1e6, schedule=LinkSchedule("empty", ()))},
-                  [SourceConfig(view, 1, 0.0)], _ToB())
+                  [SimSource(view, 1, 0.0)], _ToB())
 
 
 def test_schedule_drains_piecewise_and_delivers_in_order() -> None:
@@ -221,7 +221,7 @@ def test_queued_message_behind_a_slow_one_is_not_delivered_first() -> None:
     drop = LinkSchedule("d", ((0.0, 1e6, 2.0, 0.0), (1.0, 1e6, 0.0, 0.0)), goodput_factor=1.0)
     view = source_view_from_profile("s", "a", ONE_BLOCK["tiny"])
     sim = Simulator([NodeConfig("a", 1.0), NodeConfig("b", 1.0)], {("a", "b"): LinkConfig(1e6, schedule=drop)},
-                    [SourceConfig(view, 1, 0.0)], _ToB())
+                    [SimSource(view, 1, 0.0)], _ToB())
     first = sim._send_bytes("a", "b", 125_000)  # 1e6 bits: leaves 0..1 s, last bits at delay 2 s
     second = sim._send_bytes("a", "b", 125)  # leaves at 1.001 s with delay 0, waits behind the first
     assert first == pytest.approx(3.0)
@@ -332,7 +332,7 @@ def test_worker_failing_during_a_decision_loses_the_task_visibly() -> None:
     view = source_view_from_profile("s", "a", prof)
     opts = SimOptions(beacon_period_s=0.1, decision_cost_s=0.5)
     sim = Simulator([NodeConfig("a", 1.0), NodeConfig("b", 1.0)], {("a", "b"): LinkConfig(1e12)},
-                    [SourceConfig(view, 1, 0.0)], _ToB(), options=opts, failures=[FailureConfig("b", 1.2)])
+                    [SimSource(view, 1, 0.0)], _ToB(), options=opts, failures=[FailureConfig("b", 1.2)])
     res = sim.run()
     (r,) = res.records
     # b computed block 0 by ~1.0 and failed at 1.2 while deciding; a notices after dead_after

@@ -23,8 +23,8 @@ from orchestrator.simulator.inputs import (
     NodeConfig,
     SimOptions,
     SimResult,
+    SimSource,
     SimulationError,
-    SourceConfig,
 )
 from orchestrator.spec import ExperimentSpec, Link
 from pamdi_node.models.profile import ModelProfile
@@ -149,7 +149,7 @@ def build_simulator(
         for lk in spec.resolved_links()
     }
     sources = [
-        SourceConfig(view=views[s.name], samples=s.samples, interval_s=s.interval_s, arrival=s.arrival,
+        SimSource(view=views[s.name], samples=s.samples, interval_s=s.interval_s, arrival=s.arrival,
                      start_s=s.start_ms / 1000.0)
         for s in spec.sources
     ]

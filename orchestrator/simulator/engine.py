@@ -82,8 +82,8 @@ from orchestrator.simulator.inputs import (
     NodeConfig,
     SimOptions,
     SimResult,
+    SimSource,
     SimulationError,
-    SourceConfig,
 )
 from orchestrator.simulator.links import LinkModel
 from orchestrator.simulator.state import _Job, _live, _Node, _Task
@@ -112,7 +112,7 @@ class Simulator(LinkModel, ViewModel, HandshakeModel, FailureModel):
         self,
         nodes: list[NodeConfig],
         links: Mapping[tuple[str, str], LinkConfig],
-        sources: list[SourceConfig],
+        sources: list[SimSource],
         policy: Policy,
         *,
         options: SimOptions | None = None,
@@ -217,7 +217,7 @@ class Simulator(LinkModel, ViewModel, HandshakeModel, FailureModel):
     # ------------------------------------------------------------------ arrivals
     _pending_arrivals = 0
 
-    def _schedule_arrivals(self, cfg: SourceConfig) -> None:
+    def _schedule_arrivals(self, cfg: SimSource) -> None:
         # The agents' own schedule for this seed (pamdi_node/arrivals.py): same times, same order.
         times = arrival_offsets(cfg.view.name, self.seed, cfg.samples, cfg.interval_s, cfg.arrival, cfg.start_s)
         for i, t in enumerate(times):

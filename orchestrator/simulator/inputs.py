@@ -147,7 +147,7 @@ class LinkConfig:
 
 
 @dataclass(frozen=True)
-class SourceConfig:
+class SimSource:
     view: SourceView
     samples: int
     interval_s: float

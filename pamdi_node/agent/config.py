@@ -29,7 +29,7 @@ class PeerConfig(_Strict):
     apply_delay: bool = False
 
 
-class SourceConfig(_Strict):
+class AgentSource(_Strict):
     name: str = Field(min_length=1, max_length=64)
     node: str = Field(min_length=1, max_length=64)
     model: str = Field(min_length=1, max_length=64)
@@ -49,7 +49,7 @@ class SourceConfig(_Strict):
     bounds: tuple[int, ...]
 
     @model_validator(mode="after")
-    def _consistent(self) -> SourceConfig:
+    def _consistent(self) -> AgentSource:
         n = len(self.block_time_s)
         if n == 0 or len(self.block_out_bytes) != n:
             raise ValueError("block_time_s and block_out_bytes must be non-empty and of equal length")
@@ -106,7 +106,7 @@ class RunConfig(_Strict):
     # Every directed link of the graph: [a, b, goodput bps, one-way delay s].
     links: tuple[tuple[str, str, float, float], ...] = ()
     speeds: dict[str, float] = Field(default_factory=dict)
-    sources: tuple[SourceConfig, ...] = ()
+    sources: tuple[AgentSource, ...] = ()
     # Blocks this node may run, per model: [lo, hi). Default: every block of every source's model.
     blocks: dict[str, tuple[int, int]] | None = None
     weights: dict[str, str] = Field(default_factory=dict, description="model -> weights file on this node")

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pamdi_node import wire
-from pamdi_node.agent.config import RunConfig, SourceConfig, task_id
+from pamdi_node.agent.config import AgentSource, RunConfig, task_id
 from pamdi_node.agent.executor import BlockStore, Executor
 from pamdi_node.agent.handoff import HandoffMixin
 from pamdi_node.agent.peers import PeerTable
@@ -41,7 +41,7 @@ Post = Callable[[tuple[Any, ...]], None]
 
 
 class SourceStats:
-    def __init__(self, cfg: SourceConfig) -> None:
+    def __init__(self, cfg: AgentSource) -> None:
         self.cfg = cfg
         self.submitted = 0
         self.completed = 0
@@ -143,10 +143,10 @@ class RunState(HandoffMixin, ResultsMixin):
             self.source_threads.append(th)
             th.start()
 
-    def _source_submit(self, src: SourceConfig, index: int, x: Any, born_local: float) -> None:
+    def _source_submit(self, src: AgentSource, index: int, x: Any, born_local: float) -> None:
         self.post(("new", src, index, x, born_local))  # from the source thread to the I/O loop
 
-    def new_task(self, src: SourceConfig, index: int, x: Any, born_local: float) -> None:
+    def new_task(self, src: AgentSource, index: int, x: Any, born_local: float) -> None:
         task = Task(id=task_id(src.name, index), source=src.name, origin=self.here, model=src.model,
                     priority=src.priority, born=born_local - self.clock_offset, next_block=0, tensor=x,
                     path=[self.here], arrived=born_local)

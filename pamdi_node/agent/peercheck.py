@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pamdi_node import wire
-from pamdi_node.agent.config import RunConfig, SourceConfig
+from pamdi_node.agent.config import AgentSource, RunConfig
 
 # Timestamps from another node's clock (born, sent, done): clocks are NTP-aligned to well under a
 # second; a day is far beyond any skew or run, and keeps every difference of them finite and sane.
@@ -32,7 +32,7 @@ class RunFacts:
     """What peers' messages are checked against: the run's nodes and sources."""
 
     nodes: frozenset[str]
-    sources: Mapping[str, SourceConfig]
+    sources: Mapping[str, AgentSource]
 
     @classmethod
     def of(cls, cfg: RunConfig) -> RunFacts:
@@ -66,7 +66,7 @@ def _check_placements(msg: wire.Message, facts: RunFacts, num_blocks: int, ends_
         raise wire.WireError(f"{_field(msg, 'placements')}: cover blocks [0,{at}), expected [0,{ends_at})")
 
 
-def _source(msg: wire.Message, facts: RunFacts) -> SourceConfig:
+def _source(msg: wire.Message, facts: RunFacts) -> AgentSource:
     b = msg.body
     src = facts.sources.get(b["source"])
     if src is None:

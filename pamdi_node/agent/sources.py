@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pamdi_node.agent.config import SourceConfig, input_seed
+from pamdi_node.agent.config import AgentSource, input_seed
 
 
 def load_data(path: str) -> Any:
@@ -28,7 +28,7 @@ def load_data(path: str) -> Any:
     return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
-def make_input(src: SourceConfig, run_seed: int, index: int, data: Any = None) -> Any:
+def make_input(src: AgentSource, run_seed: int, index: int, data: Any = None) -> Any:
     import torch
 
     if data is not None:
@@ -40,8 +40,8 @@ def make_input(src: SourceConfig, run_seed: int, index: int, data: Any = None) -
 
 
 class SourceThread(threading.Thread):
-    def __init__(self, src: SourceConfig, run_seed: int, t0: float,
-                 submit: Callable[[SourceConfig, int, Any, float], None], skip_due: bool = False) -> None:
+    def __init__(self, src: AgentSource, run_seed: int, t0: float,
+                 submit: Callable[[AgentSource, int, Any, float], None], skip_due: bool = False) -> None:
         super().__init__(name=f"pamdi-source-{src.name}", daemon=True)
         self.src = src
         self.run_seed = run_seed
