@@ -9,11 +9,12 @@ results) is the runner's job and is the same for every backend.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from orchestrator.spec import ExperimentSpec, LinkParams
 
@@ -86,6 +87,15 @@ def agent_argv(
     if idle_exit_s is not None:
         argv += ["--idle-exit", f"{idle_exit_s:g}"]
     return argv
+
+
+def write_topology(run_dir: str | Path, topology: Mapping[str, Any]) -> Path:
+    """The run folder's ``topology.json``: what a backend built (namespaces or containers, addresses,
+    links and how each is shaped), one path for every backend."""
+    path = Path(run_dir) / "topology.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(topology, indent=2, default=str) + "\n")
+    return path
 
 
 def agent_env(threads: int) -> dict[str, str]:

@@ -39,6 +39,7 @@ from orchestrator.backends.base import (
     RunContext,
     agent_argv,
     agent_env,
+    write_topology,
 )
 from orchestrator.backends.dockernet import (
     AGENT_PORT,
@@ -51,6 +52,7 @@ from orchestrator.backends.dockernet import (
     link_shaping,
     used_subnets,
 )
+from orchestrator.backends.scenarios import drive_scenarios, link_scenarios
 from orchestrator.netem.docker_cleanup import (
     OWNER_LABEL,
     OWNER_START_LABEL,
@@ -104,7 +106,7 @@ class DockerBackend(BackendTraits):
         self.cli = client()
         if image_labels(self.cli, self.image) is None:
             raise RuntimeError(f"node image {self.image} not found: run `pamdi image build` (or pass image=...)")
-        scenarios = self._scenarios(spec)
+        scenarios = link_scenarios(spec)  # every scenario checked before anything is built
         # What runs whose orchestrator died left behind goes first: nobody has to run `pamdi cleanup`.
         swept = cleanup_docker(cli=self.cli, spare_own=True)["removed"]
         if swept:
@@ -209,19 +211,6 @@ class DockerBackend(BackendTraits):
         assert self.control is not None and self.spec is not None
         index = [n.name for n in self.spec.nodes].index(node)
         return str(self.control.network_address + 10 + index)
-
-    def _scenarios(self, spec: ExperimentSpec) -> dict[tuple[str, str], Any]:
-        scenarios: dict[tuple[str, str], Any] = {}
-        for link in spec.resolved_links():
-            if link.scenario is None:
-                continue
-            import radio_scenarios
-
-            sc = radio_scenarios.get(link.scenario)
-            if not sc.shapeable:
-                raise ValueError(f"link {link.a}-{link.b}: scenario {link.scenario!r} has no local link profile")
-            scenarios[link.key] = sc
-        return scenarios
 
     def _create_networks(self, spec: ExperimentSpec) -> None:
         from docker.types import IPAMConfig, IPAMPool
@@ -348,19 +337,8 @@ class DockerBackend(BackendTraits):
             "links": {f"{a}-{b}": {"network": net.name, "subnet": str(net.subnet)}
                       for (a, b), net in self.links.items()},
         }
-        Path(self.ctx.run_dir).mkdir(parents=True, exist_ok=True)
-        (Path(self.ctx.run_dir) / "topology.json").write_text(json.dumps(topo, indent=2) + "\n")
+        write_topology(self.ctx.run_dir, topo)
 
     def _drive_scenarios(self, scenarios: Mapping[tuple[str, str], Any]) -> None:
-        t0 = time.time()
-        current = {key: None for key in scenarios}
-        k = self.ctx.time_scale if self.ctx is not None else 1.0  # a stretched run stretches its scenarios
-        while not self._stop.wait(self.scenario_tick_s):
-            for key, sc in scenarios.items():
-                p = sc.at((time.time() - t0) / k)
-                point = (p.rate_mbit, p.delay_ms, p.loss)
-                if point != current[key]:
-                    current[key] = point  # type: ignore[assignment]
-                    with contextlib.suppress(Exception):
-                        self.set_link(key[0], key[1], LinkParams(rate_mbit=p.rate_mbit / k, delay_ms=p.delay_ms * k,
-                                                                 loss=p.loss))
+        drive_scenarios(scenarios, self.set_link, self._stop, self.scenario_tick_s,
+                        self.ctx.time_scale if self.ctx is not None else 1.0)

@@ -31,7 +31,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from orchestrator.backends.base import READY, AgentEndpoint, BackendTraits, RunContext, agent_argv, agent_env
+from orchestrator.backends.base import (
+    READY,
+    AgentEndpoint,
+    BackendTraits,
+    RunContext,
+    agent_argv,
+    agent_env,
+    write_topology,
+)
+from orchestrator.backends.scenarios import drive_scenarios, link_scenarios
 from orchestrator.spec import ExperimentSpec, LinkParams
 
 log = logging.getLogger(__name__)
@@ -85,21 +94,12 @@ class NetnsBackend(BackendTraits):
 
     # ------------------------------------------------------------------------------------ Backend
     def up(self, spec: ExperimentSpec, ctx: RunContext) -> Mapping[str, AgentEndpoint]:
-        import radio_scenarios
         from orchestrator.netem.devices import node_quota
         from orchestrator.netem.network import EmulatedNetwork
 
         self.spec, self.ctx = spec, ctx
         self.agent_delayed_links: set[tuple[str, str]] = set()
-        # Validate every scenario before building anything.
-        scenarios = {}
-        for link in spec.resolved_links():
-            if link.scenario is not None:
-                sc = radio_scenarios.get(link.scenario)
-                if not sc.shapeable:
-                    raise ValueError(f"link {link.a}-{link.b}: scenario {link.scenario!r} has no local link "
-                                     "profile (import a measured one with `pamdi scenarios import-iperf3`)")
-                scenarios[link.key] = sc
+        scenarios = link_scenarios(spec)  # every scenario checked before anything is built
         sweep_dead_runs()
         self.net = EmulatedNetwork(f"run {ctx.run_id}", use_netem=self.use_netem, seed=ctx.seed)
         try:
@@ -266,7 +266,7 @@ class NetnsBackend(BackendTraits):
                                                           "agent" if self._agent_delayed(lk) else "none")}
                       for lk in self.net.links.values()],
         }
-        (run_dir / "links" / "topology.json").write_text(json.dumps(topo, indent=2) + "\n")
+        write_topology(run_dir, topo)
 
     def _write_stats_sample(self) -> None:
         assert self.net is not None and self._stats_file is not None
@@ -284,19 +284,16 @@ class NetnsBackend(BackendTraits):
 
     def _drive_scenarios(self, scenarios: dict) -> None:  # type: ignore[type-arg]
         assert self.net is not None
-        current = {key: sc.at(0) for key, sc in scenarios.items()}
-        t0 = time.monotonic()
-        k = self.ctx.time_scale if self.ctx is not None else 1.0  # a stretched run stretches its scenarios
-        while not self._stop.wait(self.scenario_tick_s):
-            t = (time.monotonic() - t0) / k
-            for key, sc in scenarios.items():
-                p = sc.at(t)
-                if p != current[key]:
-                    try:
-                        self.net.set_link(key[0], key[1], p.rate_mbit / k, p.delay_ms * k, p.loss)
-                        current[key] = p
-                    except Exception as err:
-                        log.warning("scenario %s on link %s-%s: %s", sc.name, key[0], key[1], err)
+        net = self.net
+
+        def set_link(a: str, b: str, p: LinkParams) -> None:
+            net.set_link(a, b, p.rate_mbit, p.delay_ms, p.loss)
+
+        start = {key: sc.at(0) for key, sc in scenarios.items()}  # shaped so when the links were built
+        drive_scenarios(scenarios, set_link, self._stop, self.scenario_tick_s,
+                        self.ctx.time_scale if self.ctx is not None else 1.0,
+                        applied={key: LinkParams(rate_mbit=p.rate_mbit, delay_ms=p.delay_ms, loss=p.loss)
+                                 for key, p in start.items()})
 
     def _start_captures(self, folder: Path) -> None:
         assert self.net is not None
