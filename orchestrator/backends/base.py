@@ -89,6 +89,29 @@ def agent_argv(
     return argv
 
 
+def wait_ready(proc: Any, node: str, timeout_s: float, log_path: str | Path) -> str:
+    """Wait for an agent process's ready line on its stdout; returns the URL it listens on. A
+    RuntimeError names the node when it exits first (and where its log is) or stays silent."""
+    import os
+    import select
+    import time
+
+    assert proc.stdout is not None
+    deadline = time.time() + timeout_s
+    buf = b""
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"agent {node} exited with code {proc.returncode} before it was ready (see {log_path})")
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if not ready:
+            continue
+        buf += os.read(proc.stdout.fileno(), 4096)
+        m = READY.search(buf.decode(errors="replace"))
+        if m:
+            return m.group(2)
+    raise RuntimeError(f"agent {node} was not ready within {timeout_s:.0f}s")
+
+
 def write_topology(run_dir: str | Path, topology: Mapping[str, Any]) -> Path:
     """The run folder's ``topology.json``: what a backend built (namespaces or containers, addresses,
     links and how each is shaped), one path for every backend."""

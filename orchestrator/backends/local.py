@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -22,7 +21,14 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from orchestrator.backends.base import READY, AgentEndpoint, BackendTraits, RunContext, agent_argv, agent_env
+from orchestrator.backends.base import (
+    AgentEndpoint,
+    BackendTraits,
+    RunContext,
+    agent_argv,
+    agent_env,
+    wait_ready,
+)
 from orchestrator.spec import ExperimentSpec, LinkParams
 
 log = logging.getLogger(__name__)
@@ -132,21 +138,6 @@ class LocalBackend(BackendTraits):
         self.listen[node] = listen
 
     def _wait_ready(self, node: str) -> None:
-        proc = self.procs[node]
-        assert proc.stdout is not None
-        deadline = time.time() + self.start_timeout_s
-        buf = b""
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"agent {node} exited with code {proc.returncode} before it was ready "
-                                   f"(see {Path(self.ctx.run_dir) / 'logs' / (node + '.log')})")  # type: ignore[union-attr]
-            ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-            if not ready:
-                continue
-            chunk = os.read(proc.stdout.fileno(), 4096)
-            buf += chunk
-            m = READY.search(buf.decode(errors="replace"))
-            if m:
-                self.listen[node] = m.group(2)
-                return
-        raise RuntimeError(f"agent {node} was not ready within {self.start_timeout_s:.0f}s")
+        assert self.ctx is not None
+        self.listen[node] = wait_ready(self.procs[node], node, self.start_timeout_s,
+                                       Path(self.ctx.run_dir) / "logs" / f"{node}.log")

@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import os
-import select
 import subprocess
 import sys
 import threading
@@ -32,12 +31,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from orchestrator.backends.base import (
-    READY,
     AgentEndpoint,
     BackendTraits,
     RunContext,
     agent_argv,
     agent_env,
+    wait_ready,
     write_topology,
 )
 from orchestrator.backends.scenarios import drive_scenarios, link_scenarios
@@ -228,20 +227,8 @@ class NetnsBackend(BackendTraits):
         self.agents[node] = self.net.spawn(node, argv, stdout=subprocess.PIPE, stderr=self._logs[node], env=env)
 
     def _wait_ready(self, node: str) -> None:
-        proc = self.agents[node]
-        assert proc.stdout is not None and self.ctx is not None
-        deadline = time.time() + self.start_timeout_s
-        buf = b""
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"agent {node} exited with code {proc.returncode} before it was ready "
-                                   f"(see {Path(self.ctx.run_dir) / 'logs' / (node + '.log')})")
-            ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-            if ready:
-                buf += os.read(proc.stdout.fileno(), 4096)
-                if READY.search(buf.decode(errors="replace")):
-                    return
-        raise RuntimeError(f"agent {node} was not ready within {self.start_timeout_s:.0f}s")
+        assert self.ctx is not None
+        wait_ready(self.agents[node], node, self.start_timeout_s, Path(self.ctx.run_dir) / "logs" / f"{node}.log")
 
     def _agent_delayed(self, lk: Any) -> bool:
         return ((lk.a, lk.b) if lk.a < lk.b else (lk.b, lk.a)) in self.agent_delayed_links
