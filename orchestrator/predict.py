@@ -173,12 +173,14 @@ def shorten(spec: ExperimentSpec, max_s: float) -> ExperimentSpec:
 
 
 def run_and_compare(spec: ExperimentSpec, backend: Any, run_dir: Path, options: Any, base_dir: Path | None = None,
-                    on_progress: Any = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Emulate ``spec`` with ``backend`` and predict each (policy, source) mean with the same profiles,
-    charging each policy's measured runtime costs; returns (emulated summary, ``compare`` rows)."""
+                    on_progress: Any = None, runner: Any = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Emulate ``spec`` with ``backend`` (or with ``runner``, built already) and predict each (policy,
+    source) mean with the same profiles, charging each policy's measured runtime costs; returns
+    (emulated summary, ``compare`` rows)."""
     from orchestrator.runner import Runner
 
-    runner = Runner(spec, backend, run_dir, options, base_dir=base_dir, on_progress=on_progress)
+    if runner is None:
+        runner = Runner(spec, backend, run_dir, options, base_dir=base_dir, on_progress=on_progress)
     runner.prepare()
     summary = runner.run()
     costs = {r.policy: runtime_costs(r.spans) for r in runner.results}

@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from orchestrator.backends import get_backend
-        from orchestrator.predict import run_and_compare
+        from orchestrator.experiment import run_experiment
         from orchestrator.runner import RunError, RunOptions
         from orchestrator.simulator import SimulationError
 
@@ -85,13 +85,8 @@ def register(app: typer.Typer) -> None:
                       f"policies {', '.join(policies)}")
         console.print("  arrivals: " + ", ".join(
             f"{s.name} {s.samples} tasks, {s.arrival} every {s.interval_s * 1000:g} ms" for s in spec.sources))
-        from results.trace import write_manifest
-
-        write_manifest(run_dir, spec, backend=backend, policies=policies,
-                       extra={"demo": {"samples": DEMO_SAMPLES, "task_timeout_s": DEMO_TASK_TIMEOUT_S}})
         t0 = time.time()
         be = get_backend(backend)
-        summary = None
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tasks"),
                       TimeElapsedColumn(), console=console) as progress:
             rows: dict[str, object] = {}
@@ -104,15 +99,19 @@ def register(app: typer.Typer) -> None:
                 progress.update(rows[name], completed=finished, total=total)  # type: ignore[arg-type]
 
             opts = RunOptions(policies=policies, device_time="profile", task_timeout_s=DEMO_TASK_TIMEOUT_S)
+            extra = {"demo": {"samples": DEMO_SAMPLES, "task_timeout_s": DEMO_TASK_TIMEOUT_S}}
             try:
-                summary, _ = run_and_compare(spec, be, run_dir, opts, on_progress=on_progress)
-            except KeyboardInterrupt:
-                console.print(f"interrupted: agents stopped, network removed; partial results in {run_dir}")
+                exp = run_experiment(spec, be, run_dir, opts, manifest_extra=extra, predict=True,
+                                     on_progress=on_progress)
             except (RunError, SimulationError, RuntimeError, ValueError) as err:
                 raise fail(f"demo: {err} (run folder: {run_dir})", code=1) from None
-        from results.report import report
-
-        rep = report(run_dir)
+        summary = exp.summary
+        if exp.interrupted:
+            console.print(f"interrupted: agents stopped, network removed; partial results in {run_dir}")
+        if exp.report is None:
+            raise fail(f"demo: the report could not be written ({exp.report_error}); the measurements are in "
+                       f"{run_dir}: retry with `pamdi report {run_dir}`", code=1)
+        rep = exp.report
         _print(console, rep, backend, summary)
         console.print(f"wall time {time.time() - t0:.0f} s; run folder: {run_dir}")
         console.print(f"report: {rep['report']}; plots: {', '.join(rep['images'])}")

@@ -83,18 +83,6 @@ def _progress(show: bool) -> Iterator[Callable[[str, int, int], None] | None]:
         yield update
 
 
-def _report(run_dir: Path) -> dict[str, Any] | None:
-    """Tables, plots and report.md of the run folder; a failure is said on stderr, not fatal."""
-    try:
-        from results.report import report
-
-        return report(run_dir)
-    except Exception as err:  # the measured data stays in the folder; `pamdi report` can retry
-        typer.echo(f"report: could not be written ({type(err).__name__}: {err}); "
-                   f"retry with `pamdi report {run_dir}`", err=True)
-        return None
-
-
 def register(app: typer.Typer) -> None:
     @app.command()
     def emulate(
@@ -116,7 +104,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a spec on real agents (one per node) and measure every policy."""
         from orchestrator.backends import get_backend
-        from orchestrator.runner import RunError, Runner, RunOptions
+        from orchestrator.experiment import run_experiment
+        from orchestrator.runner import RunError, RunOptions
         from orchestrator.simulator import SimulationError
         from orchestrator.spec import SpecError, load_spec
         from orchestrator.specs import resolve_spec
@@ -142,24 +131,25 @@ def register(app: typer.Typer) -> None:
                        err=True)
         opts = RunOptions(policies=policies, curve=curve, task_timeout_s=task_timeout, run_timeout_s=run_timeout,
                           device_time=device_time, time_stretch=stretch)
-        from results.trace import write_manifest
-
-        write_manifest(run_dir, s, backend=backend, policies=policies, extra={"emulate": {
+        extra = {"emulate": {
             "spec_path": str(path), "backend_options": _backend_options(backend_opt), "insecure": insecure,
             "task_timeout_s": task_timeout, "run_timeout_s": run_timeout, "device_time": device_time,
-            "time_stretch": stretch}})
+            "time_stretch": stretch}}
         with _progress(not as_json) as on_progress:
-            runner = Runner(s, be, run_dir, opts, base_dir=path.parent, on_progress=on_progress)
             try:
-                summary = runner.run()
-            except KeyboardInterrupt:
-                _report(run_dir)
-                typer.echo(f"interrupted: agents stopped; partial results in {run_dir}", err=True)
-                raise typer.Exit(130) from None
+                exp = run_experiment(s, be, run_dir, opts, base_dir=path.parent, manifest_extra=extra,
+                                     on_progress=on_progress)
             except (RunError, SimulationError, RuntimeError, ValueError) as err:
                 raise fail(f"emulate: {err} (run folder: {run_dir})", code=1) from None
+        if exp.report_error is not None:
+            typer.echo(f"report: could not be written ({exp.report_error}); retry with `pamdi report {run_dir}`",
+                       err=True)
+        if exp.interrupted or exp.summary is None:
+            typer.echo(f"interrupted: agents stopped; partial results in {run_dir}", err=True)
+            raise typer.Exit(130)
+        summary = exp.summary
         summary["run_dir"] = str(run_dir)
-        rep = _report(run_dir)
+        rep = exp.report
         if rep is not None:
             summary["report"] = rep["report"]
         if as_json:

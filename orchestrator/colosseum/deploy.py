@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -34,19 +33,12 @@ from orchestrator.spec import ExperimentSpec
 log = logging.getLogger(__name__)
 
 
-def _git_revision() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-
-
 def run_experiment(cfg: ColosseumConfig, spec: ExperimentSpec, srn_password: str, *, run_dir: Path,
                    run_id: str, start_rf: bool = True, keep_outputs: bool = False,
                    runner_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    from orchestrator.runner import Runner, RunOptions
+    from orchestrator.experiment import run_experiment
+    from orchestrator.runner import RunOptions
+    from results.trace import git_commit
 
     run_dir.mkdir(parents=True, exist_ok=True)
     backend = ColosseumBackend(cfg, srn_password)
@@ -60,7 +52,7 @@ def run_experiment(cfg: ColosseumConfig, spec: ExperimentSpec, srn_password: str
         "cycle": cfg.cycle,
         "data_plane": cfg.data_plane.model_dump(),
         "control_interface": cfg.control_interface,
-        "pamdi_git": _git_revision(),
+        "pamdi_git": git_commit(),
         "config": cfg.model_dump(mode="json"),
     }
     try:
@@ -78,16 +70,24 @@ def run_experiment(cfg: ColosseumConfig, spec: ExperimentSpec, srn_password: str
     finally:
         (run_dir / "colosseum.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     opts = RunOptions(keep_outputs=keep_outputs, **(runner_options or {}))
-    runner = Runner(spec, backend, run_dir, opts)
-    runner.run_id = run_id
     try:
-        summary = runner.run()  # calls backend.down() in its finally
+        # The one run lifecycle (manifest.json, the runner, tables/plots/report.md); the runner calls
+        # backend.down() in its finally, and again here: down is idempotent.
+        exp = run_experiment(spec, backend, run_dir, opts, run_id=run_id,
+                             manifest_extra={"colosseum": {"team": cfg.team, "srns": list(cfg.srns),
+                                                           "scenario": cfg.scenario, "run_id": run_id}})
     finally:
         backend.down()
         manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         manifest["node_srns"] = backend.node_srn
         (run_dir / "colosseum.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    if exp.interrupted or exp.summary is None:
+        raise KeyboardInterrupt
+    summary = exp.summary
+    runner = exp.runner
     summary["run_dir"] = str(run_dir)
+    if exp.report is not None:
+        summary["report"] = exp.report["report"]
     summary["colosseum"] = {"scenario": cfg.scenario, "node_srns": backend.node_srn,
                             "radiomap": manifest.get("radiomap")}
     if keep_outputs:
