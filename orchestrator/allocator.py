@@ -44,7 +44,7 @@ from scipy.optimize import linprog
 from scipy.sparse import coo_matrix
 
 from orchestrator.spec import ExperimentSpec
-from pamdi_node.policies.types import LINK_GOODPUT_FACTOR, SourceView, weight_of
+from pamdi_node.policies.types import SourceView, weight_of
 
 
 class AllocationError(RuntimeError):
@@ -99,12 +99,9 @@ class Allocation:
 
 def problem_from_spec(spec: ExperimentSpec, views: Mapping[str, SourceView]) -> Problem:
     from orchestrator.devices import node_speed
+    from orchestrator.goodput import goodput_links
 
-    links: dict[tuple[str, str], tuple[float, float]] = {}
-    for lk in spec.resolved_links():
-        gp = lk.rate_mbit * 1e6 * LINK_GOODPUT_FACTOR
-        links[(lk.a, lk.b)] = (gp, lk.delay_ms / 1000.0)
-        links[(lk.b, lk.a)] = (gp, lk.delay_ms / 1000.0)
+    links = goodput_links(spec)
     rates: dict[str, float] = {}
     for s in spec.sources:
         if s.interval_s <= 0:

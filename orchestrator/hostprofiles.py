@@ -88,7 +88,7 @@ def run_profiles(spec: ExperimentSpec, device_time: str, base_dir: str | Path | 
     """The profiles (by source name) an emulation of ``spec`` under ``device_time`` models and
     predicts with: the spec's folder when it names one, this host's own under ``quota``, else the
     shipped reference (``profile``, ``native``)."""
-    from orchestrator.simulator import load_profiles
+    from orchestrator.workload import load_profiles
 
     if spec.profiles:
         folder = Path(spec.profiles)

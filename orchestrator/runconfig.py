@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.backends.base import AgentEndpoint, Backend
+from orchestrator.goodput import goodput_bps
 from orchestrator.spec import ExperimentSpec
+from orchestrator.workload import policy_params
 from pamdi_node import devicetime
-from pamdi_node.policies.types import LINK_GOODPUT_FACTOR, SourceView
+from pamdi_node.policies.types import SourceView
 
 
 @dataclass
@@ -39,18 +41,6 @@ def resolve_device_time(asked: str | None, spec: ExperimentSpec, backend: Backen
     """The run's device-time model: as asked, else the spec's, else the backend's default."""
     name = asked or spec.device_time or (backend.default_device_time if backend is not None else None) or "native"
     return devicetime.check(name)
-
-
-def policy_params(spec: ExperimentSpec, policy: str, views: Mapping[str, SourceView]) -> dict[str, Any]:
-    """The parameters of ``policy`` from the spec (pa-mdi-static gets the allocator's plan)."""
-    from pamdi_node.policies import params_for
-
-    params: dict[str, Any] = params_for(policy, spec.policy_params)
-    if policy == "pa-mdi-static" and "plan" not in params:
-        from orchestrator.allocator import allocate
-
-        params["plan"] = allocate(spec, views, rho_max=params.get("rho_max")).plan
-    return params
 
 
 def build_configs(
@@ -84,7 +74,7 @@ def build_configs(
             "block_out_bytes": list(v.block_out_bytes), "input_bytes": v.input_bytes,
             "result_bytes": v.result_bytes, "bounds": list(v.bounds),
         })
-    links = [[u, v, lk.rate_mbit * 1e6 * LINK_GOODPUT_FACTOR, lk.delay_ms / 1000.0]
+    links = [[u, v, goodput_bps(lk.rate_mbit), lk.delay_ms / 1000.0]
              for lk in spec.resolved_links() for u, v in ((lk.a, lk.b), (lk.b, lk.a))]
     beacon = opts.beacon_period_s if opts.beacon_period_s is not None else spec.beacon_period_ms / 1000.0
     configs: dict[str, dict[str, Any]] = {}
@@ -98,7 +88,7 @@ def build_configs(
             peers[k] = {
                 "address": ep.data.get(n, ep.control),
                 # Views carry goodput (the policies never apply the factor themselves).
-                "rate_bps": link.rate_mbit * 1e6 * LINK_GOODPUT_FACTOR,
+                "rate_bps": goodput_bps(link.rate_mbit),
                 "delay_s": link.delay_ms / 1000.0,
                 "loss": link.loss,
                 "apply_delay": link.key in agent_delayed,

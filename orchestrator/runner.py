@@ -178,7 +178,7 @@ class Runner:
 
     def run(self) -> dict[str, Any]:
         """Run every policy; returns ``{"runs": [...]}`` (partial after Ctrl-C, which is re-raised)."""
-        from orchestrator.simulator import source_views
+        from orchestrator.workload import source_views
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if not hasattr(self, "profiles"):

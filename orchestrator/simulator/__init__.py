@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from orchestrator import workload
 from orchestrator.devices import node_speed
 from orchestrator.metrics import summarize_run
 from orchestrator.simulator.engine import Simulator
@@ -28,8 +29,6 @@ from orchestrator.simulator.inputs import (
 )
 from orchestrator.spec import ExperimentSpec, Link
 from pamdi_node.models.profile import ModelProfile
-from pamdi_node.policies import get_policy, params_for
-from pamdi_node.policies.partition import source_view_from_profile
 from pamdi_node.policies.types import Policy, SourceView
 
 __all__ = [
@@ -68,59 +67,28 @@ def link_schedule(link: Link) -> LinkSchedule | None:
     return LinkSchedule(name=sc.name, points=points, period_s=sc.period if sc.loop else 0.0)
 
 
-def load_profiles(
-    spec: ExperimentSpec,
-    *,
-    base_dir: str | Path | None = None,
-    overrides: Mapping[str, ModelProfile] | None = None,
-) -> dict[str, ModelProfile]:
-    """One profile per source (keyed by source name): ``overrides`` by model name, else the spec's
-    ``profiles`` folder (relative to ``base_dir``), else the shipped profiles. Profiles are per
-    batch at one thread; node speeds scale them."""
-    from pamdi_node.models.profile import load_profile_from, load_shipped_profile
-
-    out: dict[str, ModelProfile] = {}
-    for src in spec.sources:
-        if overrides and src.model in overrides:
-            out[src.name] = overrides[src.model]
-            continue
-        try:
-            if spec.profiles:
-                folder = Path(spec.profiles)
-                if not folder.is_absolute() and base_dir is not None:
-                    folder = Path(base_dir) / folder
-                out[src.name] = load_profile_from(folder, src.model, src.batch, 1)
-            else:
-                out[src.name] = load_shipped_profile(src.model, src.batch, 1)
-        except (FileNotFoundError, ValueError) as err:
-            raise SimulationError(f"sources.{src.name}: no usable profile for model {src.model!r}: {err}") from None
-    return out
+def load_profiles(spec: ExperimentSpec, *, base_dir: str | Path | None = None,
+                  overrides: Mapping[str, ModelProfile] | None = None) -> dict[str, ModelProfile]:
+    """``workload.load_profiles``, failing as a ``SimulationError``."""
+    try:
+        return workload.load_profiles(spec, base_dir=base_dir, overrides=overrides)
+    except workload.WorkloadError as err:
+        raise SimulationError(str(err)) from None
 
 
 def source_views(spec: ExperimentSpec, profiles: Mapping[str, ModelProfile]) -> dict[str, SourceView]:
-    views: dict[str, SourceView] = {}
-    for src in spec.sources:
-        try:
-            views[src.name] = source_view_from_profile(
-                src.name, src.node, profiles[src.name], priority=src.priority,
-                accuracy=spec.accuracy_of(src.model), partitions=src.partitions,
-            )
-        except ValueError as err:
-            raise SimulationError(f"sources.{src.name}: {err}") from None
-    return views
+    """``workload.source_views``, failing as a ``SimulationError``."""
+    try:
+        return workload.source_views(spec, profiles)
+    except workload.WorkloadError as err:
+        raise SimulationError(str(err)) from None
 
 
 def make_policy(spec: ExperimentSpec, name: str, views: Mapping[str, SourceView]) -> Policy:
-    """The policy object for ``name`` with the spec's ``policy_params``; ``pa-mdi-static`` gets
-    its plan from the allocator."""
+    """``workload.make_policy``, failing as a ``SimulationError``."""
     try:
-        params: dict[str, Any] = params_for(name, spec.policy_params)
-        if name == "pa-mdi-static" and "plan" not in params:
-            from orchestrator.allocator import allocate
-
-            params["plan"] = allocate(spec, views, rho_max=params.get("rho_max")).plan
-        return get_policy(name, **params)
-    except (ValueError, RuntimeError) as err:
+        return workload.make_policy(spec, name, views)
+    except workload.WorkloadError as err:
         raise SimulationError(str(err)) from None
 
 
