@@ -52,12 +52,16 @@ def runtime_costs(spans: Iterable[Mapping[str, Any]]) -> RuntimeCosts:
     decision, and the serialisation and send of the task or its result. Without such pairs it
     falls back to the local ``decide`` spans.
 
-    Means, not medians: the simulator charges the cost after every job, so what it must get right
-    is the total the workers spent (their load); the occasional slow one (a beacon handled in
-    between, a collection pass) is part of that total, and under load queueing amplifies it."""
+    Under the ``profile`` device-time model it also covers how late a held result was released: a
+    compute span that ends after its modelled time (the executor's sleep overshoots, its thread
+    waits for the GIL) kept the worker that much longer than the model says, below the overrun
+    tolerance or not. Means, not medians: the simulator charges the cost after every job, so what
+    it must get right is the total the workers spent (their load); the occasional slow one (a beacon
+    handled in between, a collection pass) is part of that total, and under load queueing amplifies it."""
     decide: list[float] = []
     ser: list[float] = []
     recv: list[float] = []
+    late: list[float] = []  # compute span beyond its modelled time (profile device time)
     by_node: dict[str, list[tuple[float, float, str, int, int]]] = {}
     enqueued: dict[tuple[str, str, int], float] = {}  # (node, task, first block) -> when queued there
     for s in spans:
@@ -75,6 +79,8 @@ def runtime_costs(spans: Iterable[Mapping[str, Any]]) -> RuntimeCosts:
                 enqueued[(node, task, lo)] = float(s["start"])
             else:
                 by_node.setdefault(node, []).append((float(s["start"]), float(s["end"]), task, lo, int(s["blocks"][1])))
+                if isinstance(s.get("model_s"), int | float):
+                    late.append(max(0.0, d - float(s["model_s"])))
     gaps = []
     for node, parts in by_node.items():
         parts.sort()
@@ -84,7 +90,7 @@ def runtime_costs(spans: Iterable[Mapping[str, Any]]) -> RuntimeCosts:
             continuation = task == task2 and hi == lo2
             if continuation or enqueued.get((node, task2, lo2), math.inf) <= end:
                 gaps.append(start - end)
-    decision = _mean(gaps) if len(gaps) >= 5 else _mean(decide)
+    decision = (_mean(gaps) if len(gaps) >= 5 else _mean(decide)) + _mean(late)
     return RuntimeCosts(max(0.0, decision), max(0.0, _mean(ser) + _mean(recv)))
 
 
