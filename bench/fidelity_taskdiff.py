@@ -57,7 +57,7 @@ def main() -> int:
         runner.run()
     result: dict[str, Any] = {"spec": spec.name, "stretch": runner.stretch, "policies": {}}
     for r in runner.results:
-        c = runtime_costs(r.spans)
+        c = runtime_costs(r.spans, runner.device_time)
         opts = SimOptions(beacon_period_s=spec.beacon_period_ms / 1000.0, decision_cost_s=c.decision_s,
                           message_cost_s=c.message_s, rtc_window_s=AGENT_DEFAULTS.grant_window_s,
                           rtc_timeout_s=AGENT_DEFAULTS.rtc_timeout_s, shaper_stretch=runner.stretch)

@@ -187,7 +187,8 @@ def test_runtime_costs_from_spans() -> None:
     # Under profile device time a result released after its modelled time kept the worker longer:
     # the mean lateness is charged too (here 1 ms on each of the 10 timed back-to-back ranges).
     timed = [dict(s, model_s=0.009) for s in compute[:10]]
-    assert runtime_costs(spans + timed).decision_s == pytest.approx(0.002 + 0.001)
+    assert runtime_costs(spans + timed, "profile").decision_s == pytest.approx(0.002 + 0.001)
+    assert runtime_costs(spans + timed, "quota").decision_s == pytest.approx(0.002)  # the in-run speed has it
 
 
 def test_profile_device_time_models_devices_with_the_reference_not_this_host(tmp_path, monkeypatch) -> None:
