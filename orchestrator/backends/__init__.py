@@ -13,12 +13,13 @@ from typing import Any
 
 from orchestrator.backends.base import AgentEndpoint, Backend, RunContext, SupportsFailures, agent_argv
 
-# name -> "module:Class". Other backends add their line here (netns, docker, colosseum).
+# name -> "module:Class": every backend lives in this package (compose's fixed endpoints and the
+# Colosseum batch leader's discovered agents are backends too, built by their own commands).
 BACKENDS: dict[str, str] = {
     "local": "orchestrator.backends.local:LocalBackend",
     "netns": "orchestrator.backends.netns:NetnsBackend",
     "docker": "orchestrator.backends.docker:DockerBackend",
-    "colosseum": "orchestrator.colosseum.backend:ColosseumBackend",
+    "colosseum": "orchestrator.backends.colosseum:ColosseumBackend",
 }
 
 

@@ -1,16 +1,24 @@
 """A batch job's ``radio.conf`` on the leader SRN (as ``orchestrator/colosseum/batch.py`` writes it),
-read with errors that name the field; ``LeadError``: why the batch experiment cannot go on."""
+read with errors that name the field; ``LeadError``: why the batch experiment cannot go on;
+``StateFile``: what status.sh reports."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orchestrator.spec import ExperimentSpec, SpecError, parse_spec
+
+log = logging.getLogger("pamdi.batch_lead")
+
+DEFAULT_STATE_FILE = "/tmp/pamdi_radio_state"
+DEFAULT_DISCOVERY_TIMEOUT_S = 420.0
 
 
 class LeadError(RuntimeError):
@@ -72,3 +80,28 @@ def load_conf(path: str | Path) -> BatchConf:
                      data_interface=dp.get("interface"), data_subnet=dp.get("subnet"),
                      control_interface=str(data.get("control_interface") or "col0"),
                      keep_outputs=bool(data.get("keep_outputs", False)), raw=data)
+
+
+class StateFile:
+    """status.sh's state (same files as common.sh's ``set_state``); stop.sh's states are final."""
+
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path or os.environ.get("PAMDI_STATE_FILE", DEFAULT_STATE_FILE)
+
+    def current(self) -> str:
+        try:
+            return Path(self.path).read_text().strip()
+        except OSError:
+            return ""
+
+    def set(self, state: str, info: str) -> None:
+        log.info("%s: %s", state, info)
+        if self.current() in ("STOPPING", "FINISHED"):
+            return
+        try:
+            for suffix, text in ((".info", info), ("", state)):
+                tmp = Path(f"{self.path}{suffix}.lead.tmp")
+                tmp.write_text(text.replace("\n", " ") + "\n")
+                os.replace(tmp, f"{self.path}{suffix}")
+        except OSError as err:
+            log.warning("cannot write the state file %s: %s", self.path, err)

@@ -39,139 +39,34 @@ asyncssh or other orchestrator extras, which the image does not carry.
 from __future__ import annotations
 
 import configparser
-import contextlib
 import json
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.backends.base import AgentEndpoint, BackendTraits, RunContext
-from orchestrator.colosseum.batch_conf import BatchConf, LeadError, load_conf
-from orchestrator.colosseum.batch_discovery import candidate_addresses, discover, local_addresses
-from orchestrator.spec import ExperimentSpec, LinkParams
+from orchestrator.backends.colosseum_batch import BatchBackend
+from orchestrator.colosseum.batch_conf import (
+    DEFAULT_DISCOVERY_TIMEOUT_S,
+    LeadError,
+    StateFile,
+    load_conf,
+)
 
 log = logging.getLogger("pamdi.batch_lead")
 
 DEFAULT_RADIO_API_DIR = "/root/radio_api"  # the C2 API: all scripts and radio.conf live here
 DEFAULT_LOGS_DIR = "/logs"  # copied to the team's NAS folder after the batch job
-DEFAULT_STATE_FILE = "/tmp/pamdi_radio_state"
-DEFAULT_DISCOVERY_TIMEOUT_S = 420.0
 
 EXIT_OK, EXIT_CONFIG, EXIT_RUN, EXIT_TIMEOUT, EXIT_STOPPED = 0, 2, 3, 4, 130
 
 
 # --------------------------------------------------------------------------------- state files
-class StateFile:
-    """status.sh's state (same files as common.sh's ``set_state``); stop.sh's states are final."""
-
-    def __init__(self, path: str | None = None) -> None:
-        self.path = path or os.environ.get("PAMDI_STATE_FILE", DEFAULT_STATE_FILE)
-
-    def current(self) -> str:
-        try:
-            return Path(self.path).read_text().strip()
-        except OSError:
-            return ""
-
-    def set(self, state: str, info: str) -> None:
-        log.info("%s: %s", state, info)
-        if self.current() in ("STOPPING", "FINISHED"):
-            return
-        try:
-            for suffix, text in ((".info", info), ("", state)):
-                tmp = Path(f"{self.path}{suffix}.lead.tmp")
-                tmp.write_text(text.replace("\n", " ") + "\n")
-                os.replace(tmp, f"{self.path}{suffix}")
-        except OSError as err:
-            log.warning("cannot write the state file %s: %s", self.path, err)
-
-
 # -------------------------------------------------------------------------------------- backend
-class BatchBackend(BackendTraits):
-    """Agents already running on the batch's SRNs (their own start.sh launched them)."""
-
-    name = "colosseum-batch"
-    default_curve = False  # agents run --insecure: nobody hands out keys in batch mode
-    default_device_time = "native"  # real SRNs: real speed, predictions from a profile measured there
-    gpu_check = "remote"  # the agent on the SRN checks its GPU itself
-
-    def __init__(self, conf: BatchConf, *, discovery_timeout_s: float = DEFAULT_DISCOVERY_TIMEOUT_S,
-                 state: StateFile | None = None) -> None:
-        self.conf = conf
-        self.discovery_timeout_s = discovery_timeout_s
-        self.state = state or StateFile()
-        self.addresses: dict[str, str] = {}
-        self.candidates: list[str] = []
-        self.discovery_s: float | None = None
-        self.counters: dict[str, list[dict[str, object]]] = {}
-        self._down = False
-
-    def url(self, node: str) -> str:
-        return f"tcp://{self.addresses[node]}:{self.conf.agent_port}"
-
-    def up(self, spec: ExperimentSpec, ctx: RunContext) -> Mapping[str, AgentEndpoint]:
-        del ctx
-        nodes = [n.name for n in spec.nodes]
-        self.candidates = candidate_addresses(self.conf, local_addresses())
-
-        def progress(found: dict[str, str]) -> None:
-            self.addresses = dict(found)
-            waiting = [n for n in nodes if n not in found]
-            self.state.set("ACTIVE", f"leader: discovering agents on the radio network: {len(found)}/{len(nodes)} "
-                           f"answered" + (f", waiting for {', '.join(waiting)}" if waiting else ""))
-
-        t0 = time.time()
-        self.addresses = discover(nodes, self.candidates, self.conf.agent_port, self.discovery_timeout_s, progress)
-        self.discovery_s = time.time() - t0
-        self.counters["up"] = self.link_stats()
-        log.info("agents found in %.1f s: %s", self.discovery_s, self.addresses)
-        graph = spec.neighbours()
-        # Control and data on the radio address: the agents bind there only (col0 carries nothing).
-        return {n: AgentEndpoint(node=n, control=self.url(n), data={k: self.url(n) for k in graph[n]})
-                for n in nodes}
-
-    def set_link(self, a: str, b: str, params: LinkParams) -> None:
-        log.warning("colosseum batch: links are the RF scenario's; set_link %s-%s %s is not applied", a, b, params)
-
-    def link_stats(self) -> list[dict[str, object]]:
-        """rx/tx byte counters of this container's interfaces (the other SRNs are out of reach)."""
-        out: list[dict[str, object]] = []
-        for ifname in sorted(local_addresses()):
-            stats = Path("/sys/class/net") / ifname / "statistics"
-            with contextlib.suppress(OSError, ValueError):
-                out.append({"node": self.conf.node, "interface": ifname, "t": time.time(),
-                            "rx_bytes": int((stats / "rx_bytes").read_text()),
-                            "tx_bytes": int((stats / "tx_bytes").read_text())})
-        return out
-
-    def down(self) -> None:
-        """Stop every discovered agent still running (the runner stops them first; this is the safety net)."""
-        if self._down:
-            return
-        self._down = True
-        with contextlib.suppress(Exception):
-            self.counters["down"] = self.link_stats()
-        from pamdi_node.agent.client import AgentClient, AgentError
-
-        def stop(node: str) -> None:
-            try:
-                with AgentClient(self.url(node), server=node, timeout_s=1.0) as c:
-                    c.stop(timeout_s=1.0)
-                log.info("stopped agent %s", node)
-            except AgentError:
-                pass  # already stopped (by the runner) or gone
-
-        if self.addresses:  # in parallel: after the runner's stop, every call waits out its timeout
-            with ThreadPoolExecutor(max_workers=len(self.addresses)) as pool:
-                list(pool.map(stop, list(self.addresses)))
-
-
 # ---------------------------------------------------------------------------------------- leader
 def _colosseum_ini(radio_api_dir: Path) -> dict[str, dict[str, str]] | None:
     """colosseum_config.ini (RF centre frequency / bandwidth, collaboration server), when pushed in."""

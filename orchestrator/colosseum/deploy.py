@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from orchestrator.backends.colosseum import ColosseumBackend
 from orchestrator.colosseum import rf
-from orchestrator.colosseum.backend import ColosseumBackend
 from orchestrator.colosseum.config import ColosseumConfig
 from orchestrator.colosseum.transport import Session, q
 from orchestrator.spec import ExperimentSpec
