@@ -91,7 +91,7 @@ def build(
 
 @image_app.command("push")
 def push(
-    registry: str = typer.Option(..., "--registry", "-r", help="host[:port][/namespace]"),
+    registry: str = typer.Option(..., "--registry", "-r", help="HOST[:PORT] or HOST[:PORT]/NAMESPACE"),
     image: str = typer.Option("pamdi-node:latest", help="local image to push"),
     tag: str = typer.Option(None, help="remote tag (default: the local tag)"),
 ) -> None:
@@ -126,8 +126,3 @@ def export_lxd_cmd(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(image_app, name="image")
-    # `pamdi compose` / `pamdi compose-run` live in their own module; registered from here so that
-    # the CLI entry (orchestrator/cli/__init__.py) needs no change.
-    from orchestrator.cli import compose_cmd
-
-    compose_cmd.register(app)

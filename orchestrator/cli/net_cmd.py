@@ -139,10 +139,7 @@ def calibrate_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    from orchestrator.cli import scenarios_cmd
-
     app.add_typer(net_app, name="net")
     app.command("cleanup")(cleanup)
-    app.add_typer(scenarios_cmd.app, name="scenarios")
     app.command("report")(report_cmd)
     app.command("calibrate")(calibrate_cmd)

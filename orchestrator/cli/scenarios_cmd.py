@@ -33,9 +33,11 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="print JSON")) -
     from rich.table import Table
 
     t = Table(title="radio scenarios")
-    for col in ("name", "colosseum id", "local profile", "mean Mbit/s"):
-        t.add_column(col, no_wrap=True)
-    t.add_column("description", overflow="ellipsis", no_wrap=True, max_width=70)
+    # The names are what one types: never cut (the description wraps instead, at any width).
+    t.add_column("name", no_wrap=True, min_width=max((len(r["name"]) for r in rows), default=4))
+    for col in ("RF id", "profile", "Mbit/s"):
+        t.add_column(col)
+    t.add_column("description", overflow="fold", ratio=1)
     for r in rows:
         profile = ("time-varying" if r["time_varying"] else "constant") if r["shapeable"] else "-"
         t.add_row(r["name"], str(r["colosseum_id"] or ""), profile,
@@ -86,3 +88,7 @@ def import_iperf3_cmd(
         print_json({"path": str(dest), **s.model_dump(mode="json")})
         return
     typer.echo(f"saved {s.name} ({len(s.points)} steps, mean {s.mean_rate_mbit():.2f} Mbit/s) to {dest}")
+
+
+def register(app_: typer.Typer) -> None:
+    app_.add_typer(app, name="scenarios")

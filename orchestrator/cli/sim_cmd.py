@@ -64,7 +64,7 @@ def _print_table(spec: Any, summary: dict[str, Any]) -> None:
 def register(app: typer.Typer) -> None:
     @app.command()
     def simulate(
-        spec: str = typer.Argument(..., help="spec file, or the name of a shipped spec (see --list)"),
+        spec: str = typer.Argument(..., help="spec file, or the name of a shipped spec (`pamdi specs list`)"),
         policy: str = typer.Option(None, "--policy", "-p", help="policy name or 'all' (default: the spec's)"),
         seed: int = typer.Option(None, "--seed", help="random seed (default: the spec's)"),
         as_json: bool = typer.Option(False, "--json", help="print the summary JSON"),

@@ -1,0 +1,67 @@
+"""The CLI's own surface: ``--version``, completion, shipped specs, help that renders, readable tables."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.spec import load_spec
+from orchestrator.specs import SPECS_DIR, shipped_specs
+from pamdi_node import __version__
+
+cli = CliRunner()
+
+
+def test_version_and_completion_options() -> None:
+    result = cli.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == __version__
+    helptext = cli.invoke(app, ["--help"]).stdout
+    assert "--install-completion" in helptext and "--show-completion" in helptext
+
+
+def test_every_command_group_is_registered_and_its_help_renders() -> None:
+    # `image push --help` used to raise rich's MarkupError on "[/namespace]" in an option's help.
+    groups = ["models", "specs", "net", "scenarios", "image", "colosseum", "node"]
+    commands = ["simulate", "allocate", "emulate", "demo", "compose", "sweep", "report", "cleanup", "profile"]
+    top = cli.invoke(app, ["--help"]).stdout
+    for name in groups + commands:
+        assert re.search(rf"\b{name}\b", top), f"{name} missing from pamdi --help"
+        result = cli.invoke(app, [name, "--help"])
+        assert result.exit_code == 0 and "Traceback" not in result.output, (name, result.output[-500:])
+    for sub in ("build", "push", "wheels", "export-lxd"):
+        result = cli.invoke(app, ["image", sub, "--help"])
+        assert result.exit_code == 0 and "Traceback" not in result.output, (sub, result.output[-500:])
+    assert "--list" not in cli.invoke(app, ["simulate", "--help"]).stdout  # no help names a missing option
+
+
+def test_specs_list_show_copy(tmp_path: Path) -> None:
+    result = cli.invoke(app, ["specs", "list", "--json"])
+    assert result.exit_code == 0
+    rows = json.loads(result.stdout)
+    assert [r["name"] for r in rows] == shipped_specs()
+    demo = next(r for r in rows if r["name"] == "paper-5node-resnet50-loaded")
+    assert demo["nodes"] == 5 and demo["sources"] == ["ts:resnet50", "nts:resnet50"]
+    shown = cli.invoke(app, ["specs", "show", "small"])
+    assert shown.exit_code == 0 and shown.stdout == (SPECS_DIR / "small.yaml").read_text()
+    assert yaml.safe_load(shown.stdout)["name"] == "small"
+    copied = cli.invoke(app, ["specs", "copy", "small", str(tmp_path)])
+    assert copied.exit_code == 0 and load_spec(tmp_path / "small.yaml").name == "small"
+    again = cli.invoke(app, ["specs", "copy", "small", str(tmp_path)])
+    assert again.exit_code == 2 and "exists; pass --force" in again.output
+    bad = cli.invoke(app, ["specs", "show", "no-such"])
+    assert bad.exit_code == 2 and "no shipped spec 'no-such'; shipped: " in bad.output
+    assert len(bad.output.strip().splitlines()) == 1
+
+
+def test_scenario_names_are_never_cut_at_80_columns() -> None:
+    import radio_scenarios
+
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(app, ["scenarios", "list"])
+    assert result.exit_code == 0
+    for name in radio_scenarios.catalogue():
+        assert name in result.stdout, name
