@@ -1,7 +1,10 @@
 """Plots and a Markdown summary from a run folder (``pamdi report RUN_DIR``).
 
-- ``cdf.png``: empirical CDF of inference time, one panel per source, one line per policy.
-- ``timeline.png``: per-node timeline of compute spans (what ran where), one panel per policy,
+- ``cdf.png`` (and ``cdf.svg``): empirical CDF of inference time over all of a source's tasks (failed
+  ones count: a curve with failures stops below 1, its legend says how many), one panel per source,
+  one line per policy.
+- ``timeline.png`` (and ``.svg``): per-node timeline of compute spans (what ran where), one panel per
+  policy on one shared time axis,
   coloured by source, with transfers drawn as thin bars under each node's row.
 - ``report.md``: per-source mean / p50 / p95 per policy and the TS source's reduction against each
   baseline, plus the link statistics when the run has them.
@@ -73,6 +76,21 @@ def ts_source(run_dir: Path, sources: list[str]) -> str | None:
     return "ts" if "ts" in sources else (sources[0] if sources else None)
 
 
+def cdf_curves(df) -> dict[tuple[str, str], dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """Per (source, policy): the completed tasks' sorted times (ms) and the CDF over ALL the source's
+    tasks: a failed task never completes, so a curve with failures ends at completed/total < 1 (as
+    a paper's figure must show it), plus the failed and total counts."""
+    import numpy as np
+
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for (src, policy), g in df.groupby(["source", "policy"], sort=False):
+        done = g[g["status"] == "completed"]
+        x = np.sort(done["latency_s"].to_numpy() * 1000)
+        out[(str(src), str(policy))] = {"x_ms": x, "y": np.arange(1, len(x) + 1) / len(g),
+                                        "failed": len(g) - len(done), "total": len(g)}
+    return out
+
+
 def plot_cdf(df, out: Path) -> Path:  # type: ignore[no-untyped-def]
     import matplotlib
 
@@ -81,21 +99,40 @@ def plot_cdf(df, out: Path) -> Path:  # type: ignore[no-untyped-def]
     import numpy as np
 
     sources = list(dict.fromkeys(df["source"]))
+    curves = cdf_curves(df)
     fig, axes = plt.subplots(1, len(sources), figsize=(5.2 * len(sources), 4), squeeze=False)
     for ax, src in zip(axes[0], sources, strict=True):
-        for policy, g in df[(df["source"] == src) & (df["status"] == "completed")].groupby("policy", sort=False):
-            x = np.sort(g["latency_s"].to_numpy() * 1000)
-            ax.step(x, np.arange(1, len(x) + 1) / len(x), where="post", label=f"{policy} (mean {x.mean():.0f})")
+        for (s, policy), c in curves.items():
+            if s != src:
+                continue
+            x = c["x_ms"]
+            label = f"{policy} (mean {np.mean(x):.0f}" if len(x) else f"{policy} (none completed"
+            label += f", {c['failed']} of {c['total']} failed)" if c["failed"] else ")"
+            if len(x):
+                ax.step(x, c["y"], where="post", label=label)
+            else:
+                ax.plot([], [], label=label)
         ax.set_title(f"source {src}")
         ax.set_xlabel("inference time (ms)")
-        ax.set_ylabel("fraction of tasks")
+        ax.set_ylabel("fraction of the source's tasks")
+        ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle("Inference-time CDF per source and policy")
+    fig.suptitle("Inference-time CDF per source and policy (failed tasks count: curves stop below 1)")
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    _save(fig, out)
     plt.close(fig)
     return out
+
+
+def _save(fig, out: Path) -> None:  # type: ignore[no-untyped-def]
+    """PNG for a look, SVG beside it for a paper (same stem); the SVG's ids are salted by the stem
+    so that the same figure gives the same bytes."""
+    import matplotlib
+
+    fig.savefig(out, dpi=110)
+    with matplotlib.rc_context({"svg.hashsalt": out.stem}):
+        fig.savefig(out.with_suffix(".svg"), metadata={"Date": None})
 
 
 def plot_timeline(spans, out: Path, max_policies: int = 5) -> Path | None:  # type: ignore[no-untyped-def]
@@ -110,8 +147,9 @@ def plot_timeline(spans, out: Path, max_policies: int = 5) -> Path | None:  # ty
     nodes = sorted(set(spans["node"]))
     sources = sorted(set(spans["source"].dropna()))
     colours = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(sources)}
+    # One time axis for every policy (sharex), so that their panels compare at a glance.
     fig, axes = plt.subplots(len(policies), 1, figsize=(11, 1.0 + 0.55 * len(nodes) * len(policies)),
-                             squeeze=False)
+                             squeeze=False, sharex=True)
     for ax, policy in zip(axes[:, 0], policies, strict=True):
         sp = spans[spans["policy"] == policy]
         t0 = sp["start"].min()
@@ -130,7 +168,7 @@ def plot_timeline(spans, out: Path, max_policies: int = 5) -> Path | None:  # ty
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[s]) for s in sources]
     fig.legend(handles, [f"source {s}" for s in sources], loc="upper right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    _save(fig, out)
     plt.close(fig)
     return out
 
@@ -193,5 +231,6 @@ def report(run_dir: Path) -> dict[str, Any]:
     ts = ts_source(run_dir, list(dict.fromkeys(df["source"])))
     md = run_dir / "report.md"
     md.write_text(markdown(run_dir, rows, ts, images))
-    return {"report": str(md), "images": [str(p) for p in images], "sources": rows,
+    return {"report": str(md), "images": [str(p) for p in images],
+            "svg": [str(p.with_suffix(".svg")) for p in images], "sources": rows,
             "ts_source": ts, "ts_reduction_pct": reductions(rows, ts) if ts else {}}

@@ -71,3 +71,27 @@ def test_report_cli_rejects_empty_folder(tmp_path: Path) -> None:
     pamdi = str(Path(sys.executable).parent / "pamdi")
     out = subprocess.run([pamdi, "report", str(tmp_path)], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode != 0 and "no tasks" in out.stderr
+
+
+def test_cdf_counts_failed_tasks_and_svg_beside_png(tmp_path: Path) -> None:
+    # Each (policy, source) of the fixture has one failed task: every curve must end at
+    # completed / total (< 1), and the legend say so; the SVG is written beside each PNG.
+    import pandas as pd
+
+    from results.report import cdf_curves, load_tasks
+
+    lat = _write_run(tmp_path)
+    out = report(tmp_path)
+    curves = cdf_curves(load_tasks(tmp_path))
+    for (policy, src), values in lat.items():
+        c = curves[(src, policy)]
+        assert c["failed"] == 1 and c["total"] == len(values) + 1
+        assert list(c["x_ms"]) == pytest.approx(sorted(1000 * v for v in values))
+        assert c["y"][-1] == pytest.approx(len(values) / (len(values) + 1))
+    svg = Path(out["svg"][0])
+    assert svg.name == "cdf.svg" and svg.read_text().lstrip().startswith("<?xml")
+    assert "1 of 4 failed" in svg.read_text()  # the TS legend (3 completed + 1 failed)
+    first = svg.read_bytes()
+    report(tmp_path)
+    assert svg.read_bytes() == first  # same figure, same bytes (no date, salted ids)
+    assert isinstance(pd.read_parquet(tmp_path / "tasks.parquet"), pd.DataFrame)
