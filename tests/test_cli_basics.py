@@ -65,3 +65,28 @@ def test_scenario_names_are_never_cut_at_80_columns() -> None:
     assert result.exit_code == 0
     for name in radio_scenarios.catalogue():
         assert name in result.stdout, name
+
+
+def test_colosseum_commands_that_need_srns_refuse_a_config_without_them_in_one_line(tmp_path: Path) -> None:
+    # Used to ask for the SRN password, then print a 59-line traceback with a wrong `--write` hint.
+    cfg = tmp_path / "colosseum.yaml"
+    cfg.write_text(yaml.safe_dump({"team": "wineslab", "user": "jdoe"}))
+    runner = CliRunner(env={"COLOSSEUM_SRN_PASSWORD": "", "PAMDI_COLOSSEUM_CONFIG": ""})
+    for args in (["check"], ["rf", "info"], ["run", "small"], ["harvest", "--run-id", "some-run"]):
+        result = runner.invoke(app, ["colosseum", *args, "-c", str(cfg)])
+        assert result.exit_code == 2, (args, result.output)
+        assert result.output.strip() == ("srns: no SRN numbers in the config; run `pamdi colosseum reservation ID "
+                                         "--write -c CONFIG` or list them under `srns:`"), (args, result.output)
+    # The hint's syntax is the real one: --write is a flag, the config is -c.
+    helptext = runner.invoke(app, ["colosseum", "reservation", "--help"]).stdout
+    assert "--write" in helptext and "--config" in helptext
+
+
+def test_colosseum_batch_takes_a_shipped_spec_name(tmp_path: Path) -> None:
+    cfg = tmp_path / "colosseum.yaml"
+    cfg.write_text(yaml.safe_dump({"team": "wineslab", "user": "jdoe", "srns": [13, 15, 27], "scenario": 1009}))
+    result = cli.invoke(app, ["colosseum", "batch", "small", "--no-upload", "--out", str(tmp_path / "b"),
+                              "-c", str(cfg)])
+    assert result.exit_code == 0, result.output
+    bad = cli.invoke(app, ["colosseum", "batch", "smal", "--no-upload", "-c", str(cfg)])
+    assert bad.exit_code == 2 and "no shipped spec of that name" in bad.output

@@ -46,11 +46,16 @@ def _config_path(path: Path | None) -> Path:
     return Path(os.environ.get("PAMDI_COLOSSEUM_CONFIG", "colosseum.yaml"))
 
 
-def _load(path: Path | None):  # -> ColosseumConfig
+def _load(path: Path | None, need_srns: bool = False):  # -> ColosseumConfig
+    """The config; ``need_srns``: the command talks to SRNs, so a config without ``srns:`` is refused
+    here, in one line, before any password is asked for."""
     from orchestrator.colosseum.config import ConfigError, load_config
 
     try:
-        return load_config(_config_path(path))
+        cfg = load_config(_config_path(path))
+        if need_srns:
+            cfg.require_srns()
+        return cfg
     except ConfigError as err:
         raise fail(str(err)) from None
 
@@ -94,7 +99,7 @@ def _session_run(cfg, fn: Callable[[object], Awaitable[T]], *, srn_pw: bool = Tr
 def check_cmd(config: Path | None = ConfigOpt, verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Each SRN: reachable, interfaces and addresses, data-plane and col0 address, colosseumcli version, USRP."""
     _logging(verbose)
-    cfg = _load(config)
+    cfg = _load(config, need_srns=True)
     from orchestrator.colosseum.admin import check
 
     reports, errors = _session_run(cfg, check)
@@ -117,7 +122,7 @@ def upload_image_cmd(
 ) -> None:
     """Copy an image to the team's NAS folder via file-proxy, chmod 755, verify its sha256 there."""
     _logging(verbose)
-    cfg = _load(config)
+    cfg = _load(config, need_srns=True)
     from orchestrator.colosseum.admin import upload_image
 
     print_json(_session_run(cfg, lambda s: upload_image(s, file), srn_pw=False, ldap_pw=True))
@@ -132,7 +137,7 @@ def rf_start_cmd(
 ) -> None:
     """colosseumcli rf start ID [-c], waiting out the >15 s rule after an rf stop."""
     _logging(verbose)
-    cfg = _load(config)
+    cfg = _load(config, need_srns=True)
     sid = scenario if scenario is not None else cfg.scenario
     if sid is None:
         raise fail("rf start: give a scenario ID or set `scenario:` in the config")
@@ -149,7 +154,7 @@ def rf_start_cmd(
 def rf_stop_cmd(config: Path | None = ConfigOpt, verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """colosseumcli rf stop, then rf info until CLEARED (up to 30 s)."""
     _logging(verbose)
-    cfg = _load(config)
+    cfg = _load(config, need_srns=True)
     from orchestrator.colosseum import rf
 
     print_json(_session_run(cfg, lambda s: _as_dict(rf.stop(s))))
@@ -163,7 +168,7 @@ async def _as_dict(coro):
 def rf_info_cmd(config: Path | None = ConfigOpt, verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """colosseumcli rf info and rf radiomap, parsed."""
     _logging(verbose)
-    cfg = _load(config)
+    cfg = _load(config, need_srns=True)
     from orchestrator.colosseum import rf
 
     async def go(session):
@@ -207,7 +212,7 @@ def reservation_cmd(
 
 @colosseum_app.command("batch")
 def batch_cmd(
-    spec: Path = typer.Argument(..., help="Experiment spec YAML."),
+    spec: str = typer.Argument(..., help="Experiment spec YAML, or the name of a shipped spec (`pamdi specs list`)."),
     submit: bool = typer.Option(False, "--submit", help="Queue the job through the REST API after uploading."),
     priority: int = typer.Option(0, "--priority", min=0, help='Batch priority ("0" is the highest).'),
     out: Path | None = typer.Option(None, "--out", help="Also keep the batch JSON and node configs here."),
@@ -275,7 +280,7 @@ def batch_status_cmd(
 
 @colosseum_app.command("run")
 def run_cmd(
-    spec: Path = typer.Argument(..., help="Experiment spec YAML."),
+    spec: str = typer.Argument(..., help="Experiment spec YAML, or the name of a shipped spec (`pamdi specs list`)."),
     run_id: str | None = typer.Option(None, "--run-id", help="Run ID (default: time stamp)."),
     results: Path = typer.Option(Path("results/runs"), "--results", help="Where run folders go."),
     no_rf: bool = typer.Option(False, "--no-rf", help="Do not start the config's RF scenario."),
@@ -289,7 +294,7 @@ def run_cmd(
     from orchestrator.colosseum.deploy import run_experiment
     from orchestrator.colosseum.transport import ColosseumError
 
-    cfg = _load(config)
+    cfg = _load(config, need_srns=True)
     exp = spec_or_exit(spec)
     srn_password = _secret(cfg, "srn")
     rid = run_id or time.strftime("%Y%m%d-%H%M%S")
@@ -310,7 +315,7 @@ def harvest_cmd(
     """Copy traces back: an interactive run's files from every SRN, or a batch job's /logs from the NAS."""
     from orchestrator.colosseum.deploy import harvest_batch, harvest_run
 
-    cfg = _load(config)
+    cfg = _load(config, need_srns=run_id is not None)  # a batch job's logs come from the NAS
     if (run_id is None) == (job is None):
         raise fail("harvest: give exactly one of --run-id RUN or --job RESERVATION_ID")
     if run_id is not None:

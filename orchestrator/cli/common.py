@@ -18,10 +18,14 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def spec_or_exit(path: Path) -> ExperimentSpec:
+def spec_or_exit(path: Path | str) -> ExperimentSpec:
+    """A spec from a file or a shipped spec's name (as ``simulate``/``emulate`` take it), or exit 2
+    with one line."""
+    from orchestrator.specs import resolve_spec
+
     try:
-        return load_spec(path)
-    except SpecError as err:
+        return load_spec(resolve_spec(path))
+    except (FileNotFoundError, SpecError) as err:
         raise fail(str(err)) from None
 
 

@@ -180,7 +180,7 @@ class ColosseumConfig(BaseModel):
     def require_srns(self) -> tuple[int, ...]:
         if not self.srns:
             raise ConfigError(
-                "srns: no SRN numbers in the config; run `pamdi colosseum reservation ID --write CONFIG` "
+                "srns: no SRN numbers in the config; run `pamdi colosseum reservation ID --write -c CONFIG` "
                 "or list them under `srns:`"
             )
         return self.srns
