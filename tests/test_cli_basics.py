@@ -90,3 +90,23 @@ def test_colosseum_batch_takes_a_shipped_spec_name(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     bad = cli.invoke(app, ["colosseum", "batch", "smal", "--no-upload", "-c", str(cfg)])
     assert bad.exit_code == 2 and "no shipped spec of that name" in bad.output
+
+
+def test_demo_table_fits_80_columns_without_cutting_names() -> None:
+    from rich.console import Console
+
+    from orchestrator.cli.demo_cmd import _print
+
+    policies = ("local", "ar-mdi", "ms-mdi", "pa-mdi", "ddi")  # what the demo runs
+    rows = [{"policy": p, "source": s, "completed": 80, "failed": 0, "mean_s": 2.2603, "p50_s": 1.9075,
+             "p95_s": 12.2603} for p in policies for s in ("ts", "nts")]
+    summary = {"device_time": "profile", "time_stretch": 1.45, "runs": [
+        {"policy": p, "overrun_fraction": 0.007, "sources": {s: {"sim_mean_s": 2.2} for s in ("ts", "nts")}}
+        for p in policies]}
+    console = Console(width=80, record=True)
+    _print(console, {"sources": rows, "ts_source": "ts", "ts_reduction_pct": {}}, "netns", summary)
+    text = console.export_text()
+    assert "…" not in text
+    for p in policies:
+        assert f" {p} " in text
+    assert "12260.3" in text and "+2.7%" in text

@@ -122,6 +122,7 @@ def _best(means: dict[str, float]) -> str | None:
 
 
 def _print(console, rep, backend: str, summary) -> None:  # type: ignore[no-untyped-def]
+    from rich import box
     from rich.table import Table
 
     def ms(x: float | None) -> str:
@@ -131,10 +132,13 @@ def _print(console, rep, backend: str, summary) -> None:  # type: ignore[no-unty
     predicted = {(p, src): st.get("sim_mean_s") for p, r in runs.items() for src, st in r["sources"].items()}
     stretch = (summary or {}).get("time_stretch", 1.0)
     t = Table(title=f"inference time per source (ms), backend {backend}, device time "
-                    f"{(summary or {}).get('device_time', '?')}, stretch {stretch:g}; 'sim mean': the simulator's "
-                    "prediction for the same schedule")
-    for col in ("policy", "source", "done", "failed", "mean", "p50", "p95", "sim mean", "gap", "overrun"):
-        t.add_column(col, justify="left" if col in ("policy", "source") else "right")
+                    f"{(summary or {}).get('device_time', '?')}, stretch {stretch:g}; sim: the simulator's "
+                    "prediction for the same schedule; over: block ranges that overran their modelled time",
+              box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    # Fits 80 columns whole (a log or a CI console is that wide): policy and source names never cut.
+    for col in ("policy", "source", "done", "fail", "mean", "p50", "p95", "sim", "gap", "over"):
+        t.add_column(col, justify="left" if col in ("policy", "source") else "right",
+                     no_wrap=True)
     for r in rep["sources"]:
         sim = predicted.get((r["policy"], r["source"]))
         gap = "-" if sim is None or r["mean_s"] is None else f"{(r['mean_s'] - sim) / sim:+.1%}"
