@@ -53,12 +53,12 @@ def runtime_costs(spans: Iterable[Mapping[str, Any]], device_time: str | None = 
     falls back to the local ``decide`` spans.
 
     Under the ``profile`` device-time model (``device_time="profile"``) it also covers how late a
-    held result was released: a
-    compute span that ends after its modelled time (the executor's sleep overshoots, its thread
-    waits for the GIL) kept the worker that much longer than the model says, below the overrun
-    tolerance or not. Means, not medians: the simulator charges the cost after every job, so what
-    it must get right is the total the workers spent (their load); the occasional slow one (a beacon
-    handled in between, a collection pass) is part of that total, and under load queueing amplifies it."""
+    held result was released: a compute span that ends after its modelled time (the executor's
+    sleep overshoots, its thread waits for the GIL) kept the worker that much longer than the model
+    says, below the overrun tolerance or not. Means, not medians: the simulator charges the cost
+    after every job, so what it must get right is the total the workers spent (their load); the
+    occasional slow one (a beacon handled in between, a collection pass) is part of that total, and
+    under load queueing amplifies it."""
     decide: list[float] = []
     ser: list[float] = []
     recv: list[float] = []

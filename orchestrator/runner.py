@@ -45,7 +45,6 @@ from orchestrator.runconfig import (
     RunOptions,
     build_configs,
     expected_duration_s,
-    policy_params,
     resolve_device_time,
     stretch_options,
 )
@@ -61,6 +60,7 @@ from orchestrator.runrecords import (
     write_policy_traces,
 )
 from orchestrator.spec import DEFAULT_POLICIES, ExperimentSpec
+from orchestrator.workload import policy_params
 from pamdi_node.agent.client import AgentClient, AgentError
 from pamdi_node.policies.types import SourceView
 from results.trace import merge_manifest

@@ -13,7 +13,8 @@ import typer
 
 from orchestrator.cli.common import fail, print_json
 
-net_app = typer.Typer(help="Local network emulation (namespaces + tc): checks.", no_args_is_help=True)
+net_app = typer.Typer(help="Local network emulation (namespaces + tc): checks, and a hands-on mode "
+                      "(up, exec, link, show, down) that builds a topology and keeps it.", no_args_is_help=True)
 
 
 def _need_root(what: str) -> None:
@@ -143,3 +144,145 @@ def register(app: typer.Typer) -> None:
     app.command("cleanup")(cleanup)
     app.command("report")(report_cmd)
     app.command("calibrate")(calibrate_cmd)
+
+
+# ------------------------------------------------------------------ hands-on mode (Mininet style)
+NameOpt = typer.Option(None, "--name", "-n", help="the network's name (default: the only one up, else the spec's name)")
+
+
+def _name(name: str | None) -> str:
+    from orchestrator.netem import names
+
+    if name:
+        return name
+    up = sorted(p.name[4:-5] for p in names.STATE_DIR.glob("net-*.json"))
+    if len(up) == 1:
+        return up[0]
+    raise fail("--name: " + (f"several networks are up ({', '.join(up)}): say which" if up else
+                             "no network is up (`pamdi net up SPEC`)"))
+
+
+def _print_net(state: dict) -> None:  # type: ignore[type-arg]
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = Table(title=f"network {state['name']} (spec {state['spec']}; delays by "
+                    f"{'netem' if state['netem'] else 'the user-space forwarder: this kernel has no netem'})")
+    for col in ("node", "namespace", "control"):
+        t.add_column(col, no_wrap=True)
+    for n, d in state["nodes"].items():
+        t.add_row(n, d["netns"], d["control"])
+    console.print(t)
+    t = Table(title="links (both directions shaped alike)")
+    for col in ("link", "if", "addresses", "Mbit/s", "delay ms", "loss", "state"):
+        t.add_column(col, no_wrap=True)
+    for lk in state["links"]:
+        t.add_row(f"{lk['a']}-{lk['b']}", lk["if"], f"{lk['addr_a']} / {lk['addr_b']}", f"{lk['rate_mbit']:g}",
+                  f"{lk['delay_ms']:g}", f"{lk['loss']:g}", "up" if lk["up"] else "DOWN")
+    console.print(t)
+    console.print("tc in effect (to reproduce by hand):", markup=False)
+    for lk in state["links"]:
+        for cmd in lk["tc"]:
+            console.print(f"  {cmd}", markup=False, soft_wrap=True)
+        if lk["delay_stage"] == "forwarder":
+            console.print(f"  # {lk['a']}-{lk['b']}: delay {lk['delay_ms']:g} ms, loss {lk['loss']:g} by the "
+                          f"forwarder in namespace {lk['middle_netns']}", markup=False, soft_wrap=True)
+
+
+@net_app.command("up")
+def net_up(
+    spec: str = typer.Argument(..., help="spec file, or the name of a shipped spec"),
+    name: str = typer.Option(None, "--name", "-n", help="the network's name (default: the spec's name)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Build a spec's namespaces and shaped links and keep them (until `pamdi net down`)."""
+    _need_root("net up")
+    from orchestrator.netem.handson import HandsOnError, up
+    from orchestrator.spec import SpecError
+
+    try:
+        state = up(spec, name)
+    except (HandsOnError, FileNotFoundError, SpecError) as err:
+        raise fail(str(err)) from None
+    if as_json:
+        print_json(state)
+    else:
+        _print_net(state)
+        typer.echo(f"`pamdi net exec NODE -- CMD`, `pamdi net link A B --rate/--delay/--loss/--down`, "
+                   f"`pamdi net down {state['name']}`")
+
+
+@net_app.command("show")
+def net_show(name: str = NameOpt, as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """The kept network: namespaces, addresses, links and the tc commands in effect."""
+    from orchestrator.netem.handson import HandsOnError, request
+
+    try:
+        state = request(_name(name), {"op": "show"})
+    except HandsOnError as err:
+        raise fail(str(err)) from None
+    if as_json:
+        print_json(state)
+    else:
+        _print_net(state)
+
+
+@net_app.command("link")
+def net_link(
+    a: str = typer.Argument(..., help="one end (node name)"),
+    b: str = typer.Argument(..., help="the other end"),
+    rate: float = typer.Option(None, "--rate", help="Mbit/s"),
+    delay: float = typer.Option(None, "--delay", help="one-way delay, ms"),
+    loss: float = typer.Option(None, "--loss", help="loss probability, 0..1"),
+    down: bool = typer.Option(None, "--down/--up", help="take the link down (both ends) or bring it back"),
+    name: str = NameOpt,
+) -> None:
+    """Change a link of the kept network in place (as a radio scenario would)."""
+    from orchestrator.netem.handson import HandsOnError, request
+
+    body = {"op": "link", "a": a, "b": b, "rate_mbit": rate, "delay_ms": delay, "loss": loss,
+            "up": None if down is None else not down}
+    try:
+        state = request(_name(name), body)
+    except HandsOnError as err:
+        raise fail(f"net link {a} {b}: {err}") from None
+    lk = next(x for x in state["links"] if {x["a"], x["b"]} == {a, b})
+    typer.echo(f"{lk['a']}-{lk['b']}: {lk['rate_mbit']:g} Mbit/s, {lk['delay_ms']:g} ms, loss {lk['loss']:g}, "
+               f"{'up' if lk['up'] else 'DOWN'}")
+
+
+@net_app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def net_exec(ctx: typer.Context, node: str = typer.Argument(..., help="node name"), name: str = NameOpt) -> None:
+    """Run a command inside a node's namespace: `pamdi net exec a -- ip addr`."""
+    import subprocess
+    import sys
+
+    from orchestrator.netem.handson import HandsOnError, read_state
+
+    cmd = [a for a in ctx.args if a != "--"] if ctx.args[:1] == ["--"] else list(ctx.args)
+    if not cmd:
+        raise fail("net exec: give a command after `--` (e.g. `pamdi net exec a -- ip addr`)")
+    try:
+        state = read_state(_name(name))
+    except HandsOnError as err:
+        raise fail(str(err)) from None
+    if node not in state["nodes"]:
+        raise fail(f"net exec: no node {node!r} in network {state['name']!r}; nodes: {', '.join(state['nodes'])}")
+    rc = subprocess.call([sys.executable, "-m", "orchestrator.netem.nsexec", "--netns",
+                          state["nodes"][node]["netns"], "--", *cmd])
+    raise typer.Exit(rc)
+
+
+@net_app.command("down")
+def net_down(name: str = typer.Argument(None, help="the network (default: the only one up)")) -> None:
+    """Tear the kept network down: namespaces, links, forwarders; nothing is left behind."""
+    _need_root("net down")
+    from orchestrator.netem.handson import HandsOnError, down
+
+    name = _name(name)
+    try:
+        removed = down(name)
+    except HandsOnError as err:
+        raise fail(str(err)) from None
+    typer.echo(f"network {name} down" + (f" (also removed {len(removed)} leftovers)" if removed else ""))
