@@ -3,19 +3,24 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup setup-test demo test lint bench clean
 
+# What the demo needs: iproute2, the venv with torch and the orchestrator extra.
 setup:
 	bash scripts/bootstrap.sh
+
+# What the test suite needs besides: the dev extra and the services it runs (Docker, LXD, sshd...).
+setup-test:
+	bash scripts/bootstrap.sh --test
 
 demo: setup
 	$(VENV)/bin/pamdi demo
 
-test: setup
+test: setup-test
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
-lint: setup
+lint: setup-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 

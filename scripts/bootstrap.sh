@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Idempotent set-up used by both README commands (make demo, make test) and so by .ci/run:
-# system packages (when root and missing), the .venv with torch pinned, the package with its extras.
+# Idempotent set-up used by both README commands, and so by .ci/run:
+#   bash scripts/bootstrap.sh          (make demo)  iproute2 when missing (root), the .venv with
+#                                       torch==2.13.0 and the package with its orchestrator extra;
+#   bash scripts/bootstrap.sh --test   (make test)  that, plus the dev extra (pytest, ruff, the
+#                                       Hugging Face GPT-2 reference) and the services the tests use:
+#                                       iperf3, scripts/bootstrap.d/*.sh (Docker, docker-compose,
+#                                       LXD, a loopback registry, OpenSSH, tcpdump).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+TEST=0
+[ "${1:-}" = "--test" ] && TEST=1
 
 PY=${PYTHON:-python3}
 VENV=.venv
@@ -25,13 +32,17 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# iproute2 (ip/tc) for the netns backend and for checking what pyroute2 built;
-# iperf3 so users can record link measurements for `pamdi scenarios import-iperf3`.
-apt_install ip iproute2 tc iproute2 iperf3 iperf3
+# iproute2 (ip/tc) for the netns backend and for checking what pyroute2 built.
+apt_install ip iproute2 tc iproute2
 
-for extra in scripts/bootstrap.d/*.sh; do
-    [ -e "$extra" ] && bash "$extra"
-done
+if [ $TEST = 1 ]; then
+    # iperf3 so users (and the tests' fixtures) can record link measurements for
+    # `pamdi scenarios import-iperf3`; then the services the test suite runs for real.
+    apt_install iperf3 iperf3
+    for extra in scripts/bootstrap.d/*.sh; do
+        [ -e "$extra" ] && bash "$extra"
+    done
+fi
 
 # pip quietly, minus the host's notes about configured local indexes that do not exist.
 pip_q() {
@@ -46,6 +57,10 @@ fi
 # Re-install when the project metadata changed since the last install.
 if [ ! -f $STAMP ] || [ pyproject.toml -nt $STAMP ]; then
     pip_q 'torch==2.13.0'
-    pip_q -e '.[orchestrator,dev]'
+    pip_q -e '.[orchestrator]'
     touch $STAMP
+fi
+if [ $TEST = 1 ] && { [ ! -f $STAMP.dev ] || [ pyproject.toml -nt $STAMP.dev ]; }; then
+    pip_q -e '.[orchestrator,dev]'
+    touch $STAMP.dev
 fi
