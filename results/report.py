@@ -31,7 +31,8 @@ def load_tasks(run_dir: Path):  # type: ignore[no-untyped-def]
     if not path.exists():
         raise FileNotFoundError(f"{run_dir}: no tasks (neither tasks.parquet nor <policy>/tasks.jsonl)")
     df = pd.read_parquet(path)
-    df["latency_s"] = df["done_s"] - df["born_s"]
+    if "latency_s" not in df:  # tables written before the column was
+        df["latency_s"] = df["done_s"] - df["born_s"]
     return df
 
 
@@ -177,7 +178,20 @@ def _ms(x: float | None) -> str:
     return "-" if x is None else f"{x * 1000:.1f}"
 
 
-def markdown(run_dir: Path, rows: list[dict[str, Any]], ts: str | None, images: list[Path]) -> str:
+def failure_reasons(df) -> list[tuple[tuple[str, str, str], int]]:  # type: ignore[no-untyped-def]
+    """((policy, source, reason), count) of every failed task, most frequent first."""
+    failed = df[df["status"] != "completed"]
+    reasons = failed["reason"] if "reason" in failed else [""] * len(failed)
+    counts: dict[tuple[str, str, str], int] = {}
+    for policy, source, why in zip(failed["policy"], failed["source"], reasons, strict=True):
+        text = " ".join(why.split())[:200] if isinstance(why, str) else ""
+        key = (str(policy), str(source), text or "(no reason recorded)")
+        counts[key] = counts.get(key, 0) + 1
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def markdown(run_dir: Path, rows: list[dict[str, Any]], ts: str | None, images: list[Path],
+             failures: list[tuple[tuple[str, str, str], int]] | None = None) -> str:
     run_dir = Path(run_dir)
     lines = [f"# Run {run_dir.name}", ""]
     try:
@@ -198,6 +212,18 @@ def markdown(run_dir: Path, rows: list[dict[str, Any]], ts: str | None, images: 
             lines += ["", f"## PA-MDI against the baselines (source `{ts}`, mean time)", "",
                       "| baseline | reduction |", "| --- | ---: |"]
             lines += [f"| {b} | {v:+.1f}% |" for b, v in red.items()]
+        others = [s for s in dict.fromkeys(r["source"] for r in rows) if s != ts]
+        cost = {s: reductions(rows, s) for s in others}
+        if any(cost.values()):
+            lines += ["", "## What it costs the other sources (PA-MDI against each baseline, mean time; "
+                      "negative = PA-MDI slower)", "",
+                      "| source | " + " | ".join(BASELINES) + " |", "| --- |" + " ---: |" * len(BASELINES)]
+            for s in others:
+                lines.append(f"| {s} | " + " | ".join(f"{cost[s][b]:+.1f}%" if b in cost[s] else "-"
+                                                      for b in BASELINES) + " |")
+    if failures:
+        lines += ["", "## Failed tasks", "", "| policy | source | reason | tasks |", "| --- | --- | --- | ---: |"]
+        lines += [f"| {p} | {s} | {why} | {n} |" for (p, s, why), n in failures]
     stats = run_dir / "links" / "tc_stats.parquet"
     if stats.exists():
         import pandas as pd
@@ -230,7 +256,7 @@ def report(run_dir: Path) -> dict[str, Any]:
         images.append(tl)
     ts = ts_source(run_dir, list(dict.fromkeys(df["source"])))
     md = run_dir / "report.md"
-    md.write_text(markdown(run_dir, rows, ts, images))
+    md.write_text(markdown(run_dir, rows, ts, images, failure_reasons(df)))
     return {"report": str(md), "images": [str(p) for p in images],
             "svg": [str(p.with_suffix(".svg")) for p in images], "sources": rows,
             "ts_source": ts, "ts_reduction_pct": reductions(rows, ts) if ts else {}}

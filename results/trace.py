@@ -122,16 +122,41 @@ def _frame(rows: list[dict[str, Any]]):  # type: ignore[no-untyped-def]
     return df
 
 
+def run_identity(run_dir: Path) -> dict[str, Any]:
+    """``run_id``, ``backend``, ``seed`` and each source's ``priority`` of a run folder (from its
+    manifest and summary; the folder's name when it has no run id)."""
+    run_dir = Path(run_dir)
+    ident: dict[str, Any] = {"run_id": run_dir.name, "backend": None, "seed": None, "priorities": {}}
+    with contextlib.suppress(OSError, ValueError):
+        man = json.loads((run_dir / "manifest.json").read_text())
+        ident["backend"], ident["seed"] = man.get("backend"), man.get("seed")
+        ident["priorities"] = {s["name"]: s.get("priority") for s in (man.get("spec") or {}).get("sources", [])}
+    with contextlib.suppress(OSError, ValueError):
+        summary = json.loads((run_dir / "summary.json").read_text())
+        ident["run_id"] = summary.get("run_id") or ident["run_id"]
+        ident["priorities"] = {**summary.get("priorities", {}), **ident["priorities"]}
+    return ident
+
+
 def tables(run_dir: Path) -> dict[str, Path]:
-    """Write the Parquet tables of a run folder from its JSONL; returns what was written."""
+    """Write the Parquet tables of a run folder from its JSONL; returns what was written. Every row
+    carries ``run_id``, ``backend`` and ``seed`` (tasks also ``priority`` and ``latency_s``), so
+    that the tables of many runs concatenate in pandas without joins."""
     run_dir = Path(run_dir)
     written: dict[str, Path] = {}
+    ident = run_identity(run_dir)
     for kind in ("tasks", "spans"):
         files = sorted(run_dir.glob(f"*/{kind}.jsonl"))
         rows = _read_jsonl(files)
         if rows:
             path = run_dir / f"{kind}.parquet"
-            _frame(rows).to_parquet(path, index=False)
+            df = _frame(rows)
+            for col in ("run_id", "backend", "seed"):
+                df[col] = ident[col]
+            if kind == "tasks":
+                df["priority"] = df["source"].map(lambda s: ident["priorities"].get(s))
+                df["latency_s"] = df["done_s"] - df["born_s"]  # NaN for a failed task
+            df.to_parquet(path, index=False)
             written[kind] = path
     stats = run_dir / "links" / "tc_stats.jsonl"
     if stats.exists():

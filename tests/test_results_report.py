@@ -95,3 +95,32 @@ def test_cdf_counts_failed_tasks_and_svg_beside_png(tmp_path: Path) -> None:
     report(tmp_path)
     assert svg.read_bytes() == first  # same figure, same bytes (no date, salted ids)
     assert isinstance(pd.read_parquet(tmp_path / "tasks.parquet"), pd.DataFrame)
+
+
+def test_tables_carry_the_run_and_report_says_why_tasks_failed_and_the_nts_cost(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from orchestrator.spec import parse_spec
+
+    lat = _write_run(tmp_path)
+    spec = parse_spec({"name": "r", "seed": 7, "nodes": [{"name": "a"}],
+                       "sources": [{"name": "ts", "node": "a", "model": "tiny", "priority": 10},
+                                   {"name": "nts", "node": "a", "model": "tiny", "priority": 1}]})
+    write_manifest(tmp_path, spec, backend="netns", policies=["local", "pa-mdi", "ms-mdi"])
+    (tmp_path / "summary.json").write_text(json.dumps({"run_id": "r-20261203-abc", "priorities": {"ts": 10, "nts": 1}}))
+    out = report(tmp_path)
+    tasks = pd.read_parquet(tmp_path / "tasks.parquet")
+    assert set(tasks["run_id"]) == {"r-20261203-abc"} and set(tasks["backend"]) == {"netns"}
+    assert set(tasks["seed"]) == {7}
+    assert dict(zip(tasks["source"], tasks["priority"], strict=True)) == {"ts": 10, "nts": 1}
+    done = tasks[tasks["status"] == "completed"]
+    assert list(done["latency_s"]) == pytest.approx(list(done["done_s"] - done["born_s"]))
+    assert tasks[tasks["status"] == "failed"]["latency_s"].isna().all()
+    spans = pd.read_parquet(tmp_path / "spans.parquet")
+    assert set(spans["run_id"]) == {"r-20261203-abc"}
+    md = Path(out["report"]).read_text()
+    # One failed task per (policy, source), all with reason "timeout": six rows of 1.
+    assert "## Failed tasks" in md and md.count("| timeout | 1 |") == len(lat)
+    # NTS cost: PA-MDI's NTS mean (1.6 s) against local (1.1) and ms-mdi (1.2), as a signed change.
+    assert "## What it costs the other sources" in md
+    assert f"| nts | {100 * (1.1 - 1.6) / 1.1:+.1f}% | - | {100 * (1.2 - 1.6) / 1.2:+.1f}% | - |" in md
