@@ -33,7 +33,6 @@ class WorkloadError(ValueError):
 
 def policy_params(spec: ExperimentSpec, policy: str, views: Mapping[str, SourceView]) -> dict[str, Any]:
     """The parameters of ``policy`` from the spec (pa-mdi-static gets the allocator's plan)."""
-
     params: dict[str, Any] = params_for(policy, spec.policy_params)
     if policy == "pa-mdi-static" and "plan" not in params:
         from orchestrator.allocator import allocate
