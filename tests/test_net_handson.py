@@ -45,6 +45,9 @@ def test_net_up_exec_link_show_down_leaves_nothing(tmp_path: Path) -> None:
         addr = pamdi("net", "exec", "a", "--name", "hands", "--", "ip", "-o", "-4", "addr", "show", "dev", lk["if"],
                      env=env)
         assert addr.returncode == 0 and lk["addr_a"] in addr.stdout, addr.stderr
+        # Only the leading `--` is pamdi's: the command keeps its own.
+        echo = pamdi("net", "exec", "a", "--name", "hands", "--", "echo", "--", "x", env=env)
+        assert echo.returncode == 0 and echo.stdout.strip() == "-- x", (echo.stdout, echo.stderr)
         # link: the kernel's qdisc takes the new rate; --down takes both ends down, --up back.
         out = pamdi("net", "link", "a", "b", "--rate", "5", "--name", "hands", env=env)
         assert out.returncode == 0 and "5 Mbit/s" in out.stdout, out.stderr

@@ -260,7 +260,8 @@ def net_exec(ctx: typer.Context, node: str = typer.Argument(..., help="node name
 
     from orchestrator.netem.handson import HandsOnError, read_state
 
-    cmd = [a for a in ctx.args if a != "--"] if ctx.args[:1] == ["--"] else list(ctx.args)
+    _need_root("net exec")
+    cmd = list(ctx.args[1:]) if ctx.args[:1] == ["--"] else list(ctx.args)  # only a leading `--` is ours
     if not cmd:
         raise fail("net exec: give a command after `--` (e.g. `pamdi net exec a -- ip addr`)")
     try:
