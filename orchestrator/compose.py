@@ -145,10 +145,9 @@ def render_compose(
     keys_dir = None if insecure else _render_keys(out_dir / "keys", names)
     services: dict[str, Any] = {}
     neighbours = spec.neighbours()
-    gpu = [node for node in spec.nodes if node.device_type != "cpu"]
-    if gpu:
-        raise ValueError(f"nodes.{gpu[0].name}: device_type {gpu[0].device_type}: compose projects run the node image, "
-                         "whose torch is CPU-only; GPU nodes run with --backend local/netns on a GPU host")
+    from orchestrator.gpuprofiles import check_gpu_nodes
+
+    check_gpu_nodes(spec, StaticBackend.name, StaticBackend.gpu_check)  # the node image's torch is CPU-only
     for node in spec.nodes:
         n = node.name
         cpus, threads = node_quota(node_speed(node), node.threads, node.device)

@@ -32,8 +32,7 @@ class Experiment:
 def run_experiment(spec: ExperimentSpec, backend: Backend, run_dir: str | Path, options: RunOptions, *,
                    base_dir: str | Path | None = None, manifest_extra: Mapping[str, Any] | None = None,
                    predict: bool = False, on_progress: Callable[[str, int, int], None] | None = None,
-                   run_id: str | None = None, write_report: bool = True,
-                   write_manifest_file: bool = True) -> Experiment:
+                   run_id: str | None = None, write_report: bool = True) -> Experiment:
     """Run ``spec`` on ``backend`` under every policy of ``options`` into ``run_dir``. ``predict``:
     the simulator's prediction for the same schedule beside every measured mean (``sim_mean_s`` in
     the summary, ``compare`` rows). Errors of the run itself (``RunError``, a refused spec) propagate
@@ -43,9 +42,8 @@ def run_experiment(spec: ExperimentSpec, backend: Backend, run_dir: str | Path, 
     from results.trace import write_manifest
 
     run_dir = Path(run_dir)
-    if write_manifest_file:
-        write_manifest(run_dir, spec, backend=backend.name, policies=list(options.policies or spec.policy),
-                       extra=dict(manifest_extra or {}))
+    write_manifest(run_dir, spec, backend=backend.name, policies=list(options.policies or spec.policy),
+                   extra=dict(manifest_extra or {}))
     runner = Runner(spec, backend, run_dir, options, base_dir=base_dir, on_progress=on_progress)
     if run_id is not None:
         runner.run_id = run_id

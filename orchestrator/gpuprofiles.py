@@ -48,7 +48,7 @@ def check_gpu_nodes(spec: ExperimentSpec, backend: str, gpu_check: str) -> None:
     if gpu_check == "none":
         raise ValueError(f"nodes.{gpu[0].name}: device_type {gpu[0].device_type}: the {backend} backend "
                          "runs no GPU agents (its node image carries a CPU-only torch); use local or netns on a "
-                         "GPU host, or Colosseum/ssh")
+                         "GPU host, or Colosseum")
     if gpu_check == "host":
         from pamdi_node.models.device import check_device
 

@@ -49,7 +49,8 @@ from pydantic import (
 )
 
 from orchestrator.devices import DEVICES
-from orchestrator.specerror import MAX_TEXT, PLAIN_KEY, SpecError, clip, format_validation_error, show
+from orchestrator.specerror import MAX_TEXT, SpecError, format_validation_error
+from orchestrator.specerror import show as _show
 from orchestrator.specfile import check_npy, read_spec_yaml
 from pamdi_node.models import MODEL_NAMES
 from pamdi_node.policies.partition import DEFAULT_PARTITIONS, PER_BLOCK
@@ -83,9 +84,6 @@ MAX_POLICY_PARAMS = 64
 MAX_MEMORY_MB = 1 << 20  # 1 TiB
 SEED_LIMIT = 1 << 63  # seeds and integer parameters travel in msgpack: below 2**63 fits signed and unsigned 64 bits
 _PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_PLAIN_KEY = PLAIN_KEY
-_show = show
-_clip = clip
 
 
 class _Frozen(BaseModel):

@@ -173,6 +173,14 @@ def _describe(net: Any, spec: Any, name: str, up_state: dict[tuple[str, str], bo
             "namespaces": list(net.record.namespaces), "links": links}
 
 
+def _publish(name: str, state: dict[str, Any]) -> None:
+    """The state file other commands read (written whole, then renamed: never half a file)."""
+    path = state_path(name)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
 def _set_state(net: Any, a: str, b: str, up_: bool) -> None:
     from orchestrator.netem import netns as nsops
 
@@ -208,11 +216,9 @@ def serve(spec_path: str, name: str) -> int:
         for lk in spec.resolved_links():
             net.add_link(lk.a, lk.b, lk.rate_mbit, lk.delay_ms, lk.loss, delay_line=True)
         sock.bind(socket_url(name))
-        path = state_path(name)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(_describe(net, spec, name, up_state), indent=2) + "\n")
-        os.replace(tmp, path)
-        print(json.dumps(_describe(net, spec, name, up_state)), flush=True)
+        state = _describe(net, spec, name, up_state)
+        _publish(name, state)
+        print(json.dumps(state), flush=True)
         while not stop:
             if not sock.poll(200):
                 continue
@@ -238,7 +244,7 @@ def serve(spec_path: str, name: str) -> int:
                         _set_state(net, a, b, bool(req["up"]))
                         up_state[(lk.a, lk.b)] = bool(req["up"])
                     answer = _describe(net, spec, name, up_state)
-                    path.write_text(json.dumps(answer, indent=2) + "\n")
+                    _publish(name, answer)
                 else:
                     answer = {"error": f"unknown request {op!r}"}
             except Exception as err:  # a bad request is answered, never ends the holder

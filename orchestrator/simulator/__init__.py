@@ -9,7 +9,8 @@ runs several policies and returns the ``metrics.summarize`` JSON.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,29 +68,32 @@ def link_schedule(link: Link) -> LinkSchedule | None:
     return LinkSchedule(name=sc.name, points=points, period_s=sc.period if sc.loop else 0.0)
 
 
+@contextlib.contextmanager
+def _as_simulation_error() -> Iterator[None]:
+    """The workload's errors, as the simulator's callers catch them."""
+    try:
+        yield
+    except workload.WorkloadError as err:
+        raise SimulationError(str(err)) from None
+
+
 def load_profiles(spec: ExperimentSpec, *, base_dir: str | Path | None = None,
                   overrides: Mapping[str, ModelProfile] | None = None) -> dict[str, ModelProfile]:
     """``workload.load_profiles``, failing as a ``SimulationError``."""
-    try:
+    with _as_simulation_error():
         return workload.load_profiles(spec, base_dir=base_dir, overrides=overrides)
-    except workload.WorkloadError as err:
-        raise SimulationError(str(err)) from None
 
 
 def source_views(spec: ExperimentSpec, profiles: Mapping[str, ModelProfile]) -> dict[str, SourceView]:
     """``workload.source_views``, failing as a ``SimulationError``."""
-    try:
+    with _as_simulation_error():
         return workload.source_views(spec, profiles)
-    except workload.WorkloadError as err:
-        raise SimulationError(str(err)) from None
 
 
 def make_policy(spec: ExperimentSpec, name: str, views: Mapping[str, SourceView]) -> Policy:
     """``workload.make_policy``, failing as a ``SimulationError``."""
-    try:
+    with _as_simulation_error():
         return workload.make_policy(spec, name, views)
-    except workload.WorkloadError as err:
-        raise SimulationError(str(err)) from None
 
 
 def build_simulator(

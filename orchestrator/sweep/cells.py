@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.spec import ExperimentSpec, Failure, Link, LinkParams, Node, Source, SpecError, _show, parse_spec
+from orchestrator.spec import ExperimentSpec, Failure, Link, LinkParams, Node, Source, SpecError, parse_spec
+from orchestrator.specerror import show as _show
 from orchestrator.sweep.spec import MAX_CELLS, NodesAxis, RatioAxis, Study, SweepError, SweepFile
 
 _LISTS: dict[str, type] = {"sources": Source, "nodes": Node, "links": Link, "failures": Failure}
