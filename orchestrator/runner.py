@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.backends.base import AgentEndpoint, Backend, RunContext, SupportsFailures
-from orchestrator.metrics import COMPLETED, FAILED, summarize_run
+from orchestrator.metrics import COMPLETED, FAILED
 from orchestrator.runconfig import (
     RunOptions,
     build_configs,
@@ -51,9 +51,8 @@ from orchestrator.runconfig import (
 from orchestrator.runfailures import schedule_failures
 from orchestrator.runrecords import (
     PolicyRun,
-    agents_cpu_cores,
     align,
-    fidelity,
+    policy_summary,
     records_on_disk,
     task_records,
     unstretch,
@@ -392,9 +391,8 @@ class Runner:
         if self.stretch != 1.0:  # back onto the nominal time line
             records, spans = unstretch(records, spans, self.stretch, getattr(self, "_t_start", 0.0))
         write_policy_traces(self.run_dir / policy, policy, records, spans, stats)
-        summary = summarize_run(policy, records, {name: v.priority for name, v in views.items()})
-        summary.update(fidelity(spans, self.device_time, self.stretch))
-        cores = agents_cpu_cores(stats)
-        if cores is not None:  # how much of the host the agents really took (all their threads), since configured
-            summary["agents_cpu_cores"] = cores
+        summary = policy_summary(policy, records, spans, stats, {name: v.priority for name, v in views.items()},
+                                 self.device_time, self.stretch)
+        for why in summary.get("unfaithful", ()):
+            log.warning("policy %s: not faithful: %s", policy, why)
         return PolicyRun(policy, records, spans, outputs, summary, stats, timed_out=incomplete)

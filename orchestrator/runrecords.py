@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.metrics import COMPLETED, FAILED, TaskRecord
+from orchestrator.metrics import COMPLETED, FAILED, TaskRecord, summarize_run
 from orchestrator.spec import ExperimentSpec
 from pamdi_node import devicetime
 from pamdi_node.agent.config import task_id
@@ -48,6 +48,42 @@ def agents_cpu_cores(stats: Mapping[str, Any]) -> float | None:
     cpu = [(float(st["cpu_s"]), float(st["wall_s"])) for st in stats.values()
            if isinstance(st, dict) and isinstance(st.get("cpu_s"), int | float)]
     return round(sum(c for c, _ in cpu) / max(w for _, w in cpu), 3) if cpu else None
+
+
+def agent_errors(stats: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per node, the agent's own failures during the policy run (``internal_errors`` since it was
+    configured, and the last one): a run with any is not faithful, whatever its numbers say."""
+    out: dict[str, dict[str, Any]] = {}
+    for node, st in sorted(stats.items()):
+        n = st.get("internal_errors") if isinstance(st, dict) else None
+        if isinstance(n, int) and n > 0:
+            out[node] = {"count": n, "last": str(st.get("last_internal_error") or "")[:300]}
+    return out
+
+
+def policy_summary(policy: str, records: Sequence[TaskRecord], spans: Sequence[Mapping[str, Any]],
+                   stats: Mapping[str, Any], priorities: Mapping[str, float], device_time: str,
+                   stretch: float) -> dict[str, Any]:
+    """A policy run's summary: the metrics of its records, how faithfully the agents kept the modelled
+    device times, the agents' own failures (any makes the run not faithful: e.g. a node whose beacons
+    failed is dropped by its peers, a smaller network than the spec's) and the CPU they took."""
+    summary = summarize_run(policy, list(records), dict(priorities))
+    summary.update(fidelity(spans, device_time, stretch))
+    why = []
+    if summary.get("faithful") is False:
+        why.append(f"{summary['overrun_fraction']:.0%} of block ranges overran their modelled time "
+                   f"(more than {devicetime.FAITHFUL_MAX_OVERRUN_FRACTION:.0%}: the host could not keep up)")
+    errors = agent_errors(stats)
+    if errors:
+        summary.update(agent_errors=errors, faithful=False)
+        why.append("agents failed internally: " + "; ".join(f"{n} x{e['count']} ({e['last']})"
+                                                             for n, e in errors.items()))
+    if why:
+        summary["unfaithful"] = why
+    cores = agents_cpu_cores(stats)
+    if cores is not None:  # how much of the host the agents really took (all their threads), since configured
+        summary["agents_cpu_cores"] = cores
+    return summary
 
 
 def records_on_disk(path: Path, config_id: str | None) -> list[dict[str, Any]]:

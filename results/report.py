@@ -221,6 +221,7 @@ def markdown(run_dir: Path, rows: list[dict[str, Any]], ts: str | None, images: 
             for s in others:
                 lines.append(f"| {s} | " + " | ".join(f"{cost[s][b]:+.1f}%" if b in cost[s] else "-"
                                                       for b in BASELINES) + " |")
+    lines += _fidelity_lines(run_dir)
     if failures:
         lines += ["", "## Failed tasks", "", "| policy | source | reason | tasks |", "| --- | --- | --- | ---: |"]
         lines += [f"| {p} | {s} | {why} | {n} |" for (p, s, why), n in failures]
@@ -240,6 +241,29 @@ def markdown(run_dir: Path, rows: list[dict[str, Any]], ts: str | None, images: 
                              f"{int(r['drops'])} | {'-' if lost != lost else lost} |")
     lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in images]
     return "\n".join(lines) + "\n"
+
+
+def _fidelity_lines(run_dir: Path) -> list[str]:
+    """How far each policy run can be trusted (``summary.json``): device time, stretch, overruns,
+    the simulator's prediction beside each mean, and why a run is not faithful."""
+    try:
+        runs = json.loads((run_dir / "summary.json").read_text()).get("runs") or []
+    except (OSError, ValueError):
+        return []
+    runs = [r for r in runs if isinstance(r, dict) and "device_time" in r]
+    if not runs:
+        return []
+    lines = ["", "## Fidelity", "", "| policy | device time | stretch | overran | simulated mean (ms) | faithful |",
+             "| --- | --- | ---: | ---: | --- | --- |"]
+    for r in runs:
+        over = r.get("overrun_fraction")
+        sim = ", ".join(f"{s} {_ms(v.get('sim_mean_s'))}" for s, v in (r.get("sources") or {}).items()
+                        if v.get("sim_mean_s") is not None) or "-"
+        lines.append(f"| {r.get('policy')} | {r['device_time']} | {r.get('time_stretch', 1.0):g} | "
+                     f"{'-' if over is None else f'{over:.1%}'} | {sim} | "
+                     f"{'-' if r.get('faithful') is None else 'yes' if r['faithful'] else '**no**'} |")
+    lines += [f"- {r.get('policy')}: not faithful: {why}" for r in runs for why in r.get("unfaithful", ())]
+    return lines
 
 
 def report(run_dir: Path) -> dict[str, Any]:

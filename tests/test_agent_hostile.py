@@ -206,6 +206,8 @@ def test_a_running_agent_survives_a_compromised_neighbour_and_strangers(attacked
         assert stats["state"] == "running" and stats["node"] == "a"
         assert stats["bad_messages"] >= 1000
         assert stats["replays"] >= 299  # the replayed task ran once
+        # Refused, every one, never a failure of the agent itself (that would make the run not faithful).
+        assert stats["internal_errors"] == 0, stats["last_internal_error"]
         grown = rss_kb(pid) / 1024 - rss0
         print(f"\n[hostile] bad messages {stats['bad_messages']}, replays {stats['replays']}, forged results "
               f"{stats['forged_results']}, RSS +{grown:.1f} MB")

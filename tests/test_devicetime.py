@@ -212,3 +212,22 @@ def test_profile_device_time_models_devices_with_the_reference_not_this_host(tmp
     own, choice = hostprofiles.run_profiles(spec, "quota")
     assert choice.kind == "host" and choice.measured == ()
     assert own["s"].total_time_s == pytest.approx(2 * shipped.total_time_s)
+
+
+def test_a_policy_run_with_agent_failures_is_not_faithful() -> None:
+    """An agent whose own timer or handler raised (e.g. a beacon it could not encode) ran a smaller
+    network than the spec's: the summary names the node and the error and the run is not faithful,
+    however clean its overruns; without failures the same run is faithful."""
+    from orchestrator.metrics import COMPLETED, TaskRecord
+    from orchestrator.runrecords import policy_summary
+
+    records = [TaskRecord("ts", f"ts-{i}", float(i), i + 0.05, COMPLETED) for i in range(4)]
+    spans = [{"kind": "compute", "model_s": 0.01, "overrun_s": 0.0} for _ in range(8)]
+    clean = {"a": {"internal_errors": 0, "cpu_s": 1.0, "wall_s": 4.0}, "b": {"error": "unreachable"}}
+    ok = policy_summary("pa-mdi", records, spans, clean, {"ts": 10.0}, "profile", 1.0)
+    assert ok["faithful"] is True and "agent_errors" not in ok and ok["agents_cpu_cores"] == 0.25
+    assert ok["sources"]["ts"]["mean_s"] == pytest.approx(0.05)
+    broken = dict(clean, c={"internal_errors": 3, "last_internal_error": "WireError: 'queue_s' is outside [0, 1e9]"})
+    bad = policy_summary("pa-mdi", records, spans, broken, {"ts": 10.0}, "profile", 1.0)
+    assert bad["faithful"] is False and bad["overrun_fraction"] == 0.0
+    assert bad["agent_errors"] == {"c": {"count": 3, "last": "WireError: 'queue_s' is outside [0, 1e9]"}}

@@ -124,3 +124,20 @@ def test_tables_carry_the_run_and_report_says_why_tasks_failed_and_the_nts_cost(
     # NTS cost: PA-MDI's NTS mean (1.6 s) against local (1.1) and ms-mdi (1.2), as a signed change.
     assert "## What it costs the other sources" in md
     assert f"| nts | {100 * (1.1 - 1.6) / 1.1:+.1f}% | - | {100 * (1.2 - 1.6) / 1.2:+.1f}% | - |" in md
+
+
+def test_report_says_how_far_each_policy_run_can_be_trusted(tmp_path: Path) -> None:
+    """The Fidelity section comes from summary.json: device time, stretch, overruns, the simulator's
+    prediction, and each reason a policy run is not faithful (here an agent that failed internally)."""
+    _write_run(tmp_path)
+    runs = [{"policy": "pa-mdi", "device_time": "profile", "time_stretch": 1.45, "overrun_fraction": 0.012,
+             "faithful": True, "sources": {"ts": {"sim_mean_s": 0.2}, "nts": {"sim_mean_s": 1.6}}},
+            {"policy": "ms-mdi", "device_time": "profile", "time_stretch": 1.45, "overrun_fraction": 0.0,
+             "faithful": False, "sources": {"ts": {"sim_mean_s": None}},
+             "unfaithful": ["agents failed internally: b x23 (WireError: beacon)"]}]
+    (tmp_path / "summary.json").write_text(json.dumps({"priorities": {"ts": 10, "nts": 1}, "runs": runs}))
+    md = Path(report(tmp_path)["report"]).read_text()
+    assert "## Fidelity" in md
+    assert "| pa-mdi | profile | 1.45 | 1.2% | ts 200.0, nts 1600.0 | yes |" in md
+    assert "| ms-mdi | profile | 1.45 | 0.0% | - | **no** |" in md
+    assert "- ms-mdi: not faithful: agents failed internally: b x23 (WireError: beacon)" in md

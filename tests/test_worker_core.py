@@ -68,6 +68,36 @@ def test_ledger_serves_by_key_and_accounts_like_a_recount() -> None:
     assert len(lost) == len(want) - 5 and ledger.load(0.0) == (0.0, 0.0, ())
 
 
+def test_an_emptied_ledger_is_exactly_empty_and_its_beacon_encodes() -> None:
+    """Pushing and popping floats leaves dust in running sums (0.1 + 0.2 - 0.1 - 0.2 != 0). An empty
+    queue must read as exactly empty: a negative total (-4e-17) made the agent's own beacon fail the
+    wire check, its peers then counted it dead and it idled for the rest of the run."""
+    from pamdi_node import wire
+
+    rng = random.Random(3)
+    ledger: QueueLedger[Item] = QueueLedger()
+    dusty = 0
+    for _ in range(300):
+        items = [Item(rng.uniform(1e-4, 0.05), rng.uniform(0, 0.05), 10.0, 0.0, (rng.random(),), "ts")
+                 for _ in range(rng.randint(1, 5))]
+        for it in items:
+            ledger.push(it, it.key, it.source)
+        # what a bare running sum would hold after the same pops: the dust the ledger must not keep
+        acc = 0.0
+        for it in items:
+            acc += it.est_s + it.after_s
+        while (it := ledger.pop()) is not None:
+            acc -= it.est_s + it.after_s
+        dusty += acc != 0.0
+        total, residual, by_weight = ledger.load(0.0)
+        assert (total, residual, by_weight) == (0.0, 0.0, ())
+        d = ledger.detail(0.0)
+        body = {"speed": 1.0, "queue_s": d.total_s, "seq": 1, "by_weight": [list(x) for x in d.by_weight],
+                "residual_s": d.residual_s}
+        wire.decode(wire.encode(wire.BEACON, "a", body))  # refused before the fix whenever acc < 0
+    assert dusty > 0  # the sequences did leave dust in a plain sum: the test exercises the case
+
+
 class _Ranked(PolicyDefaults):
     name = "ranked"
     priority_queue = True

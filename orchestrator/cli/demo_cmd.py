@@ -123,6 +123,7 @@ def _best(means: dict[str, float]) -> str | None:
 
 def _print(console, rep, backend: str, summary) -> None:  # type: ignore[no-untyped-def]
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     def ms(x: float | None) -> str:
@@ -146,10 +147,9 @@ def _print(console, rep, backend: str, summary) -> None:  # type: ignore[no-unty
         t.add_row(r["policy"], r["source"], str(r["completed"]), str(r["failed"]), ms(r["mean_s"]),
                   ms(r["p50_s"]), ms(r["p95_s"]), ms(sim), gap, "-" if over is None else f"{over:.1%}")
     console.print(t)
-    unfaithful = [p for p, r in runs.items() if r.get("faithful") is False]
-    if unfaithful:
-        console.print(f"[yellow]not faithful: in {', '.join(unfaithful)} more than 5% of block ranges overran their "
-                      "modelled time (the host could not keep up); treat those numbers with care[/yellow]")
+    for policy, run in runs.items():
+        for why in run.get("unfaithful", ()):
+            console.print(f"[yellow]{policy} not faithful: {escape(why)}; treat its numbers with care[/yellow]")
     ts = rep.get("ts_source")
     if ts:
         measured = {r["policy"]: r["mean_s"] for r in rep["sources"] if r["source"] == ts and r["mean_s"] is not None}

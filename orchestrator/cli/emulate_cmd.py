@@ -40,6 +40,7 @@ def _backend_options(pairs: list[str]) -> dict[str, Any]:
 
 def _print_table(name: str, backend: str, summary: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     def ms(x: float | None) -> str:
@@ -56,9 +57,8 @@ def _print_table(name: str, backend: str, summary: dict[str, Any]) -> None:
             table.add_row(run["policy"] if i == 0 else "", src, f"{s['priority']:g}", str(s["completed"]),
                           str(s["failed"]), ms(s["mean_s"]), ms(s["p50_s"]), ms(s["p95_s"]))
         table.add_row("", "[dim]weighted[/dim]", "", "", "", ms(run["weighted_mean_s"]), "", "", end_section=True)
-        if "overrun_fraction" in run and not run.get("faithful", True):
-            table.add_row("", f"[yellow]not faithful: {run['overrun_fraction']:.0%} of block ranges overran[/yellow]",
-                          "", "", "", "", "", "", end_section=True)
+        for why in run.get("unfaithful", ()):
+            table.add_row("", f"[yellow]not faithful: {escape(why)}[/yellow]", "", "", "", "", "", "", end_section=True)
     Console().print(table)
 
 

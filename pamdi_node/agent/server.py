@@ -9,8 +9,6 @@ with an ``error`` when it came with a routing id, and never stops the loop.
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 import logging
 import math
 import os
@@ -25,6 +23,7 @@ from pamdi_node import __version__, wire
 from pamdi_node.agent.collect import collect_page
 from pamdi_node.agent.config import RunConfig
 from pamdi_node.agent.configure import accept_config, build_store
+from pamdi_node.agent.delayline import DelayLine
 from pamdi_node.agent.flow import RunState
 from pamdi_node.agent.peercheck import RunFacts, check_peer_message
 from pamdi_node.agent.ratelog import RateLimitedLog
@@ -85,19 +84,17 @@ class Agent:
         self.cfg: RunConfig | None = None
         self.peer_socks: dict[str, zmq.Socket] = {}
         self.telemetry: Telemetry | None = None
-        self.bad_messages = 0
-        self.last_error = ""
+        self.bad_messages, self.last_error = 0, ""
+        # This agent's own failures (a timer or handler that raised) since its configuration: any
+        # makes the policy run not faithful (a node that stopped beaconing leaves a smaller network).
+        self.internal_errors, self.last_internal_error = 0, ""
         self._stop = threading.Event()
         self._next_beacon = math.inf
         self._next_tick = 0.0
         self._next_flush = 0.0
         self._config_gen = 0
         self._applied: dict[str, None] = {}  # config ids accepted so far, oldest first (bounded)
-        # Peer messages held for their link's one-way delay (PeerConfig.apply_delay): where the
-        # kernel has no netem, the delay is applied here instead of by a packet forwarder.
-        # Entries: (due, seq, run, msg); one link's messages share a delay, so each stays in order.
-        self._delayed: list[tuple[float, int, RunState, wire.Message]] = []
-        self._delay_seq = itertools.count()
+        self._delayed = DelayLine()  # peer messages held for their link's delay (PeerConfig.apply_delay)
         if threads:
             import torch
 
@@ -123,7 +120,7 @@ class Agent:
             while not self._stop.is_set():
                 now = time.time()
                 due = min(self._next_beacon, self._next_tick, self.run.next_deadline() if self.run else math.inf,
-                          self._delayed[0][0] if self._delayed else math.inf)
+                          self._delayed.next_due())
                 timeout_ms = max(0, min(50, int((due - now) * 1000) + 1))
                 for sock, _ in self.poller.poll(timeout_ms):
                     if sock is self.router:
@@ -139,14 +136,11 @@ class Agent:
             self._shutdown()
 
     def _release_delayed(self) -> None:
-        now = time.time()
-        while self._delayed and self._delayed[0][0] <= now:
-            due, _, run, msg = heapq.heappop(self._delayed)
-            if run is self.run:  # a message of a superseded run is dropped with it
-                try:
-                    self._on_peer(run, msg, due)
-                except Exception:
-                    log.exception("agent %s: failed to handle delayed %s from %s", self.name, msg.type, msg.src)
+        for run, msg, due in self._delayed.release(time.time(), self.run):
+            try:
+                self._on_peer(run, msg, due)
+            except Exception as err:
+                self._internal_error(f"handling delayed {msg.type!r} from {msg.src!r}: {type(err).__name__}: {err}")
 
     def _timers(self) -> None:
         now = time.time()
@@ -176,8 +170,13 @@ class Agent:
         try:
             fn(*args)
         except Exception as err:
-            self.last_error = f"{type(err).__name__}: {err}"
-            log.exception("agent %s: internal error", self.name)
+            self._internal_error(f"{type(err).__name__}: {err}")
+
+    def _internal_error(self, what: str) -> None:
+        """Count and log (with its traceback: call it from an ``except``) a failure of the agent itself."""
+        log.exception("agent %s: internal error: %s", self.name, what)
+        self.last_error = self.last_internal_error = what
+        self.internal_errors += 1
 
     def _drain_events(self) -> None:
         drain(self.wake_pull)
@@ -221,7 +220,7 @@ class Agent:
             except wire.WireError as err:
                 self._bad(ident, str(err), msg.id)
             except Exception as err:
-                log.exception("agent %s: failed to handle %s from %s", self.name, msg.type, msg.src)
+                self._internal_error(f"handling {msg.type!r} from {msg.src!r}: {type(err).__name__}: {err}")
                 self._bad(ident, f"internal error handling {msg.type!r}: {type(err).__name__}: {err}", msg.id)
 
     def _drain_peer(self, sock: zmq.Socket) -> None:
@@ -271,7 +270,7 @@ class Agent:
                 check_peer_message(self.run_facts, msg, time.time())
             peer = run.cfg.peers[msg.src]
             if peer.apply_delay and peer.delay_s > 0:
-                heapq.heappush(self._delayed, (t_recv + peer.delay_s, next(self._delay_seq), run, msg))
+                self._delayed.hold(t_recv + peer.delay_s, run, msg)
                 return
             self._on_peer(run, msg, t_recv)
             return
@@ -307,7 +306,8 @@ class Agent:
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"node": self.name, "state": self.state, "version": __version__,
                                "bad_messages": self.bad_messages, "last_error": self.last_error[:500],
-                               "device": self.device}
+                               "internal_errors": self.internal_errors,
+                               "last_internal_error": self.last_internal_error[:500], "device": self.device}
         if self.run is not None:
             out.update(self.run.stats_dict())
         return out
@@ -352,6 +352,7 @@ class Agent:
             self.peer_socks[name] = self._connect_peer(name, peer.address)
         self.run = RunState(cfg, policy, store, self.telemetry, self._send_peer, self.post)
         self.run_facts = RunFacts.of(cfg)
+        self.internal_errors, self.last_internal_error = 0, ""
         self.state = "ready"
         self._next_beacon = time.time()
         self._reply_msg(ident, msg, wire.CONFIG_OK, {"node": cfg.node, "build_s": build_s})
@@ -380,7 +381,7 @@ class Agent:
             s.close(0)
         self.peer_socks = {}
         self._next_beacon = math.inf
-        self._delayed = []
+        self._delayed.clear()
 
     # ------------------------------------------------------------------------------------ collect
     def _collect(self, ident: bytes, msg: wire.Message) -> None:

@@ -112,6 +112,13 @@ class QueueLedger(Generic[W]):
             s = work.est_s + work.after_s
             self.queued_s -= s
             self._by_weight[work.weight] -= s
+            if not self._heap:
+                # The running sums are exact again when nothing is queued: subtracting what was
+                # added leaves float dust (-4e-17) that would read as work here, or as a negative
+                # queue that a beacon may not carry (its encoder refuses it, the peers then count
+                # this worker dead and it stays idle for the rest of the run).
+                self.queued_s = 0.0
+                self._by_weight.clear()
             if live is None or live(work):
                 return work
         return None
@@ -146,7 +153,8 @@ class QueueLedger(Generic[W]):
                 by_weight = dict(by_weight)
                 by_weight[r.weight] = by_weight.get(r.weight, 0.0) + after
         bw = tuple(sorted((w, s) for w, s in by_weight.items() if s > DUST_S))
-        return self.queued_s + residual + after, residual, bw
+        queued = self.queued_s if self.queued_s > DUST_S else 0.0
+        return queued + residual + after, residual, bw
 
     def detail(self, now: float, list_waiting: bool = False,
                live: Callable[[W], bool] | None = None) -> QueueDetail:
