@@ -10,8 +10,10 @@ take through the one worker core's plan (``pamdi_node.worker``) must agree.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,16 +25,18 @@ from orchestrator.simulator import build_simulator, source_views
 from orchestrator.simulator.engine import Simulator
 from orchestrator.simulator.state import _Task
 from orchestrator.spec import parse_spec
+from pamdi_node import wire
 from pamdi_node.agent.config import parse_config
 from pamdi_node.agent.executor import BlockStore
 from pamdi_node.agent.flow import RunState
+from pamdi_node.agent.handoff import rtc_request
 from pamdi_node.agent.peers import PeerTable
 from pamdi_node.agent.tasks import Task
 from pamdi_node.policies import get_policy
 from pamdi_node.policies.partition import partition_end
-from pamdi_node.policies.types import PeerView, TaskView, WorldView, dead_after_s
+from pamdi_node.policies.types import PeerView, Placement, TaskView, WorldView, dead_after_s
 from pamdi_node.telemetry import Telemetry
-from pamdi_node.worker import Plan, Step, make_plan, next_step
+from pamdi_node.worker import Plan, Step, make_plan, next_step, offload_request
 from tests.test_simulator_support import synthetic_profile
 
 DELAY_S = 0.002
@@ -220,3 +224,49 @@ def test_liveness_rule_is_shared() -> None:
         sim.now = heard + gap
         assert sim.world("a").peers["b"].alive is alive
         assert peers.alive("b", heard + gap) is alive
+
+
+@pytest.mark.parametrize("fallback, answer", [(1e-9, wire.DENY), (1e9, wire.CTC)])
+def test_an_rtc_reaches_the_receiver_as_the_simulator_hands_it_over(fallback: float, answer: str) -> None:
+    """The sender's offer goes over the wire and the receiving agent rebuilds the very request the
+    simulator's receiver is handed (``worker.offload_request``), the sender's fallback included: a
+    PA-MDI receiver that re-checks denies an offer its sender does better keeping (here a fallback
+    no receiver can beat) and clears one it cannot (a fallback nobody misses)."""
+    views = source_views(SPEC, PROFILES)
+    eps = {n.name: AgentEndpoint(n.name, f"tcp://127.0.0.{i + 2}:7000") for i, n in enumerate(SPEC.nodes)}
+    cfgs = build_configs(SPEC, "pa-mdi", eps, views)
+    sent: list[tuple[str, str, list[Any]]] = []
+    agents = {n: _agent(cfgs[n], BlockStore(0, "cpu")) for n in ("b", "c")}
+    for n, rs in agents.items():
+        rs.send_peer = lambda to, frames, n=n: sent.append((n, to, frames)) or True  # type: ignore[method-assign]
+    try:
+        b, c = agents["b"], agents["c"]
+        now = time.time()
+        for rs in agents.values():
+            rs.clock_offset = now
+            rs.peers.on_beacon("c" if rs is b else "b", {"speed": 1.0, "queue_s": 0.0, "seq": 1}, now)
+        tv = TaskView("nts-7", "nts", 1, -0.004, "b")
+        def plan() -> Plan:
+            return Plan(tv, [Placement("c", 1, 3, 0.05)], True, fallback, views["nts"].num_blocks, 3)
+
+        step = next_step(plan())
+        assert step.action == "offer"
+        b.step(Task("nts-7", "nts", "b", "tiny", 1.0, -0.004, 1, None), plan(), now)
+        (frm, to, frames), = sent
+        msg = wire.decode([bytes(f) for f in frames])
+        assert (frm, to, msg.type) == ("b", "c", wire.RTC)
+        got = rtc_request(msg.body, "b", "c")
+        want = offload_request(plan(), step, "b", views["nts"].priority)
+        assert got == dataclasses.replace(want, fallback_index=got.fallback_index)
+        assert got.fallback_index == pytest.approx(want.fallback_index, rel=1e-12)
+        sent.clear()
+        c.on_rtc("b", msg)
+        c.grant()
+        (frm, to, frames), = sent
+        reply = wire.decode([bytes(f) for f in frames])
+        assert (frm, to, reply.type) == ("c", "b", answer)
+        if answer == wire.DENY:
+            assert reply.body["reason"] == "the sender does better keeping it"
+    finally:
+        for rs in agents.values():
+            rs.stop()

@@ -3,17 +3,8 @@
 from __future__ import annotations
 
 from orchestrator.simulator.state import _Node, _Task
-from pamdi_node.policies.types import (
-    OffloadRequest,
-    TaskView,
-    weight_of,
-)
-from pamdi_node.worker import (
-    Reservation,
-    Step,
-    choose_grant,
-    reservation_expiry,
-)
+from pamdi_node.policies.types import OffloadRequest, weight_of
+from pamdi_node.worker import Reservation, Step, choose_grant, offload_request, reservation_expiry
 
 
 class HandshakeModel:
@@ -24,9 +15,7 @@ class HandshakeModel:
         self.token += 1
         task.waiting = self.token
         task.offered = step
-        req = OffloadRequest(task=TaskView(task.id, task.source, task.block, task.born, here), sender=here,
-                             receiver=step.node, start=step.start, end=step.end, index=step.index,
-                             priority=weight_of(task.view), fallback_index=task.plan.fallback_index)
+        req = offload_request(task.plan, step, here, task.view.priority)
         self.at(self.now + self._ctrl_delay(here, step.node), self._on_rtc, req, task, self.token)
         self.at(self.now + self.opt.rtc_timeout_s, self._on_reply, task, here, self.token, False, task.attempt)
 

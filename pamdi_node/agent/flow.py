@@ -23,16 +23,25 @@ from typing import Any
 from pamdi_node import wire
 from pamdi_node.agent.config import AgentSource, RunConfig, task_id
 from pamdi_node.agent.executor import BlockStore, Executor
-from pamdi_node.agent.handoff import HandoffMixin
+from pamdi_node.agent.handoff import HandoffMixin, rtc_fields
 from pamdi_node.agent.peers import PeerTable
 from pamdi_node.agent.ratelog import RateLimitedLog
 from pamdi_node.agent.results import ResultsMixin
 from pamdi_node.agent.sources import SourceThread
-from pamdi_node.agent.tasks import Custody, PendingOffer, Task, WorkItem, finite
+from pamdi_node.agent.tasks import Custody, PendingOffer, Task, WorkItem
 from pamdi_node.devicetime import Timing
 from pamdi_node.policies.types import OffloadRequest, Policy, TaskView, WorldView
 from pamdi_node.telemetry import Telemetry
-from pamdi_node.worker import GrantWindow, Plan, QueueDetail, Reservation, make_plan, next_step, with_reservations
+from pamdi_node.worker import (
+    GrantWindow,
+    Plan,
+    QueueDetail,
+    Reservation,
+    make_plan,
+    next_step,
+    offload_request,
+    with_reservations,
+)
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +196,7 @@ class RunState(HandoffMixin, ResultsMixin):
             if step.action == "offer":
                 hop = wire.new_id()
                 body = self._task_fields(task, step.start, step.end)
-                body.update(index=finite(step.index), hop=hop, fallback=finite(plan.fallback_index))
+                body.update(rtc_fields(offload_request(plan, step, self.here, task.priority)), hop=hop)
                 if self.send_peer(step.node, wire.encode(wire.RTC, self.here, body)):
                     self.offers[hop] = PendingOffer(hop, task, step.node, step.start, step.end, plan,
                                                     time.time() + self.cfg.rtc_timeout_s, t0)

@@ -13,11 +13,12 @@ keeps a result until the next relay (or the origin, once it has recorded it) rel
 from __future__ import annotations
 
 import logging
+import math
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pamdi_node import wire
-from pamdi_node.agent.tasks import Custody, Task, activation, tensors_of
+from pamdi_node.agent.tasks import Custody, Task, activation, finite, tensors_of
 from pamdi_node.policies.types import OffloadRequest, TaskView
 from pamdi_node.worker import Reservation, choose_grant, reservation_expiry
 
@@ -32,6 +33,20 @@ MAX_QUEUED = 4096
 # Hand-off ids seen lately, per kind: a replayed TASK or RESULT is acknowledged again (the sender may
 # have missed the first ACK) but not run or forwarded twice.
 MAX_SEEN_HOPS = 65536
+
+
+def rtc_fields(req: OffloadRequest) -> dict[str, float]:
+    """What an RTC body carries of the request (``worker.offload_request``) beyond the task's fields."""
+    return {"index": finite(req.index), "fallback": finite(req.fallback_index)}
+
+
+def rtc_request(body: dict[str, Any], sender: str, receiver: str) -> OffloadRequest:
+    """The request an RTC body stands for, as the sender built it: the receiver weighs exactly what
+    the simulator's receiver is handed (the sender's fallback included: a re-checking policy denies
+    an offer the sender does better keeping)."""
+    view = TaskView(body["task"], body["source"], body["start"], body["born"], sender)
+    return OffloadRequest(view, sender, receiver, body["start"], body["end"], float(body["index"]),
+                          float(body["priority"]), fallback_index=float(body.get("fallback", math.inf)))
 
 
 class HandoffMixin:
@@ -174,8 +189,7 @@ class HandoffMixin:
     # RTC / CTC, the receiver's side
     def on_rtc(self: RunState, peer: str, msg: wire.Message) -> None:
         b = msg.body
-        view = TaskView(b["task"], b["source"], b["start"], b["born"], peer)
-        req = OffloadRequest(view, peer, self.here, b["start"], b["end"], float(b["index"]), float(b["priority"]))
+        req = rtc_request(b, peer, self.here)
         if b["source"] not in self.sources or not self.can_run(b["model"], b["start"], b["end"]):
             self.send_peer(peer, wire.encode(wire.DENY, self.here, {"hop": b["hop"], "task": b["task"],
                                                                     "reason": "cannot run these blocks"}))
@@ -196,5 +210,6 @@ class HandoffMixin:
                 self.counters["granted"] += 1
                 self.send_peer(req.sender, wire.encode(wire.CTC, self.here, {"hop": hop, "task": req.task.task_id}))
             else:
+                why = "another request won" if chosen is not None else "the sender does better keeping it"
                 self.send_peer(req.sender, wire.encode(wire.DENY, self.here, {"hop": hop, "task": req.task.task_id,
-                                                                              "reason": "another request won"}))
+                                                                              "reason": why}))

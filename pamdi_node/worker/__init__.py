@@ -13,8 +13,8 @@ Nothing here touches a socket, a clock or torch: every time is passed in.
 """
 
 from pamdi_node.worker.decide import PlacementError, Plan, Step, make_plan, next_step
-from pamdi_node.worker.grant import GrantWindow, choose_grant
+from pamdi_node.worker.grant import GrantWindow, choose_grant, offload_request
 from pamdi_node.worker.queue import QueueDetail, QueueLedger, Reservation, reservation_expiry, with_reservations
 
 __all__ = ["GrantWindow", "PlacementError", "Plan", "QueueDetail", "QueueLedger", "Reservation", "Step",
-           "choose_grant", "make_plan", "next_step", "reservation_expiry", "with_reservations"]
+           "choose_grant", "make_plan", "next_step", "offload_request", "reservation_expiry", "with_reservations"]

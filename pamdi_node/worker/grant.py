@@ -12,10 +12,20 @@ from collections.abc import Sequence
 from typing import Generic, TypeVar
 
 from pamdi_node.policies.types import OffloadRequest, Policy, WorldView
+from pamdi_node.worker.decide import Plan, Step
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def offload_request(plan: Plan, step: Step, sender: str, priority: float) -> OffloadRequest:
+    """The RTC for ``step`` of ``plan`` as the receiver weighs it: the range, the sender's index for
+    it and the sender's own fallback (what it does keeping the task), which a re-checking receiver
+    compares against. The agent sends these fields and rebuilds this on the other side; the
+    simulator hands it over as is: one request for both drivers."""
+    return OffloadRequest(task=plan.task, sender=sender, receiver=step.node, start=step.start, end=step.end,
+                          index=step.index, priority=priority, fallback_index=plan.fallback_index)
 
 
 class GrantWindow(Generic[T]):
