@@ -110,3 +110,27 @@ def test_demo_table_fits_80_columns_without_cutting_names() -> None:
     for p in policies:
         assert f" {p} " in text
     assert "12260.3" in text and "+2.7%" in text
+
+
+def test_enumerated_options_are_choices_that_mirror_their_registries() -> None:
+    """--backend, --device-time, --log-level, --mode: typer choices (listed in --help, offered by
+    completion, a wrong value refused naming the valid ones) equal to what the code accepts."""
+    from typing import get_args
+
+    from orchestrator.backends import BACKENDS
+    from orchestrator.cli import choices
+    from pamdi_node.devicetime import DEVICE_TIMES
+
+    assert get_args(choices.BackendName) == tuple(BACKENDS)
+    assert get_args(choices.DeviceTimeName) == DEVICE_TIMES
+    assert set(get_args(choices.DemoBackend)) | set(get_args(choices.SweepBackend)) <= set(BACKENDS)
+    assert get_args(choices.LogLevel) == ("debug", "info", "warning", "error")
+    helptext = cli.invoke(app, ["emulate", "--help"], env={"COLUMNS": "200"}).stdout
+    assert "<local|netns|docker|colosseum>" in helptext and "<profile|quota|native>" in helptext
+    assert "<debug|info|warning|error>" in helptext
+    for args, valid in ((["emulate", "small", "--backend", "nope"], "'local', 'netns', 'docker', 'colosseum'"),
+                        (["emulate", "small", "--device-time", "fast"], "'profile', 'quota', 'native'"),
+                        (["demo", "--backend", "docker"], "'netns', 'local'"),
+                        (["sweep", "small", "--mode", "both"], "'sim', 'emulate'")):
+        bad = cli.invoke(app, args, env={"COLUMNS": "200"})
+        assert bad.exit_code == 2 and valid in bad.output, (args, bad.output)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from orchestrator.cli.choices import DeviceTimeName
 from orchestrator.cli.common import fail, print_json, select_policies
 
 
@@ -19,7 +20,8 @@ def register(app: typer.Typer) -> None:
         policy: str = typer.Option(None, "--policy", "-p", help="policy name or 'all' (default: the spec's)"),
         subnet_pool: str = typer.Option("10.213.0.0/16", help="where the experiment's /24 subnets come from"),
         cpu_quota: bool = typer.Option(True, help="under --device-time quota: limit each node to its device's CPUs"),
-        device_time: str = typer.Option(None, "--device-time", help="profile (default), quota or native"),
+        device_time: DeviceTimeName = typer.Option(None, "--device-time", help="how device time is produced "
+                                                                                "(default profile)"),
         task_timeout: float = typer.Option(60.0, help="seconds before a task counts as failed"),
         insecure: bool = typer.Option(False, "--insecure",
                                       help="plaintext ZeroMQ, no keys/ (any container on the networks may steer)"),

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import typer
 
+from orchestrator.cli.choices import DemoBackend
 from orchestrator.cli.common import fail, select_policies
 
 DEMO_SPEC = "paper-5node-resnet50-loaded"
@@ -53,7 +54,8 @@ def demo_spec():  # type: ignore[no-untyped-def]
 def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
-        backend: str = typer.Option(None, "--backend", "-b", help="netns or local (default: netns when root)"),
+        backend: DemoBackend = typer.Option(None, "--backend", "-b", help="where the agents run (default: netns "
+                                                                          "when root, else local)"),
         out: Path = typer.Option(None, "--out", help="run folder (default results/runs/<run id>)"),
         policy: str = typer.Option("all", "--policy", "-p", help="a policy or 'all'"),
     ) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import typer
 
+from orchestrator.cli.choices import BackendName, DeviceTimeName, LogLevel
 from orchestrator.cli.common import fail, print_json, select_policies
 
 
@@ -87,7 +88,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def emulate(
         spec: str = typer.Argument(..., help="spec file, or the name of a shipped spec"),
-        backend: str = typer.Option("local", "--backend", "-b", help="local, netns, docker or colosseum"),
+        backend: BackendName = typer.Option("local", "--backend", "-b", help="where the agents run"),
         policy: str = typer.Option(None, "--policy", "-p", help="policy name or 'all' (default: the spec's)"),
         as_json: bool = typer.Option(False, "--json", help="print the summary JSON"),
         out: Path = typer.Option(None, "--out", help="run folder (default results/runs/<run id>)"),
@@ -96,11 +97,12 @@ def register(app: typer.Typer) -> None:
         task_timeout: float = typer.Option(60.0, "--task-timeout", help="seconds before a task counts as failed"),
         run_timeout: float = typer.Option(None, "--run-timeout", help="seconds per policy (default: from the spec)"),
         backend_opt: list[str] = typer.Option([], "--backend-opt", help="KEY=VALUE passed to the backend"),
-        device_time: str = typer.Option(None, "--device-time",
-                                        help="profile, quota or native (default: the spec's, else the backend's)"),
+        device_time: DeviceTimeName = typer.Option(None, "--device-time",
+                                                   help="how device time is produced (default: the spec's, else "
+                                                        "the backend's)"),
         stretch: float = typer.Option(None, "--stretch", min=1.0,
                                       help="time stretch k (profile device time; default: what the host needs)"),
-        log_level: str = typer.Option("warning", "--log-level", help="debug, info, warning or error"),
+        log_level: LogLevel = typer.Option("warning", "--log-level", help="log level of the orchestrator"),
     ) -> None:
         """Run a spec on real agents (one per node) and measure every policy."""
         from orchestrator.backends import get_backend
@@ -123,8 +125,6 @@ def register(app: typer.Typer) -> None:
         except (ValueError, TypeError) as err:
             raise fail(f"--backend: {err}") from None
         run_dir = out or Path("results") / "runs" / f"{s.name}-{backend}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if device_time is not None and device_time not in ("profile", "quota", "native"):
-            raise fail(f"--device-time: {device_time!r} is not one of profile, quota, native")
         curve = False if insecure else None  # None: the backend's default (Curve, except Colosseum batch)
         if insecure and not as_json:
             typer.echo("warning: --insecure: CurveZMQ off, the agents take orders from anyone who reaches them",

@@ -18,6 +18,7 @@ from typing import Any
 
 import typer
 
+from orchestrator.cli.choices import SweepBackend, SweepMode
 from orchestrator.cli.common import fail, print_json
 
 
@@ -138,8 +139,8 @@ def register(app: typer.Typer) -> None:
         sets: list[str] = typer.Option([], "--set", help="inline: axis-free override PATH=VALUE (repeatable)"),
         seeds: int = typer.Option(None, "--seeds", min=1, help="seeds per point (the spec's seed + 0, 1, ...)"),
         policy: str = typer.Option(None, "--policy", "-p", help="policy, comma-separated list, or all"),
-        mode: str = typer.Option(None, "--mode", help="sim (default) or emulate"),
-        backend: str = typer.Option(None, "--backend", "-b", help="emulate: netns (default), docker or local"),
+        mode: SweepMode = typer.Option(None, "--mode", help="simulate the cells (default) or emulate them"),
+        backend: SweepBackend = typer.Option(None, "--backend", "-b", help="emulate: where (default netns)"),
         scheduler: str = typer.Option(None, "--scheduler", help="an existing Dask cluster, tcp://HOST:PORT"),
         workers: int = typer.Option(None, "--workers", min=1, help="local cluster size (default: one per core)"),
         out: Path = typer.Option(None, "--out", help="output folder (default results/sweeps/<name>-<hash>)"),
