@@ -19,41 +19,15 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-COMPLETED = "completed"
-FAILED = "failed"
+from pamdi_node.records import COMPLETED, FAILED, TaskRecord
 
-
-@dataclass(frozen=True)
-class TaskRecord:
-    """What happened to one task (data item or batch) of a source."""
-
-    source: str
-    task_id: str
-    born_s: float
-    done_s: float | None
-    status: str  # COMPLETED or FAILED
-    reason: str = ""
-    # Where its blocks ran, in order: (worker, first block, end block); relays have start == end.
-    placements: tuple[tuple[str, int, int], ...] = ()
-    hops: int = 0  # activation/result transfers between workers
-    retries: int = 0  # restarts from the source after a failure
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def latency_s(self) -> float | None:
-        return None if self.done_s is None else self.done_s - self.born_s
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source, "task_id": self.task_id, "born_s": self.born_s, "done_s": self.done_s,
-            "status": self.status, "reason": self.reason, "placements": [list(p) for p in self.placements],
-            "hops": self.hops, "retries": self.retries, **dict(self.extra),
-        }
+# The record types live with the agents that emit them (``pamdi_node/records.py``); re-exported
+# here, where the simulator, the runner and the sweeps have always found them.
+__all__ = ["COMPLETED", "FAILED", "TaskRecord", "summarize", "summarize_run", "summarize_source"]
 
 
 def _pct(values: np.ndarray, q: float) -> float | None:

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.backends.base import AgentEndpoint, Backend, RunContext, SupportsFailures
-from orchestrator.metrics import COMPLETED, FAILED
 from orchestrator.runconfig import (
     RunOptions,
     build_configs,
@@ -62,6 +61,7 @@ from orchestrator.spec import DEFAULT_POLICIES, ExperimentSpec
 from orchestrator.workload import policy_params
 from pamdi_node.agent.client import AgentClient, AgentError
 from pamdi_node.policies.types import SourceView
+from pamdi_node.records import COMPLETED, FAILED
 from results.trace import merge_manifest
 
 log = logging.getLogger(__name__)

@@ -6,23 +6,27 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.metrics import COMPLETED, FAILED, TaskRecord, summarize_run
+from orchestrator.metrics import summarize_run
 from orchestrator.spec import ExperimentSpec
 from pamdi_node import devicetime
 from pamdi_node.agent.config import task_id
+from pamdi_node.records import COMPLETED, FAILED, AgentRecord, RecordError, Span, TaskRecord
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class PolicyRun:
     policy: str
     records: list[TaskRecord]
-    spans: list[dict[str, Any]]
+    spans: list[Span]
     outputs: dict[str, Any]
     summary: dict[str, Any]
     stats: dict[str, Any]
@@ -138,9 +142,14 @@ def task_records(raw: list[dict[str, Any]], spec: ExperimentSpec, offsets: Mappi
                  killed: set[str] | frozenset[str], missing_reason: str) -> list[TaskRecord]:
     """One record per task of the spec (a task no agent reported is failed with ``missing_reason``,
     or "source node X was down" when the spec killed its source node), on the orchestrator clock."""
-    by_id: dict[str, dict[str, Any]] = {}
-    for r in raw:
-        by_id.setdefault(r["task"], r)
+    by_id: dict[str, AgentRecord] = {}
+    for raw_rec in raw:
+        try:
+            rec = AgentRecord.from_dict(raw_rec)
+        except RecordError as err:  # counted as missing below, with the reason in the log
+            log.warning("a task record is refused: %s", err)
+            continue
+        by_id.setdefault(rec.task, rec)
     out: list[TaskRecord] = []
     for src in spec.sources:
         off = offsets.get(src.node, 0.0)
@@ -152,13 +161,12 @@ def task_records(raw: list[dict[str, Any]], spec: ExperimentSpec, offsets: Mappi
                        if src.node in killed else missing_reason)
                 out.append(TaskRecord(src.name, tid, math.nan, None, FAILED, why, extra={"index": i}))
                 continue
-            placements = tuple((str(p[0]), int(p[1]), int(p[2])) for p in r.get("placements", []))
-            nodes = [src.node, *[p[0] for p in placements], src.node]
+            nodes = [src.node, *[p[0] for p in r.placements], src.node]
             hops = sum(1 for a, b in itertools.pairwise(nodes) if a != b)
-            ok = r["status"] == "completed"
+            ok = r.status == COMPLETED
             out.append(TaskRecord(
-                src.name, tid, r["born"] - off, (r["done"] - off) if ok else None, COMPLETED if ok else FAILED,
-                r.get("reason") or "", placements, hops, extra={"index": i, "model": src.model},
+                src.name, tid, r.born - off, (r.done - off) if ok else None, r.status, r.reason, r.placements, hops,
+                extra={"index": i, "model": src.model},
             ))
     return out
 

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
+
+from pamdi_node.records import AgentRecord, Span
 
 
 class Telemetry:
@@ -33,7 +36,7 @@ class Telemetry:
         # node, and a run reads back its own records from them when the node died (runner.py).
         self.config_id = config_id
         self._lock = threading.Lock()
-        self._spans: list[dict[str, Any]] = []
+        self._spans: list[Span] = []
         self._records: list[dict[str, Any]] = []
         self._keep = keep
         self._files: dict[str, IO[str]] = {}
@@ -48,14 +51,16 @@ class Telemetry:
             }
 
     def span(self, kind: str, task: str, source: str, start: float, end: float, **extra: Any) -> None:
-        rec = {"node": self.node, "kind": kind, "task": task, "source": source, "start": start, "end": end, **extra}
-        self._add("spans", self._spans, rec)
+        rec: Span = {"node": self.node, "kind": kind, "task": task, "source": source, "start": start, "end": end,
+                     **extra}  # type: ignore[typeddict-item]
+        self._add("spans", self._spans, rec)  # type: ignore[arg-type]
 
-    def record(self, rec: dict[str, Any]) -> None:
+    def record(self, rec: AgentRecord) -> None:
+        """A task's end at its source: in memory for ``collect``, stamped with node and configuration."""
         tag = {"config_id": self.config_id} if self.config_id is not None else {}
-        self._add("tasks", self._records, {"node": self.node, **tag, **rec})
+        self._add("tasks", self._records, {"node": self.node, **tag, **rec.to_dict()})
 
-    def _add(self, kind: str, into: list[dict[str, Any]], rec: dict[str, Any]) -> None:
+    def _add(self, kind: str, into: list[Any], rec: Mapping[str, Any]) -> None:
         with self._lock:
             if len(into) < self._keep:
                 into.append(rec)
@@ -63,7 +68,7 @@ class Telemetry:
             if f is not None:
                 f.write(json.dumps(rec, separators=(",", ":")) + "\n")
 
-    def snapshot(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def snapshot(self) -> tuple[list[dict[str, Any]], list[Span]]:
         with self._lock:
             return list(self._records), list(self._spans)
 

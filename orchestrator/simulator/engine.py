@@ -71,7 +71,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from orchestrator.metrics import COMPLETED, FAILED, TaskRecord
 from orchestrator.simulator.failures import FailureModel
 from orchestrator.simulator.handshake import HandshakeModel
 from orchestrator.simulator.inputs import (
@@ -100,6 +99,7 @@ from pamdi_node.policies.types import (
     dead_after_s,
     weight_of,
 )
+from pamdi_node.records import COMPLETED, FAILED, TaskRecord
 from pamdi_node.worker import (
     PlacementError,
     make_plan,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from orchestrator.metrics import FAILED
 from orchestrator.simulator.state import _live, _Task
+from pamdi_node.records import FAILED
 
 
 class FailureModel:

@@ -8,11 +8,11 @@ import itertools
 import math
 from dataclasses import dataclass, field
 
-from orchestrator.metrics import TaskRecord
 from pamdi_node.policies.types import (
     LINK_GOODPUT_FACTOR,
     SourceView,
 )
+from pamdi_node.records import TaskRecord
 
 CTRL_BYTES = 64
 BEACON_BYTES = 160  # a beacon on the wire: msgpack header with the per-weight queue, ZMTP and TCP/IP

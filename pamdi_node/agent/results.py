@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pamdi_node import wire
 from pamdi_node.agent.tasks import Custody, Task, activation, tensors_of
+from pamdi_node.records import COMPLETED, FAILED, AgentRecord
 
 if TYPE_CHECKING:
     from pamdi_node.agent.flow import RunState
@@ -149,9 +150,6 @@ class ResultsMixin:
         else:
             st.failed += 1
         self.completed_ids.add(task.id)
-        self.tel.record({
-            "task": task.id, "source": task.source, "index": index, "model": task.model,
-            "priority": task.priority, "status": "completed" if ok else "failed", "reason": reason,
-            "born": born_local, "done": t_done, "latency_s": t_done - born_local,
-            "placements": [list(p) for p in placements], "nodes": len({p[0] for p in placements}),
-        })
+        self.tel.record(AgentRecord(task.id, task.source, index, task.model, float(task.priority),
+                                    COMPLETED if ok else FAILED, reason or "", born_local, t_done,
+                                    tuple((str(p[0]), int(p[1]), int(p[2])) for p in placements)))
