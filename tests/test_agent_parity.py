@@ -247,7 +247,7 @@ def test_an_rtc_reaches_the_receiver_as_the_simulator_hands_it_over(fallback: fl
             rs.peers.on_beacon("c" if rs is b else "b", {"speed": 1.0, "queue_s": 0.0, "seq": 1}, now)
         tv = TaskView("nts-7", "nts", 1, -0.004, "b")
         def plan() -> Plan:
-            return Plan(tv, [Placement("c", 1, 3, 0.05)], True, fallback, views["nts"].num_blocks, 3)
+            return Plan(tv, [Placement("c", 1, 3, 0.05)], True, fallback, views["nts"].num_blocks, 3, -0.001)
 
         step = next_step(plan())
         assert step.action == "offer"
@@ -259,6 +259,7 @@ def test_an_rtc_reaches_the_receiver_as_the_simulator_hands_it_over(fallback: fl
         want = offload_request(plan(), step, "b", views["nts"].priority)
         assert got == dataclasses.replace(want, fallback_index=got.fallback_index)
         assert got.fallback_index == pytest.approx(want.fallback_index, rel=1e-12)
+        assert got.scored_s == want.scored_s == -0.001  # the instant the fallback was scored travels too
         sent.clear()
         c.on_rtc("b", msg)
         c.grant()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -136,6 +137,30 @@ def test_pa_mdi_grant_smallest_index_and_recheck() -> None:
     busy = _world(here, [_peer("c", queue=10.0), _peer("a"), _peer("b")], [ts, nts])
     tight = OffloadRequest(TaskView("ts-1", "ts", 2, 0.9, "a"), "a", "c", 2, 3, 0.02, 10.0, fallback_index=0.05)
     assert pol.grant([tight], busy) is None
+
+
+def test_pa_mdi_recheck_weighs_the_fallback_as_of_when_the_sender_scored_it() -> None:
+    """The RTC's trip and the grant window age the task; the sender's fallback was scored before
+    that. Compared at the same instant, an offer whose receiver is exactly as the sender saw it is
+    cleared; compared with the receiver's later clock (no ``scored_s``), the age alone denies it."""
+    nts = _source("nts", "b", priority=1.0)
+    born, scored, delay = 0.0, 1.0, 0.004  # the RTC reaches c 4 ms after b scored it
+    pol = get_policy("pa-mdi")
+    tv = TaskView("nts-1", "nts", 2, born, "b")
+    at_c = _world("c", [_peer("c", queue=0.0), _peer("b")], [nts])
+    w_then = dataclasses.replace(at_c, now_s=scored)
+    w_now = dataclasses.replace(at_c, now_s=scored + delay)
+    src, me, link = w_then.sources["nts"], w_then.peers["c"], w_then.peers["b"]
+    then = pol.index(tv, src, me, "c", scored, sender=link, world=w_then)
+    # The sender's fallback: barely worse than c as of then (so it offered), better than c aged by the trip.
+    fallback = then * (1 + 1e-6)
+    assert pol.index(tv, src, me, "c", scored + delay, sender=link, world=w_now) > fallback
+    req = OffloadRequest(tv, "b", "c", 2, 3, then, 1.0, fallback_index=fallback, scored_s=scored)
+    assert pol.grant([req], w_now) is req
+    assert pol.grant([dataclasses.replace(req, scored_s=None)], w_now) is None
+    # A receiver that did get busier since still denies, at the sender's instant too.
+    busy = dataclasses.replace(w_now, peers={**w_now.peers, "c": _peer("c", queue=0.5)})
+    assert pol.grant([req], busy) is None
 
 
 def test_static_policy_follows_routes_in_fraction() -> None:

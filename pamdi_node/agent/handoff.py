@@ -37,7 +37,10 @@ MAX_SEEN_HOPS = 65536
 
 def rtc_fields(req: OffloadRequest) -> dict[str, float]:
     """What an RTC body carries of the request (``worker.offload_request``) beyond the task's fields."""
-    return {"index": finite(req.index), "fallback": finite(req.fallback_index)}
+    out = {"index": finite(req.index), "fallback": finite(req.fallback_index)}
+    if req.scored_s is not None:
+        out["scored"] = float(req.scored_s)
+    return out
 
 
 def rtc_request(body: dict[str, Any], sender: str, receiver: str) -> OffloadRequest:
@@ -46,7 +49,8 @@ def rtc_request(body: dict[str, Any], sender: str, receiver: str) -> OffloadRequ
     an offer the sender does better keeping)."""
     view = TaskView(body["task"], body["source"], body["start"], body["born"], sender)
     return OffloadRequest(view, sender, receiver, body["start"], body["end"], float(body["index"]),
-                          float(body["priority"]), fallback_index=float(body.get("fallback", math.inf)))
+                          float(body["priority"]), fallback_index=float(body.get("fallback", math.inf)),
+                          scored_s=None if body.get("scored") is None else float(body["scored"]))
 
 
 class HandoffMixin:

@@ -141,6 +141,8 @@ class OffloadRequest:
     # The sender's own best alternative (computing locally); a receiver that re-checks the
     # request with its fresh queue may deny when it would do worse than this.
     fallback_index: float = math.inf
+    # When the sender scored it (orchestrator clock): the fallback's age is as of then.
+    scored_s: float | None = None
 
 
 @dataclass(frozen=True)

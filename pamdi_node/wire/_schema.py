@@ -109,7 +109,8 @@ BODY_SCHEMAS: Mapping[str, Mapping[str, F]] = {
         "by_weight": F(_LIST, of=_WEIGHT_PAIR, max_len=1024, required=False),
         "residual_s": F(_NUM, lo=0, hi=1e9, required=False),
     },
-    RTC: {**_TASK_FIELDS, "index": F(_NUM), "hop": F(_NAME), "fallback": F(_NUM, required=False)},
+    RTC: {**_TASK_FIELDS, "index": F(_NUM), "hop": F(_NAME), "fallback": F(_NUM, required=False),
+          "scored": F(_NUM, required=False)},
     CTC: {"hop": F(_NAME), "task": F(_NAME)},
     DENY: {"hop": F(_NAME), "task": F(_NAME), "reason": F(_STR, required=False)},
     TASK: {

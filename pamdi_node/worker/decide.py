@@ -46,6 +46,9 @@ class Plan:
     fallback_index: float  # the holder's own best alternative (receivers that re-check compare to it)
     num_blocks: int
     partition_end: int  # end of the partition that starts at ``task.next_block`` (the fallback range)
+    # When the candidates were scored (the view's now, orchestrator clock): a receiver re-checking an
+    # offer compares with the fallback as of then, not with a fallback that has aged meanwhile.
+    scored_s: float | None = None
 
 
 def _problem(p: Placement, task: TaskView, world: WorldView, num_blocks: int) -> str | None:
@@ -102,7 +105,7 @@ def make_plan(policy: Policy, task: TaskView, world: WorldView, num_blocks: int,
             cands.append(p)
     handshake = policy.needs_handshake(task, world)
     fallback = min((p.index for p in cands if p.node == world.here), default=math.inf)
-    return Plan(task, cands, handshake, fallback, num_blocks, partition_end)
+    return Plan(task, cands, handshake, fallback, num_blocks, partition_end, world.now_s)
 
 
 def next_step(plan: Plan, can_run: Callable[[int, int], bool] | None = None) -> Step:

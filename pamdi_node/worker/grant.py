@@ -25,7 +25,8 @@ def offload_request(plan: Plan, step: Step, sender: str, priority: float) -> Off
     compares against. The agent sends these fields and rebuilds this on the other side; the
     simulator hands it over as is: one request for both drivers."""
     return OffloadRequest(task=plan.task, sender=sender, receiver=step.node, start=step.start, end=step.end,
-                          index=step.index, priority=priority, fallback_index=plan.fallback_index)
+                          index=step.index, priority=priority, fallback_index=plan.fallback_index,
+                          scored_s=plan.scored_s)
 
 
 class GrantWindow(Generic[T]):
