@@ -2,7 +2,10 @@
 
 Rendered files (paths relative to DIR, so the folder can be moved or copied to another host)::
 
-    docker-compose.yml        one service per spec node + a ``coordinator``; a network per link
+    docker-compose.yml        one service per spec node (healthy once its agent listens) + a
+                              ``coordinator`` that starts when every node is healthy; a network
+                              per link; the Compose Specification (no ``version:``)
+    .env                      COMPOSE_PROJECT_NAME (``pamdi-<spec>``) for Compose v2 and v1 alike
     pamdi/spec.yaml           the spec (naming pamdi/profiles as its profile folder)
     pamdi/profiles/           the profiles the run predicts and holds with (this host's own unless
                               the spec names a folder), so the coordinator measures nothing
@@ -16,12 +19,12 @@ Rendered files (paths relative to DIR, so the folder can be moved or copied to a
                               keys/coordinator (the orchestrator's secret) into the coordinator.
                               ``insecure=True`` renders a plaintext project without them.
 
-Start it with ``docker-compose up --abort-on-container-exit --exit-code-from coordinator`` (or
-``docker compose up ...``). Each node shapes its own links from its config (tbf, netem when the
+Start it with ``docker compose up --abort-on-container-exit --exit-code-from coordinator`` (or
+``docker-compose up ...`` with Compose v1). Each node shapes its own links from its config (tbf, netem when the
 kernel has it) and starts ``pamdi node``; the coordinator (same image, ``pamdi compose-run``)
 runs the same ``orchestrator.runner.Runner`` as ``pamdi emulate`` over fixed endpoints, writes
 the results under ``traces/`` and exits, which stops the nodes (they flush their traces on
-SIGTERM). Remove everything with ``docker-compose down``.
+SIGTERM). Remove everything with ``docker compose down``.
 
 Addresses are fixed at render time: the subnets are picked from ``subnet_pool`` avoiding the
 Docker networks and routes of the rendering host.
@@ -29,8 +32,10 @@ Docker networks and routes of the rendering host.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +63,28 @@ log = logging.getLogger(__name__)
 
 CONFIG_MOUNT = "/pamdi"
 COORDINATOR = "coordinator"
+COMPOSE_UP = "docker compose up --abort-on-container-exit --exit-code-from coordinator"
+# A node's healthcheck: its agent accepts connections on the control port.
+AGENT_HEALTH = "import socket; socket.create_connection(('127.0.0.1', {port}), 2).close()"
+
+
+def compose_cli() -> list[str]:
+    """How Compose is invoked on this host: ``docker compose`` (v2, the current one) when the
+    plugin answers, else the v1 ``docker-compose`` when installed, else ``docker compose``."""
+    import shutil
+    import subprocess
+
+    if shutil.which("docker"):
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            if subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=20).returncode == 0:
+                return ["docker", "compose"]
+    return ["docker-compose"] if shutil.which("docker-compose") else ["docker", "compose"]
+
+
+def compose_project_name(spec_name: str) -> str:
+    """The Compose project name of a spec's project: lower case, [a-z0-9_-] (Compose's rule)."""
+    name = re.sub(r"[^a-z0-9_-]+", "-", f"pamdi-{spec_name}".lower()).strip("-_")
+    return name or "pamdi"
 
 
 @dataclass(frozen=True)
@@ -177,6 +204,10 @@ def render_compose(
             "networks": networks,
             "labels": {**labels, "pamdi.node": n},
             "stop_grace_period": "10s",
+            # Healthy once the agent listens (the node shaped its links before starting it): the
+            # coordinator starts only then, and `docker compose ps` shows which node is not up.
+            "healthcheck": {"test": ["CMD", "python3", "-c", AGENT_HEALTH.format(port=AGENT_PORT)],
+                            "interval": "1s", "timeout": "3s", "retries": 120, "start_period": "5s"},
         }
         if cpu_quota and cpus and device_time == "quota":
             service["cpus"] = round(float(cpus), 3)
@@ -204,6 +235,7 @@ def render_compose(
                                        and not _host_has_netem()]),
         "profiles": choice.as_dict(),
         "keys": None if keys_dir is None else KEYS_MOUNT,
+        "project": compose_project_name(spec.name),
     }
     (out_dir / "pamdi" / "run.json").write_text(json.dumps(run_job, indent=2) + "\n")
     (out_dir / "pamdi" / "spec.yaml").write_text(
@@ -212,7 +244,7 @@ def render_compose(
         "image": image,
         "init": True,
         "entrypoint": ["pamdi", "compose-run", f"{CONFIG_MOUNT}/run.json"],
-        "depends_on": list(names),
+        "depends_on": {n: {"condition": "service_healthy"} for n in names},
         "volumes": [f"./pamdi:{CONFIG_MOUNT}:ro", f"./traces:{TRACE_MOUNT}",
                     *([] if keys_dir is None else [f"./keys/{COORDINATOR}:{KEYS_MOUNT}:ro"])],
         "networks": {"ctl": {"ipv4_address": str(control.network_address + 2)}},
@@ -222,12 +254,17 @@ def render_compose(
         "ctl": _network(control, labels),
         **{net.name: _network(net.subnet, labels) for net in nets.values()},
     }
-    compose = {"version": "2.4", "services": services, "networks": networks_yaml}
+    # The Compose Specification: no `version:` (obsolete; Compose v2 warns about it). The project
+    # name goes in .env, which Compose v2 and the v1 still packaged by Debian 12 both read (a
+    # top-level `name:` is v2 only: v1 refuses the file).
+    compose = {"services": services, "networks": networks_yaml}
     compose_file = out_dir / "docker-compose.yml"
-    header = (f"# pamdi experiment {spec.name!r}, rendered by `pamdi compose`.\n"
-              "# Run:    docker-compose up --abort-on-container-exit --exit-code-from coordinator\n"
-              "# Clean:  docker-compose down\n")
+    project = compose_project_name(spec.name)
+    header = (f"# pamdi experiment {spec.name!r}, rendered by `pamdi compose` (project {project!r}, see .env).\n"
+              f"# Run:    {COMPOSE_UP}   (Compose v1: docker-compose ...)\n"
+              "# Clean:  docker compose down\n")
     compose_file.write_text(header + yaml.safe_dump(compose, sort_keys=False))
+    (out_dir / ".env").write_text(f"COMPOSE_PROJECT_NAME={project}\n")
     return ComposeProject(out_dir, compose_file, run_id, tuple(services), tuple(networks_yaml))
 
 
@@ -287,8 +324,13 @@ def _render_keys(root: Path, nodes: Sequence[str]) -> Path:
 
 
 def run_from_config(path: Path) -> dict[str, Any]:
-    """What ``pamdi compose-run`` does inside the coordinator container."""
-    from orchestrator.runner import Runner, RunOptions
+    """What ``pamdi compose-run`` does inside the coordinator container: the one experiment
+    lifecycle (``run_experiment``: manifest, runner, and the report where the image has pandas and
+    matplotlib; else ``pamdi report traces/`` on the host writes it)."""
+    import importlib.util
+
+    from orchestrator.experiment import run_experiment
+    from orchestrator.runner import RunOptions
     from orchestrator.spec import load_spec
 
     job = json.loads(Path(path).read_text())
@@ -300,12 +342,15 @@ def run_from_config(path: Path) -> dict[str, Any]:
                       device_time=job.get("device_time"), time_stretch=job.get("time_stretch"),
                       task_timeout_s=float(job.get("task_timeout_s", 60.0)), run_timeout_s=job.get("run_timeout_s"))
 
-    runner = Runner(spec, StaticBackend(job["endpoints"], job.get("agent_delayed_links", ())), Path(job["run_dir"]),
-                    opts)
-    summary = runner.run()
+    can_report = all(importlib.util.find_spec(m) is not None for m in ("pandas", "pyarrow", "matplotlib"))
+    exp = run_experiment(spec, StaticBackend(job["endpoints"], job.get("agent_delayed_links", ())),
+                         Path(job["run_dir"]), opts, write_report=can_report,
+                         manifest_extra={"compose": {"project": job.get("project")}})
     if opts.keep_outputs:
         import numpy as np
 
-        outputs = {r.policy: {k: np.asarray(v).tolist() for k, v in r.outputs.items()} for r in runner.results}
+        outputs = {r.policy: {k: np.asarray(v).tolist() for k, v in r.outputs.items()} for r in exp.runner.results}
         (Path(job["run_dir"]) / "outputs.json").write_text(json.dumps(outputs) + "\n")
-    return summary
+    if exp.interrupted:
+        raise KeyboardInterrupt
+    return exp.summary or {}

@@ -78,6 +78,14 @@ def test_rendered_project_is_consistent(tmp_path: Path, device_time: str) -> Non
         assert len(list((folder / "public").iterdir())) == 4
     assert "--keys" in json.loads((tmp_path / "pamdi/nodes/a.json").read_text())["agent_args"]
     assert not list((tmp_path / "traces").rglob("*key*"))
+    # Current Compose conventions: no `version:`, the project named in .env, healthchecks that the
+    # coordinator waits for.
+    assert "version" not in compose
+    assert (tmp_path / ".env").read_text() == "COMPOSE_PROJECT_NAME=pamdi-compose3\n"
+    assert compose["services"]["coordinator"]["depends_on"] == {n: {"condition": "service_healthy"} for n in "abc"}
+    for node in "abc":
+        test = compose["services"][node]["healthcheck"]["test"]
+        assert test[:2] == ["CMD", "python3"] and "7000" in test[-1]
 
 
 def test_reserved_service_name(tmp_path: Path) -> None:
@@ -129,6 +137,12 @@ def test_compose_project_runs_with_docker_compose(docker_cli, node_image, tmp_pa
                 ref = model(x).numpy()
             np.testing.assert_allclose(np.asarray(outputs[task_id(src.name, i)]).reshape(ref.shape), ref,
                                        rtol=1e-4, atol=1e-5)
+    # The coordinator ran the one experiment lifecycle (a manifest); the report is written here.
+    assert json.loads((traces / "manifest.json").read_text())["compose"]["project"] == "pamdi-compose3"
+    from results.report import report
+
+    rep = report(traces)
+    assert Path(rep["report"]).is_file() and all(Path(p).is_file() for p in rep["svg"])
     # Nothing of the project is left.
     left = [c.name for c in docker_cli.containers.list(all=True, filters={"label": f"pamdi.run={project.run_id}"})]
     left += [n.name for n in docker_cli.networks.list(filters={"label": f"pamdi.run={project.run_id}"})]

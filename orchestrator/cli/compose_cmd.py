@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
                                       help="plaintext ZeroMQ, no keys/ (any container on the networks may steer)"),
     ) -> None:
         """Render a docker-compose project that runs SPEC by itself (docker-compose up)."""
-        from orchestrator.compose import render_compose
+        from orchestrator.compose import compose_cli, render_compose
         from orchestrator.spec import SpecError, load_spec
         from orchestrator.specs import resolve_spec
 
@@ -44,8 +44,9 @@ def register(app: typer.Typer) -> None:
             raise fail(f"compose: {err}") from None
         print_json({"compose_file": str(project.compose_file), "services": list(project.services),
                     "networks": list(project.networks),
-                    "run": f"cd {out} && docker-compose up --abort-on-container-exit --exit-code-from coordinator",
-                    "traces": str(out / "traces"),
+                    "run": f"cd {out} && {' '.join(compose_cli())} up --abort-on-container-exit "
+                           "--exit-code-from coordinator",
+                    "traces": str(out / "traces"), "report": f"pamdi report {out / 'traces'}",
                     "keys": None if insecure else f"{out / 'keys'} (the run's private keys: delete with the project)"})
 
     @app.command("compose-run", hidden=True)
