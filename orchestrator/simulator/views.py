@@ -33,42 +33,42 @@ class ViewModel:
 
     def _self_view(self, node: _Node) -> PeerView:
         d = self._detail(node, self._list_waiting)
-        return PeerView(name=node.name, speed=node.speed, queue_s=d.total_s, rate_bps=math.inf,
-                        delay_s=0.0, alive=node.alive, success=1.0, queue_by_weight=d.by_weight,
-                        residual_s=d.residual_s, waiting=d.waiting)
-
-    def _peer_view(self, here: str, other: str) -> PeerView:
-        link = self.links[(here, other)]
-        node = self.nodes[other]
-        # Beacons travel the physical link, behind the data queued on it; the view carries the
-        # configured link (module doc).
-        arrivals = node.snap_arrivals[here]
-        idx = bisect.bisect_right(arrivals, self.now) - 1
-        if idx < 0:
-            idx = 0
-        alive = (self.now - arrivals[idx]) <= self.dead_after_s
-        key = (here, other)
-        cached = self._peer_cache.get(key)
-        # What the holder believes is still queued on the link: the agents' estimate (bytes sent at
-        # the configured goodput; ``PeerTable.on_sent``), blind to the shaper's bucket and to scenarios.
-        free_at = link[_EST_FREE]
-        backlog = free_at - self.now if free_at > self.now else 0.0
-        if cached is not None and cached[0] == idx and cached[1].alive == alive and cached[1].link_backlog_s == backlog:
-            return cached[1]
-        q, residual, bw = node.snaps[idx]
-        view = PeerView(name=other, speed=node.speed, queue_s=q, rate_bps=link[_RATE], delay_s=link[_DELAY],
-                        alive=alive, success=link[_SUCCESS], queue_by_weight=bw, residual_s=residual,
-                        link_backlog_s=backlog)
-        self._peer_cache[key] = (idx, view)
-        return view
+        return PeerView(node.name, node.speed, d.total_s, math.inf, 0.0, node.alive, 1.0, d.by_weight, d.residual_s,
+                        0.0, d.waiting)
 
     def world(self, here: str) -> WorldView:
+        """The view ``here`` decides on: itself, and each neighbour as its last beacon to arrive
+        said. Beacons travel the physical link, behind the data queued on it (a busy link makes
+        views stale); the view carries the configured link, and what the holder believes is still
+        queued on it: the agents' estimate (bytes sent at the configured goodput;
+        ``PeerTable.on_sent``), blind to the shaper's bucket and to scenarios. Inlined per
+        neighbour: it runs at every decision, the simulator's hottest path."""
         node = self.nodes[here]
+        now = self.now
         peers = {here: self._self_view(node)}
+        nodes, links, cache, dead_after = self.nodes, self.links, self._peer_cache, self.dead_after_s
         for nb in self.neighbours[here]:
-            peers[nb] = self._peer_view(here, nb)
-        return WorldView(here=here, now_s=self.now, peers=peers, sources=self.sources, speeds=self.speeds,
-                         neighbours=self.neighbours, links=self.link_table)
+            other = nodes[nb]
+            arrivals = other.snap_arrivals[here]
+            idx = bisect.bisect_right(arrivals, now) - 1
+            if idx < 0:
+                idx = 0
+            alive = (now - arrivals[idx]) <= dead_after
+            link = links[(here, nb)]
+            free_at = link[_EST_FREE]
+            backlog = free_at - now if free_at > now else 0.0
+            key = (here, nb)
+            cached = cache.get(key)
+            if cached is not None and cached[0] == idx:
+                view = cached[1]
+                if view.alive == alive and view.link_backlog_s == backlog:
+                    peers[nb] = view
+                    continue
+            q, residual, bw = other.snaps[idx]
+            view = PeerView(nb, other.speed, q, link[_RATE], link[_DELAY], alive, link[_SUCCESS], bw, residual, backlog)
+            cache[key] = (idx, view)
+            peers[nb] = view
+        return WorldView(here, now, peers, self.sources, self.speeds, self.neighbours, self.link_table)
 
     def _beacon(self, node: _Node) -> None:
         if not node.alive:

@@ -221,26 +221,9 @@ def clear_caches() -> None:
     _DEFAULT.clear()
 
 
-def completion_costs(
-    source: SourceView,
-    block: int,
-    world: WorldView,
-    queue_of: Callable[[PeerView], float],
-    cache: LookaheadCache | None = None,
-) -> dict[str, tuple[float, float]]:
-    """For every live candidate k (the holder and its live neighbours): ``(entry, rest)`` seconds.
-
-    ``entry`` is what it takes to get the task into k's service: the holder's own queue ahead
-    (``queue_of``) when k is the holder, else the transfer of the activation at ``block`` (with
-    the link's backlog) plus k's queue ahead. ``rest`` is the best completion from there: the
-    next partition on k, then the cheapest plan for the remaining partitions over the workers in
-    view, and the result's trip back to the source.
-
-    The backward table depends on the neighbours' beaconed queues, speeds and links, not on the
-    holder's own queue or the block, so it is computed once per such view and reused from
-    ``cache`` (default: one shared by every caller that passes none). ``world.links`` and
-    ``world.neighbours`` must not be mutated after they are handed over (they are keyed by id).
-    """
+def _completion(source: SourceView, block: int, world: WorldView, queue_of: Callable[[PeerView], float],
+                cache: LookaheadCache | None) -> tuple[list[str], list[PeerView], list[float], list[float]]:
+    """(names, peers, queues ahead, best completions ``rest``) of the holder and its live neighbours."""
     here = world.here
     in_view = world.peers
     me = in_view[here]
@@ -261,8 +244,51 @@ def completion_costs(
         t = source.range_time_s(block, bounds[p + 1])
         nxt = table.values(p + 1)
         rest = [t / peers[i].speed + nxt[i] for i in range(len(names))]
+    return names, peers, queue, rest
+
+
+def completion_costs(
+    source: SourceView,
+    block: int,
+    world: WorldView,
+    queue_of: Callable[[PeerView], float],
+    cache: LookaheadCache | None = None,
+) -> dict[str, tuple[float, float]]:
+    """For every live candidate k (the holder and its live neighbours): ``(entry, rest)`` seconds.
+
+    ``entry`` is what it takes to get the task into k's service: the holder's own queue ahead
+    (``queue_of``) when k is the holder, else the transfer of the activation at ``block`` (with
+    the link's backlog) plus k's queue ahead. ``rest`` is the best completion from there: the
+    next partition on k, then the cheapest plan for the remaining partitions over the workers in
+    view, and the result's trip back to the source.
+
+    The backward table depends on the neighbours' beaconed queues, speeds and links, not on the
+    holder's own queue or the block, so it is computed once per such view and reused from
+    ``cache`` (default: one shared by every caller that passes none). ``world.links`` and
+    ``world.neighbours`` must not be mutated after they are handed over (they are keyed by id).
+    """
+    names, peers, queue, rest = _completion(source, block, world, queue_of, cache)
     nbytes = source.bytes_into(block)
-    out: dict[str, tuple[float, float]] = {here: (queue_of(me), rest[0])}
+    out: dict[str, tuple[float, float]] = {names[0]: (queue_of(peers[0]), rest[0])}
     for name, peer, q, r in zip(names[1:], peers[1:], queue[1:], rest[1:], strict=True):
         out[name] = (transfer_s(nbytes, peer) + q, r)
+    return out
+
+
+def completion_totals(
+    source: SourceView,
+    block: int,
+    world: WorldView,
+    queue_of: Callable[[PeerView], float],
+    cache: LookaheadCache | None = None,
+) -> list[tuple[str, PeerView, float]]:
+    """``(name, view, entry + rest)`` per live candidate, holder first: what ``completion_costs``
+    gives, summed, without the dict (the ranking's hot path: one call per decision)."""
+    names, peers, queue, rest = _completion(source, block, world, queue_of, cache)
+    nbytes = source.bytes_into(block)
+    me = peers[0]
+    out = [(names[0], me, queue_of(me) + rest[0])]
+    for i in range(1, len(names)):
+        peer = peers[i]
+        out.append((names[i], peer, transfer_s(nbytes, peer) + queue[i] + rest[i]))
     return out

@@ -72,7 +72,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 
 from pamdi_node.policies.graph import transfer_s
-from pamdi_node.policies.lookahead import LookaheadCache, completion_costs
+from pamdi_node.policies.lookahead import LookaheadCache, completion_costs, completion_totals
 from pamdi_node.policies.partition import partition_end
 from pamdi_node.policies.types import (
     OffloadRequest,
@@ -223,25 +223,26 @@ class PAMDIPolicy(PolicyDefaults):
             return ()
         e = partition_end(source, b)
         scored: list[tuple[float, int, str]] = []
-        live = [(name, peer) for name, peer in world.peers.items() if peer.alive and peer.speed > 0]
         if self.horizon == "dp":
             here = world.here
             w = self.weight(source)
-            costs = completion_costs(source, b, world, self._queue_of(w, task.born_s, here), self.lookahead)
             age = max(0.0, world.now_s - task.born_s)
             use_success = self.use_success
-            for name, peer in live:
-                cost = costs.get(name)
-                if cost is None:
+            # The holder and its live neighbours, as completion_costs sees them (a holder that is
+            # itself not alive, or of speed 0, is no candidate, as in the other horizons).
+            for name, peer, total in completion_totals(source, b, world, self._queue_of(w, task.born_s, here),
+                                                       self.lookahead):
+                if name == here and not (peer.alive and peer.speed > 0):
                     continue
                 denom = w * peer.success if use_success else w
-                scored.append(((cost[0] + cost[1] + age) / max(denom, 1e-12), 0 if name == here else 1, name))
+                scored.append(((total + age) / max(denom, 1e-12), 0 if name == here else 1, name))
         else:
+            live = [(name, peer) for name, peer in world.peers.items() if peer.alive and peer.speed > 0]
             for name, peer in live:
                 idx = self.index(task, source, peer, world.here, world.now_s)
                 scored.append((idx, 0 if name == world.here else 1, name))
-        if self.horizon == "plan" and world.here in world.peers:
-            scored = self._plan_self(task, source, world, live, scored)
+            if self.horizon == "plan" and world.here in world.peers:
+                scored = self._plan_self(task, source, world, live, scored)
         scored.sort()
         return tuple(Placement(name, b, e, idx) for idx, _, name in scored)
 

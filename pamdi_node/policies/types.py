@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -117,9 +117,12 @@ class PeerView:
         return max(self.residual_s, self.queue_s - lower)
 
 
-@dataclass(frozen=True)
-class Placement:
-    """Run blocks [start, end) of the task on ``node``; ``index`` is the policy's score (lower = better)."""
+class Placement(NamedTuple):
+    """Run blocks [start, end) of the task on ``node``; ``index`` is the policy's score (lower = better).
+
+    Immutable like the other views; a named tuple because policies build one per candidate per
+    decision (several per task: a frozen dataclass's construction was a tenth of a large
+    simulation's time)."""
 
     node: str
     start: int
