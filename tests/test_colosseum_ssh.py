@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.colosseum_standin.lab import Lab, available
 
@@ -239,3 +240,68 @@ def test_reservation_fills_config_then_batch_submit(lab: Lab, tmp_path: Path, re
     env = dict(lab.env(), PAMDI_LAB_LDAP_PASSWORD="wrong")
     r = pamdi(lab, cfg, "batch-status", env=env)
     assert r.returncode == 1 and "401 unauthorized" in r.stderr and "wrong" not in r.stderr.replace("wrong user", "")
+
+
+def _passphrase_key(lab: Lab, tmp_path: Path, passphrase: str) -> Path:
+    key = tmp_path / "id_pass"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-f", str(key)], check=True)
+    with (lab.tmp / "authorized_keys").open("a") as f:  # the gateway's sshd reads it at each login
+        f.write(key.with_suffix(".pub").read_text())
+    return key
+
+
+def test_a_passphrase_key_opens_with_the_variable_or_through_ssh_agent(lab: Lab, tmp_path: Path) -> None:
+    """No passphrase at hand: one line saying how; a wrong one: said; the right one in
+    $PAMDI_SSH_PASSPHRASE, or the key loaded into a real ssh-agent: the check passes."""
+    key = _passphrase_key(lab, tmp_path, "correct horse")
+    cfg = lab.write_config(tmp_path / "c.yaml", ssh_key=str(key))
+    env = {k: v for k, v in lab.env().items() if k not in ("SSH_AUTH_SOCK", "PAMDI_SSH_PASSPHRASE")}
+    r = pamdi(lab, cfg, "check", env=env)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert (f"gateway {lab.gw_addr}: SSH key {key} is passphrase-protected: add it to ssh-agent (ssh-add {key}) "
+            "or set PAMDI_SSH_PASSPHRASE") in r.stderr.strip().splitlines()[-1], r.stderr
+    r = pamdi(lab, cfg, "check", env=dict(env, PAMDI_SSH_PASSPHRASE="wrong"))
+    assert r.returncode != 0 and f"wrong passphrase for SSH key {key}" in r.stderr, r.stderr
+    r = pamdi(lab, cfg, "check", env=dict(env, PAMDI_SSH_PASSPHRASE="correct horse"))
+    assert r.returncode == 0, r.stderr
+    # A real ssh-agent, the key added through SSH_ASKPASS (what a desktop would prompt for).
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        askpass = tmp_path / "askpass.sh"
+        askpass.write_text("#!/bin/sh\necho 'correct horse'\n")
+        askpass.chmod(0o700)
+        add_env = dict(env, SSH_AUTH_SOCK=str(sock), SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force",
+                       DISPLAY="none")
+        subprocess.run(["ssh-add", str(key)], env=add_env, check=True, capture_output=True, timeout=30,
+                       stdin=subprocess.DEVNULL)
+        r = pamdi(lab, cfg, "check", env=dict(env, SSH_AUTH_SOCK=str(sock)))
+        assert r.returncode == 0, r.stderr
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
+
+
+def test_the_gateway_may_be_an_alias_of_the_users_ssh_config(lab: Lab, tmp_path: Path) -> None:
+    """`gateway: colosseum-gw` as the Colosseum docs' ~/.ssh/config names it: HostName, Port, User's
+    IdentityFile come from there (no ssh_key, no gateway_port in the pamdi config)."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        f"Host colosseum-gw\n    HostName {lab.gw_addr}\n    Port 22\n    IdentityFile {lab.key_path}\n")
+    cfg = lab.config(gateway="colosseum-gw")
+    del cfg["ssh_key"]
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    env = {k: v for k, v in lab.env().items() if k != "SSH_AUTH_SOCK"}
+    r = pamdi(lab, path, "check", env=dict(env, HOME=str(home)))
+    assert r.returncode == 0, r.stderr
+    assert sorted(s["srn"] for s in json.loads(r.stdout)["srns"]) == list(lab.srns)
+    # Without the alias in the user's config the name resolves nowhere: one line, no traceback.
+    (home / ".ssh" / "config").write_text("")
+    r = pamdi(lab, path, "check", env=dict(env, HOME=str(home)))
+    assert r.returncode != 0 and "gateway colosseum-gw" in r.stderr and "Traceback" not in r.stderr, r.stderr

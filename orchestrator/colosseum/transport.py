@@ -42,6 +42,56 @@ class GatewayError(ColosseumError):
     pass
 
 
+PASSPHRASE_ENV = "PAMDI_SSH_PASSPHRASE"
+
+
+def gateway_keys(cfg: ColosseumConfig) -> tuple[Path | None, object]:
+    """(the key file, asyncssh's ``client_keys``) for the gateway, as ``ssh`` would pick them.
+
+    ``ssh_key`` set in the config: that file, which must exist; a passphrase-protected one is
+    opened with ``$PAMDI_SSH_PASSPHRASE``, else a prompt on a terminal, else (an ssh-agent running)
+    left to the agent, else refused in one line saying how. Not set: the default key when it
+    exists and opens without a passphrase, else whatever ssh-agent and ``~/.ssh/config``'s
+    IdentityFile offer (asyncssh's defaults)."""
+    import getpass
+    import os
+    import sys
+
+    key = cfg.ssh_key_path()
+    explicit = "ssh_key" in cfg.model_fields_set
+    if not key.exists():
+        if explicit:
+            raise GatewayError(f"gateway {cfg.gateway}: SSH key {key} does not exist (ssh_key in the config)")
+        return None, ()
+    try:
+        return key, [asyncssh.read_private_key(key)]
+    except OSError as err:
+        raise GatewayError(f"gateway {cfg.gateway}: SSH key {key} cannot be read: {err}") from None
+    except (asyncssh.KeyEncryptionError, asyncssh.KeyImportError) as err:
+        # asyncssh refuses an encrypted key without a passphrase as an import error; with one that is
+        # wrong it says so by KeyEncryptionError: that tells a protected key from a broken one.
+        try:
+            asyncssh.read_private_key(key, "\0not-the-passphrase")
+        except asyncssh.KeyEncryptionError:
+            pass  # passphrase-protected
+        except (OSError, asyncssh.KeyImportError):
+            raise GatewayError(f"gateway {cfg.gateway}: SSH key {key} cannot be read: {err}") from None
+    agent = bool(os.environ.get("SSH_AUTH_SOCK"))
+    passphrase = os.environ.get(PASSPHRASE_ENV)
+    if passphrase is None and sys.stdin.isatty() and not agent:
+        passphrase = getpass.getpass(f"passphrase for {key}: ")
+    if passphrase is None:
+        if agent:
+            return key, ()  # the agent holds it (ssh-add), or says no at the gateway
+        raise GatewayError(f"gateway {cfg.gateway}: SSH key {key} is passphrase-protected: add it to ssh-agent "
+                           f"(ssh-add {key}) or set {PASSPHRASE_ENV}")
+    try:
+        return key, [asyncssh.read_private_key(key, passphrase)]
+    except (asyncssh.KeyEncryptionError, asyncssh.KeyImportError) as err:
+        why = "wrong passphrase" if "ncorrect passphrase" in str(err) else f"cannot open ({err}) with the passphrase"
+        raise GatewayError(f"gateway {cfg.gateway}: {why} for SSH key {key}") from None
+
+
 class SrnError(ColosseumError):
     def __init__(self, srn: int | None, host: str, kind: str, detail: str) -> None:
         self.srn = srn
@@ -99,9 +149,7 @@ class Session:
             if self._gateway is not None:
                 return self._gateway
             cfg = self.cfg
-            key = cfg.ssh_key_path()
-            if not key.exists():
-                raise GatewayError(f"gateway {cfg.gateway}: SSH key {key} does not exist (ssh_key in the config)")
+            key, client_keys = gateway_keys(cfg)
             known = cfg.known_hosts_path()
             known_hosts: object = None
             if known is not None:
@@ -117,11 +165,13 @@ class Session:
                     self._gateway = await asyncio.wait_for(
                         asyncssh.connect(
                             cfg.gateway,
-                            port=cfg.gateway_port,
+                            # A port given in the config wins; else ~/.ssh/config's for that host
+                            # (asyncssh reads it: Host aliases, HostName, Port, ProxyCommand), else 22.
+                            port=cfg.gateway_port if "gateway_port" in cfg.model_fields_set else (),
                             username=cfg.user,
-                            client_keys=[str(key)],
+                            client_keys=client_keys,
                             known_hosts=known_hosts,
-                            agent_path=None,
+                            # ssh-agent when SSH_AUTH_SOCK is set (asyncssh's default), as ssh does.
                             preferred_auth="publickey",
                             connect_timeout=cfg.connect_timeout_s,
                             keepalive_interval=30,
@@ -130,8 +180,9 @@ class Session:
                     )
                     return self._gateway
                 except asyncssh.PermissionDenied:
+                    which = f"key {key}" if key is not None else "no key (ssh-agent, ~/.ssh/config) was"
                     raise GatewayError(
-                        f"gateway {cfg.gateway}: key {key} refused for user {cfg.user} "
+                        f"gateway {cfg.gateway}: {which} refused for user {cfg.user} "
                         "(is its public key uploaded on the Colosseum website, Accounts tab?)"
                     ) from None
                 except asyncssh.HostKeyNotVerifiable as err:
