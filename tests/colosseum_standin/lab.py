@@ -218,7 +218,10 @@ class Lab:
             base = self.tmp / f"srn-{srn:03d}"
             (base / "bin").mkdir(parents=True)
             (base / "root").mkdir()
-            os.symlink(STANDIN_DIR / "colosseumcli", base / "bin" / "colosseumcli")
+            # A copy, not a link into the checkout: a clone in a 0700 folder (mktemp -d) is not
+            # readable by the SRN's container user (the stand-in needs only python3's stdlib).
+            shutil.copy(STANDIN_DIR / "colosseumcli", base / "bin" / "colosseumcli")
+            os.chmod(base / "bin" / "colosseumcli", 0o755)
             shutil.chown(base / "root", self.srn_user, 0 if self.srn_root else self.srn_user)
             env = {
                 "PATH": f"{base / 'bin'}:{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
