@@ -1,7 +1,7 @@
 """The enumerated values of CLI options, as ``Literal`` types: typer turns each into a choice that
-``--help`` lists (``<local|netns|...>``), that shell completion offers, and that a mistyped value is
-refused by with the valid ones named. ``tests/test_cli_basics.py`` keeps them equal to the
-registries they mirror (backends, device-time models, policies)."""
+``--help`` lists (``<local|netns|...>``), that shell completion offers, and that refuses a mistyped
+value naming the valid ones. ``tests/test_cli_basics.py`` keeps them equal to the registries they
+mirror (backends, device-time models)."""
 
 from __future__ import annotations
 

@@ -50,9 +50,9 @@ def gateway_keys(cfg: ColosseumConfig) -> tuple[Path | None, object]:
 
     ``ssh_key`` set in the config: that file, which must exist; a passphrase-protected one is
     opened with ``$PAMDI_SSH_PASSPHRASE``, else a prompt on a terminal, else (an ssh-agent running)
-    left to the agent, else refused in one line saying how. Not set: the default key when it
-    exists and opens without a passphrase, else whatever ssh-agent and ``~/.ssh/config``'s
-    IdentityFile offer (asyncssh's defaults)."""
+    left to the agent, else refused in one line saying how. Not set: the default key the same way
+    when it exists, else whatever ssh-agent and ``~/.ssh/config``'s IdentityFile offer (asyncssh's
+    defaults)."""
     import getpass
     import os
     import sys
