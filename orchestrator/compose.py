@@ -218,6 +218,7 @@ def render_compose(
             "data": {k: f"tcp://{link_of(n, k).address(n)}:{AGENT_PORT}" for k in neighbours[n]}}
         for n in names
     }
+    project = compose_project_name(spec.name)
     run_job = {
         "spec": f"{CONFIG_MOUNT}/spec.yaml",
         "run_dir": TRACE_MOUNT,
@@ -235,7 +236,7 @@ def render_compose(
                                        and not _host_has_netem()]),
         "profiles": choice.as_dict(),
         "keys": None if keys_dir is None else KEYS_MOUNT,
-        "project": compose_project_name(spec.name),
+        "project": project,
     }
     (out_dir / "pamdi" / "run.json").write_text(json.dumps(run_job, indent=2) + "\n")
     (out_dir / "pamdi" / "spec.yaml").write_text(
@@ -259,7 +260,6 @@ def render_compose(
     # top-level `name:` is v2 only: v1 refuses the file).
     compose = {"services": services, "networks": networks_yaml}
     compose_file = out_dir / "docker-compose.yml"
-    project = compose_project_name(spec.name)
     header = (f"# pamdi experiment {spec.name!r}, rendered by `pamdi compose` (project {project!r}, see .env).\n"
               f"# Run:    {COMPOSE_UP}   (Compose v1: docker-compose ...)\n"
               "# Clean:  docker compose down\n")

@@ -51,9 +51,8 @@ class Telemetry:
             }
 
     def span(self, kind: str, task: str, source: str, start: float, end: float, **extra: Any) -> None:
-        rec: Span = {"node": self.node, "kind": kind, "task": task, "source": source, "start": start, "end": end,
-                     **extra}  # type: ignore[typeddict-item]
-        self._add("spans", self._spans, rec)  # type: ignore[arg-type]
+        rec = {"node": self.node, "kind": kind, "task": task, "source": source, "start": start, "end": end, **extra}
+        self._add("spans", self._spans, rec)
 
     def record(self, rec: AgentRecord) -> None:
         """A task's end at its source: in memory for ``collect``, stamped with node and configuration."""
