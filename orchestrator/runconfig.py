@@ -122,3 +122,31 @@ def stretch_options(opts: RunOptions, k: float) -> RunOptions:
 def expected_duration_s(spec: ExperimentSpec) -> float:
     """When the last task is submitted (seconds after start), plus its mean gap."""
     return max(s.start_ms / 1000.0 + s.samples * s.interval_s for s in spec.sources)
+
+
+def peers_heard(stats: Mapping[str, Any]) -> bool:
+    """Whether an agent's stats say it has heard a beacon from every neighbour (``peers``)."""
+    peers = stats.get("peers")
+    return isinstance(peers, dict) and all(isinstance(p, dict) and p.get("alive") for p in peers.values())
+
+
+def wait_for_peers(clients: Mapping[str, Any], timeout_s: float, poll_s: float = 0.05) -> list[str]:
+    """Wait until every configured agent has heard each of its neighbours; returns the nodes that
+    still had not at ``timeout_s``. A source started before then sees no live neighbour and keeps
+    its first tasks: a start-up race that a loaded host (late first beacons) loses."""
+    import time
+
+    from pamdi_node.agent.client import AgentError
+
+    deadline = time.time() + timeout_s
+    waiting = set(clients)
+    while True:
+        for node in sorted(waiting):
+            try:
+                if peers_heard(clients[node].stats()):
+                    waiting.discard(node)
+            except AgentError:
+                pass  # not answering yet: asked again, until the deadline
+        if not waiting or time.time() >= deadline:
+            return sorted(waiting)
+        time.sleep(poll_s)

@@ -7,11 +7,10 @@ the runner then
 1. generates the run's Curve keys (when on) before ``up`` so the backend can hand ``--keys`` out,
 2. waits for every agent to answer a ping and estimates its clock offset NTP-style,
 3. per policy: sends each agent its run configuration (``build_configs``, with the run's device-time
-   model, ``pamdi_node/devicetime.py``), starts the agents
-   (sources last), applies the spec's ``failures`` (kill / restart through the backend), polls the
-   source nodes until every task has completed or failed (or the run times out), collects task
-   records and spans from every agent, shifts spans onto the orchestrator clock, and writes
-   ``<run_dir>/<policy>/{tasks,spans}.jsonl`` and ``agents.json``,
+   model), waits until each has heard its neighbours, starts them (sources last), applies the spec's
+   ``failures`` (kill / restart through the backend), polls the source nodes until every task has
+   completed or failed (or the run times out), collects records and spans from every agent, shifts
+   spans onto the orchestrator clock, writes ``<run_dir>/<policy>/{tasks,spans}.jsonl``, ``agents.json``,
 4. stops the agents and calls ``down`` (also after Ctrl-C: what was measured is kept).
 
 The result is ``metrics.summarize``'s JSON (the same shape as ``pamdi simulate``); a task that never
@@ -46,6 +45,7 @@ from orchestrator.runconfig import (
     expected_duration_s,
     resolve_device_time,
     stretch_options,
+    wait_for_peers,
 )
 from orchestrator.runfailures import schedule_failures
 from orchestrator.runrecords import (
@@ -257,7 +257,9 @@ class Runner:
             self._parallel(lambda n: self.clients[n].configure(configs[n], timeout_s=self.opts.agent_timeout_s), nodes)
         except AgentError as err:
             raise RunError(f"policy {policy}: configuring the agents failed: {err}") from None
-        time.sleep(max(0.3, 3 * configs[nodes[0]]["beacon_period_s"]))  # a few beacons before the first task
+        time.sleep(max(0.3, 3 * (beacon_s := configs[nodes[0]]["beacon_period_s"])))  # a few beacons first,
+        for n in wait_for_peers(self.clients, max(2.0, 20 * beacon_s)):  # and every agent's peers heard
+            log.warning("policy %s: agent %s has not heard all its neighbours yet; starting anyway", policy, n)
         source_nodes = {v.node for v in views.values()}
         self._progress(policy, 0)
         for n in sorted(nodes, key=lambda n: n in source_nodes):  # sources last

@@ -63,3 +63,12 @@ def test_backend_without_a_default_runs_native(tmp_path: Path) -> None:
         default_device_time = "native"
 
     assert Runner(SPEC, Remote(), tmp_path, RunOptions()).device_time == "native"
+
+
+def test_an_agent_counts_as_ready_once_it_has_heard_every_neighbour() -> None:
+    from orchestrator.runconfig import peers_heard
+
+    assert peers_heard({"peers": {"b": {"alive": True}, "c": {"alive": True}}})
+    assert not peers_heard({"peers": {"b": {"alive": True}, "c": {"alive": False}}})
+    assert not peers_heard({"state": "idle"}) and not peers_heard({"peers": ["b"]})
+    assert peers_heard({"peers": {}})  # a node without neighbours has nobody to wait for
