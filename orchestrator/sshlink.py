@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shlex
 import shutil
 import threading
@@ -59,6 +60,9 @@ def reason(err: BaseException | None) -> str:
         return err.reason or "channel open failed"
     if isinstance(err, asyncio.TimeoutError | TimeoutError):
         return "timed out"
+    if isinstance(err, OSError) and err.errno and os.strerror(err.errno) not in str(err):
+        # asyncio says "[Errno 111] Connect call failed (...)": name the cause as ssh would.
+        return f"{os.strerror(err.errno)} ({err})"
     return str(err) or type(err).__name__
 
 

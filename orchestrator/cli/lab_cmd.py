@@ -1,0 +1,215 @@
+"""``pamdi lab ...``: a lab of the user's own machines over SSH (the ``ssh`` backend's hosts).
+
+    pamdi lab check lab.yaml [--no-links] [--method auto|probe|iperf3] [--json]
+    pamdi lab deploy lab.yaml --wheelhouse DIR [--venv PATH] [--image FILE] [--host H ...]
+    pamdi lab profile lab.yaml --model M --out DIR [--spec SPEC --write-spec OUT.yaml]
+    pamdi emulate SPEC --backend ssh --inventory lab.yaml
+
+Errors print one line per host naming the host and the cause, and exit 1; a bad inventory is
+refused in one line naming the field, exit 2. ``check`` writes its report beside the inventory
+(``<inventory>.check.json``, or ``--out``); the ``ssh`` backend copies it into each run folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import typer
+
+from orchestrator.cli.common import fail, print_json
+
+T = TypeVar("T")
+
+lab_app = typer.Typer(name="lab", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                      help="A lab of your own machines over SSH: check, deploy, profile (run with "
+                           "`pamdi emulate SPEC --backend ssh --inventory lab.yaml`).")
+InventoryArg = typer.Argument(..., help="lab inventory YAML (see examples/lab.yaml)")
+
+
+def check_report_path(inventory: Path) -> Path:
+    return inventory.with_name(inventory.stem + ".check.json")
+
+
+def _load(path: Path):  # -> Inventory
+    from orchestrator.lab.inventory import InventoryError, load_inventory
+
+    try:
+        return load_inventory(path)
+    except InventoryError as err:
+        raise fail(str(err)) from None
+
+
+def _run(coro: Awaitable[T]) -> T:
+    from orchestrator.lab.session import LabError
+
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except (LabError, ValueError) as err:
+        raise fail(str(err), code=1) from None
+
+
+def _local_pamdi() -> str:
+    from pamdi_node import __version__
+
+    return __version__
+
+
+@lab_app.command("check")
+def check_cmd(
+    inventory: Path = InventoryArg,
+    links: bool = typer.Option(True, "--links/--no-links", help="measure rate and RTT between every pair"),
+    method: Literal["auto", "probe", "iperf3"] = typer.Option(
+        "auto", "--method", help="link measurement: iperf3 when both hosts have it (auto), or pamdi's probe"),
+    duration: float = typer.Option(2.0, "--duration", min=0.5, help="seconds of traffic per direction"),
+    cap_mbit: float = typer.Option(1000.0, "--cap-mbit", min=0.1, help="the most a measurement sends, Mbit/s"),
+    out: Path = typer.Option(None, "--out", help="report file (default: <inventory>.check.json)"),
+    as_json: bool = typer.Option(False, "--json", help="print the report JSON"),
+) -> None:
+    """Reachability, Python/torch/pamdi versions, clock offsets, data-plane addresses, tc rights, link rates/RTT."""
+    import json
+
+    from orchestrator.lab.check import check_lab
+
+    inv = _load(inventory)
+    report = _run(check_lab(inv, local_pamdi=_local_pamdi(), measure=links, method=method, duration_s=duration,
+                            cap_mbit=cap_mbit))
+    path = out or check_report_path(inventory)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    if as_json:
+        print_json(report)
+    else:
+        _print_check(report)
+        typer.echo(f"report: {path}")
+    lines = [h["line"] for h in report["hosts"] if not h["reachable"]]
+    lines += [line for h in report["hosts"] if h["reachable"] for line in h["lines"]]
+    for line in lines:
+        typer.echo(line, err=True)
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+def _print_check(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="lab hosts")
+    for col in ("host", "user", "arch", "python", "torch", "pamdi", "data plane", "shape", "clock ms", "problems"):
+        t.add_column(col)
+    for h in report["hosts"]:
+        if not h["reachable"]:
+            t.add_row(h["host"], "", "", "", "", "", "", "", "", f"[red]{h['error']}[/red]")
+            continue
+        shape = ("yes" if h["can_shape"] else "[red]no rights[/red]") if h["shape"] else "off"
+        t.add_row(h["host"], h["user"], h["arch"], h["python"] or "-", h["torch"] or "-", h["pamdi"] or "-",
+                  f"{h['data_interface']} {h['data_address']}", shape, f"{h['clock_offset_s'] * 1000:+.1f}",
+                  "; ".join(h["problems"]) or "ok")
+    Console().print(t)
+    if report["links"]:
+        lt = Table(title="data-plane paths")
+        for col in ("from", "to", "method", "Mbit/s", "RTT ms", "error"):
+            lt.add_column(col)
+        for m in report["links"]:
+            lt.add_row(m["from"], m["to"], m["method"], "-" if m["rate_mbit"] is None else f"{m['rate_mbit']:.1f}",
+                       "-" if m["rtt_ms"] is None else f"{m['rtt_ms']:.2f}", m["error"] or "")
+        Console().print(lt)
+
+
+@lab_app.command("deploy")
+def deploy_cmd(
+    inventory: Path = InventoryArg,
+    wheelhouse: Path = typer.Option(None, "--wheelhouse", "-w",
+                                    help="wheels for the hosts' platform (`pamdi image wheels`), with the pamdi wheel"),
+    pamdi_only: bool = typer.Option(False, "--pamdi-only",
+                                    help="build just the pamdi wheel of this tree into the wheelhouse folder first"),
+    venv: str = typer.Option(None, "--venv", help="create this virtual environment on each host first "
+                                                  "(--system-site-packages) and install there"),
+    image: Path = typer.Option(None, "--image", help="node image tarball for runtime: docker hosts (docker save)"),
+    host: list[str] = typer.Option([], "--host", help="only these hosts (repeatable)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Push the wheelhouse (or the node image) to the hosts and install pamdi; versions checked after."""
+    from orchestrator.lab.deploy import deploy_host
+    from orchestrator.lab.session import LabErrors, LabSession
+
+    inv = _load(inventory)
+    if wheelhouse is not None and pamdi_only:
+        from orchestrator.image.wheels import WheelhouseError, build_pamdi_wheel
+
+        try:
+            build_pamdi_wheel(wheelhouse)
+        except WheelhouseError as err:
+            raise fail(f"--pamdi-only: {err}", code=1) from None
+    names = host or [h.name for h in inv.hosts]
+    unknown = [n for n in names if inv.endpoint(n) is None]
+    if unknown:
+        raise fail(f"--host {unknown[0]}: not in {inventory}")
+
+    async def go() -> list[dict[str, Any]]:
+        async with LabSession(inv) as session:
+            reps = await session.each(lambda n: deploy_host(session, inv.host(n), wheelhouse, image, venv,
+                                                            _local_pamdi()), names)
+        out = [r.as_dict() for r in reps.values()]
+        problems = [session.error(r["host"], *p.split(": ", 1)) for r in out for p in r["problems"]]
+        if problems:
+            raise LabErrors(problems)
+        return out
+
+    reports = _run(go())
+    if as_json:
+        print_json({"hosts": reports})
+    else:
+        for r in reports:
+            typer.echo(f"{r['host']}: pamdi {r['pamdi']} (python {r['python']}, torch {r['torch']}) at "
+                       f"{r['pamdi_path']}; sent {len(r['sent'])} wheels, kept {len(r['kept'])}")
+
+
+@lab_app.command("profile")
+def profile_cmd(
+    inventory: Path = InventoryArg,
+    model: str = typer.Option(..., "--model", "-m", help="model to profile (see `pamdi models list`)"),
+    out: Path = typer.Option(..., "--out", "-o", help="profile folder (a spec's `profiles:` can name it)"),
+    batch: int = typer.Option(1, "--batch", "-b", min=1),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]"),
+    warmup: int = typer.Option(3, "--warmup", min=0),
+    repeats: int = typer.Option(20, "--repeats", "-r", min=1),
+    reference: str = typer.Option(None, "--reference", help="host whose profile is the reference (default: first)"),
+    host: list[str] = typer.Option([], "--host", help="only these hosts (repeatable)"),
+    spec: Path = typer.Option(None, "--spec", help="with --write-spec: the spec to give the lab's speeds"),
+    write_spec: Path = typer.Option(None, "--write-spec", help="write SPEC's copy with profiles: OUT and "
+                                                               "each node at its host's measured speed"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """`pamdi profile` on every host, harvested into one folder (per-host profiles, reference, speeds)."""
+    from orchestrator.lab.profiles import profile_lab, spec_for_lab
+    from orchestrator.spec import SpecError
+
+    inv = _load(inventory)
+    if (spec is None) != (write_spec is None):
+        raise fail("--spec and --write-spec go together")
+    out.mkdir(parents=True, exist_ok=True)
+    summary = _run(profile_lab(inv, out, model, batch=batch, device=device, warmup=warmup, repeats=repeats,
+                               reference=reference, hosts=host or None))
+    if spec is not None and write_spec is not None:
+        from pamdi_node.models.profile import profile_filename
+
+        try:
+            spec_for_lab(spec, inv, out, write_spec, profile_filename(model, batch, 1, device).removesuffix(".json"))
+        except (SpecError, ValueError, KeyError, FileNotFoundError) as err:
+            raise fail(f"--write-spec: {err}", code=1) from None
+        summary["spec"] = str(write_spec)
+    if as_json:
+        print_json(summary)
+    else:
+        for n, s in summary["speeds"].items():
+            typer.echo(f"{n}: {summary['total_s'][n] * 1000:.2f} ms per {model} pass, "
+                       f"speed {s:g} x {summary['reference']}")
+        typer.echo(f"profiles: {out}" + (f"; spec: {write_spec}" if write_spec else ""))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(lab_app, name="lab")
