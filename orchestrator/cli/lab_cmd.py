@@ -1,5 +1,6 @@
 """``pamdi lab ...``: a lab of the user's own machines over SSH (the ``ssh`` backend's hosts).
 
+    pamdi lab example > lab.yaml
     pamdi lab check lab.yaml [--no-links] [--method auto|probe|iperf3] [--json]
     pamdi lab deploy lab.yaml --wheelhouse DIR [--venv PATH] [--image FILE] [--host H ...]
     pamdi lab profile lab.yaml --model M --out DIR [--spec SPEC --write-spec OUT.yaml]
@@ -27,7 +28,8 @@ T = TypeVar("T")
 lab_app = typer.Typer(name="lab", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                       help="A lab of your own machines over SSH: check, deploy, profile (run with "
                            "`pamdi emulate SPEC --backend ssh --inventory lab.yaml`).")
-InventoryArg = typer.Argument(..., help="lab inventory YAML (see examples/lab.yaml)")
+InventoryArg = typer.Argument(..., help="lab inventory YAML (`pamdi lab example` prints one)")
+EXAMPLE = Path(__file__).resolve().parent.parent / "lab" / "lab.example.yaml"
 
 
 def check_report_path(inventory: Path) -> Path:
@@ -209,6 +211,12 @@ def profile_cmd(
             typer.echo(f"{n}: {summary['total_s'][n] * 1000:.2f} ms per {model} pass, "
                        f"speed {s:g} x {summary['reference']}")
         typer.echo(f"profiles: {out}" + (f"; spec: {write_spec}" if write_spec else ""))
+
+
+@lab_app.command("example")
+def example_cmd() -> None:
+    """Print an example inventory (five Jetson Xavier NX on a Wi-Fi mesh, two behind a jump host)."""
+    typer.echo(EXAMPLE.read_text(), nl=False)
 
 
 def register(app: typer.Typer) -> None:
