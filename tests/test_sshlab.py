@@ -301,3 +301,38 @@ def test_lab_profile_feeds_the_simulator(lab: SshLab, inventory: Path, tmp_path:
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["runs"][0]["sources"]["ts"]["completed"] == 4
     assert os.path.isdir(out)
+
+
+def test_ctrl_c_stops_the_agents_removes_keys_and_shaping_and_keeps_the_traces(lab: SshLab, inventory: Path,
+                                                                               tmp_path: Path) -> None:
+    import signal
+    import time
+
+    spec = dict(SPEC, sources=[dict(SPEC["sources"][0], samples=400, interval_ms=50)])
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([*PAMDI, "emulate", str(spec_path), "--backend", "ssh", "-i", str(inventory), "--out",
+                             str(run_dir), "--json"], env=lab.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=REPO)
+    try:
+        deadline = time.time() + 120
+        # Mid-run: every agent up and the first tasks' records written at the source.
+        while not (len(lab.agent_pids()) == 3 and any(lab.workdir("h1").glob("*/traces/h1.tasks.jsonl"))):
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()
+            time.sleep(0.2)
+        assert "htb" in lab.qdiscs("h1") and list(lab.workdir("h2").glob("*/keys/private/*"))
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted: agents stopped" in err and "Traceback" not in err, err
+    assert lab.agent_pids() == []
+    assert "htb" not in lab.qdiscs("h1") and "htb" not in lab.qdiscs("h2")
+    for role in HOSTS:
+        assert not list(lab.workdir(role).glob("*/keys")), role
+        assert (run_dir / "hosts" / role / "traces" / f"{role}.spans.jsonl").exists()
+    assert (run_dir / "hosts" / "h1" / "traces" / "h1.tasks.jsonl").read_text().strip()
