@@ -336,3 +336,32 @@ def test_ctrl_c_stops_the_agents_removes_keys_and_shaping_and_keeps_the_traces(l
         assert not list(lab.workdir(role).glob("*/keys")), role
         assert (run_dir / "hosts" / role / "traces" / f"{role}.spans.jsonl").exists()
     assert (run_dir / "hosts" / "h1" / "traces" / "h1.tasks.jsonl").read_text().strip()
+
+
+def test_links_are_reshaped_in_place_by_set_link_and_by_a_radio_scenario(lab: SshLab, inventory: Path,
+                                                                          tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from orchestrator.backends.base import RunContext
+    from orchestrator.backends.ssh import SshBackend
+    from orchestrator.spec import LinkParams, parse_spec
+
+    monkeypatch.setenv("SSH_AUTH_SOCK", lab.env()["SSH_AUTH_SOCK"])
+    spec = parse_spec(dict(SPEC, links=[{"a": "h1", "b": "h2", "rate_mbit": 20, "scenario": "wifi-fluctuating"}]))
+    be = SshBackend(inventory, scenario_tick_s=0.2)
+    try:
+        be.up(spec, RunContext(run_id="reshape", run_dir=tmp_path / "run"))
+        assert "rate 20Mbit" in lab.qdiscs("h1") and "rate 20Mbit" in lab.qdiscs("h2")
+        # The scenario drops to 14 Mbit/s after 2 s: both shaped directions follow, in place.
+        deadline = time.time() + 30
+        while not ("rate 14Mbit" in lab.qdiscs("h1") and "rate 14Mbit" in lab.qdiscs("h2")):
+            assert time.time() < deadline, (lab.qdiscs("h1"), lab.qdiscs("h2"))
+            time.sleep(0.2)
+        be.set_link("h1", "h3", LinkParams(rate_mbit=7))
+        assert "rate 7Mbit" in lab.qdiscs("h1")
+        assert "rate 40Mbit" in lab.qdiscs("h3") and "7Mbit" not in lab.qdiscs("h3")  # shape: false, untouched
+    finally:
+        be.down()
+    assert "htb" not in lab.qdiscs("h1") and lab.agent_pids() == []
+    assert json.loads((tmp_path / "run" / "topology.json").read_text())["links"][0]["scenario"] == "wifi-fluctuating"

@@ -19,7 +19,9 @@ in order (``Inventory.assign``). ``up``:
    data-plane interface carries only the agents' model data.
 
 Delays of spec links are applied by the receiving agents (``agent_delayed_links``); rates by tbf on
-shaping hosts; a ``shape: false`` host's links are what they are (``pamdi lab check`` measures
+shaping hosts, changed in place by ``set_link`` and, for a link that names a radio ``scenario``, by
+a driver thread that follows it (one SSH round trip per change); a ``shape: false`` host's links
+are what they are (``pamdi lab check`` measures
 them; the topology records which directions were shaped). ``down`` (idempotent, also after errors
 and Ctrl-C) samples the counters, stops the agents, removes the shaping and the run's keys, and
 harvests each host's run folder (agent log, traces, pcaps) into ``<run_dir>/hosts/<node>/``, with
@@ -33,6 +35,7 @@ import contextlib
 import json
 import logging
 import tempfile
+import threading
 import time
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
@@ -41,7 +44,8 @@ from typing import Any, TypeVar
 import asyncssh
 
 from orchestrator.backends.base import AGENT_IDLE_EXIT_S, AgentEndpoint, BackendTraits, RunContext, write_topology
-from orchestrator.lab import agents, shaping
+from orchestrator.backends.scenarios import drive_scenarios, link_scenarios
+from orchestrator.lab import agents, records, shaping
 from orchestrator.lab.facts import HostFacts, host_facts
 from orchestrator.lab.inventory import Host, Inventory, load_inventory
 from orchestrator.lab.session import HostError, LabErrors, LabSession
@@ -66,7 +70,7 @@ class SshBackend(BackendTraits):
     shapes_with_token_bucket = True  # shaped directions are tbf (set per run: False if none is shaped)
 
     def __init__(self, inventory: str | Path | Inventory, *, pcap: bool = False, ready_timeout_s: float = 120.0,
-                 check_versions: bool = True) -> None:
+                 check_versions: bool = True, scenario_tick_s: float = 0.5) -> None:
         self.inv = inventory if isinstance(inventory, Inventory) else load_inventory(inventory)
         # `pamdi lab check` leaves its measurements beside the inventory: they go into each run folder.
         self.check_report = None if isinstance(inventory, Inventory) else \
@@ -87,6 +91,11 @@ class SshBackend(BackendTraits):
         self.ctx: RunContext | None = None
         self.agent_delayed_links: set[tuple[str, str]] = set()
         self.counters: dict[str, Any] = {"up": [], "down": []}
+        # Links that follow a radio scenario: their shaped directions are re-rated in place over time
+        # (each change is one SSH round trip, hence a coarser tick than netns's).
+        self.scenario_tick_s = float(scenario_tick_s)
+        self._stop = threading.Event()
+        self._scenario_thread: threading.Thread | None = None
         self._down = False
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
@@ -103,12 +112,21 @@ class SshBackend(BackendTraits):
                                  "delays (in the agents) but emulates no loss on real links; drop `loss`")
             if lk.delay_ms > 0:
                 self.agent_delayed_links.add(lk.key)
+        scenarios = link_scenarios(spec)  # every scenario checked before anything starts
         try:
             self.call(self._up(spec, ctx))
         except BaseException:
             self.down()
             raise
         self.shapes_with_token_bucket = bool(self.shaped)
+        if scenarios:
+            start = {key: sc.at(0) for key, sc in scenarios.items()}
+            self._scenario_thread = threading.Thread(
+                target=drive_scenarios, name="ssh-scenarios", daemon=True,
+                args=(scenarios, self.set_link, self._stop, self.scenario_tick_s, ctx.time_scale),
+                kwargs={"applied": {k: LinkParams(rate_mbit=p.rate_mbit, delay_ms=p.delay_ms, loss=p.loss)
+                                    for k, p in start.items()}})
+            self._scenario_thread.start()
         return {n: self.endpoint(n) for n in self.hosts}
 
     def endpoint(self, node: str) -> AgentEndpoint:
@@ -129,6 +147,9 @@ class SshBackend(BackendTraits):
         if self._down:
             return
         self._down = True
+        self._stop.set()
+        if self._scenario_thread is not None:
+            self._scenario_thread.join(timeout=10)
         try:
             if self.workdir:
                 self.call(self._down_all(), timeout=180)
@@ -215,7 +236,13 @@ class SshBackend(BackendTraits):
         for peer in self.spec.neighbours()[node]:
             link = self.spec.link(node, peer)
             if link is not None:
-                out[peer] = (str(self.facts[peer].data_address), link.rate_mbit)
+                rate = link.rate_mbit
+                if link.scenario is not None:  # shaped as the scenario starts (its driver goes on from there)
+                    import radio_scenarios
+
+                    k = self.ctx.time_scale if self.ctx is not None else 1.0
+                    rate = radio_scenarios.get(link.scenario).at(0).rate_mbit / k
+                out[peer] = (str(self.facts[peer].data_address), rate)
         return out
 
     async def _shape(self, node: str) -> None:
@@ -231,6 +258,8 @@ class SshBackend(BackendTraits):
                                      f"{' '.join(res.stderr.split())[-300:]}")
 
     async def _set_link(self, a: str, b: str, params: LinkParams) -> None:
+        """The link's rate on its shaped directions (delays stay the agents' spec values, loss is not
+        emulated: see the module docstring)."""
         for src, dst in ((a, b), (b, a)):
             if dst not in self.shaped.get(src, {}):
                 log.info("ssh: %s -> %s is not shaped (shape: false on host %s): rate %s not applied", src, dst,
@@ -297,22 +326,8 @@ class SshBackend(BackendTraits):
     async def _counters(self) -> list[dict[str, object]]:
         async def one(node: str) -> dict[str, object]:
             host, f = self.hosts[node], self.facts[node]
-            ifs = {"data": f.data_interface, "mgmt": f.mgmt_interface}
-            script = agents.interface_counters([i for i in ifs.values() if i])
-            if node in self.shaped and f.data_interface:
-                script += f"; echo TC $({f.tc_prefix} -s -j qdisc show dev {q(f.data_interface)})"
-            res = await self.session.run(host.name, script)
-            out: dict[str, object] = {"node": node, "host": host.name, "t": time.time()}
-            for line in res.stdout.splitlines():
-                parts = line.split(maxsplit=1)
-                if parts and parts[0] == "TC" and len(parts) == 2:
-                    out["tbf_to_peer"] = shaping.parse_tbf_counters(parts[1], shaping.peer_classes(self.shaped[node]))
-                    continue
-                parts = line.split()
-                for role, ifname in ifs.items():
-                    if len(parts) == 3 and parts[0] == ifname and role not in out:
-                        out[role] = {"interface": ifname, "rx_bytes": int(parts[1]), "tx_bytes": int(parts[2])}
-            return out
+            res = await self.session.run(host.name, records.counters_script(f, node in self.shaped))
+            return records.parse_counters(node, host, f, res.stdout, self.shaped.get(node))
 
         nodes = [n for n in self.hosts if n in self.facts]
         return list(await asyncio.gather(*(one(n) for n in nodes)))
@@ -322,19 +337,8 @@ class SshBackend(BackendTraits):
             return
         if self.check_report is not None and self.check_report.is_file():
             (Path(self.ctx.run_dir) / "lab-check.json").write_bytes(self.check_report.read_bytes())
-        links = []
-        for lk in self.spec.resolved_links():
-            links.append({"a": lk.a, "b": lk.b, "rate_mbit": lk.rate_mbit, "delay_ms": lk.delay_ms,
-                          "delay_stage": "agent" if lk.key in self.agent_delayed_links else "none",
-                          "shaped_a_to_b": lk.b in self.shaped.get(lk.a, {}),
-                          "shaped_b_to_a": lk.a in self.shaped.get(lk.b, {})})
-        write_topology(self.ctx.run_dir, {
-            "backend": "ssh",
-            "nodes": {n: {"host": h.name, "ssh": h.ssh_address, "proxy_jump": h.proxy_jump, "device": h.device,
-                          "runtime": h.runtime, "data_interface": self.facts[n].data_interface,
-                          "data_address": self.facts[n].data_address, "mgmt_interface": self.facts[n].mgmt_interface,
-                          "shape": h.shape} for n, h in self.hosts.items() if n in self.facts},
-            "links": links})
+        write_topology(self.ctx.run_dir, records.lab_topology(self.spec, self.hosts, self.facts, self.shaped,
+                                                              self.agent_delayed_links))
 
     async def _down_all(self) -> None:
         nodes = [n for n in self.hosts if n in self.workdir]
