@@ -48,6 +48,10 @@ __all__ = ["HOSTS", "REPO", "SshLab", "available", "lab_pids"]
 @dataclass
 class SshLab:
     h3_rate_mbit: float = 40.0
+    # Also "h4": a host in the root namespace (its sshd on the lab's root-side address, port 2222,
+    # a veth into the data plane) whose agents run in the node image under Docker with the host's
+    # network: the only namespace where dockerd's "host network" is the host's own.
+    docker_host: bool = False
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     tmp: Path = field(init=False)
     user: str = field(init=False)  # the lab user (uid-0 alias)
@@ -65,6 +69,7 @@ class SshLab:
         self._namespaces: list[str] = []
         self._users: list[str] = []
         self._host_veth: str | None = None
+        self._docker_veth: str | None = None
         self._agent: subprocess.Popen | None = None
 
     # ------------------------------------------------------------------ names and addresses
@@ -72,12 +77,21 @@ class SshLab:
         return f"psl{self.tag}-{role}"
 
     def mgmt_addr(self, role: str) -> str:
+        if role == "h4":
+            return self.mgmt_addr("root")
         if role == "h3":
             return f"10.243.{self.third}.13"
         return f"10.241.{self.third}." + {"root": "1", "j": "5", "h1": "11", "h2": "12"}[role]
 
     def data_addr(self, role: str) -> str:
-        return f"10.242.{self.third}.{HOSTS.index(role) + 1}"
+        return f"10.242.{self.third}.{(*HOSTS, 'h4').index(role) + 1}"
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return (*HOSTS, "h4") if self.docker_host else HOSTS
+
+    def data_ifname(self, role: str) -> str:
+        return f"psl{self.tag}d" if role == "h4" else "data0"
 
     def workdir(self, role: str) -> Path:
         return self.tmp / "hosts" / role / "work"
@@ -109,7 +123,7 @@ class SshLab:
             shutil.chown(home / name, name, 0 if name == self.user else name)
             # Key auth only, but OpenSSH refuses a locked account (no password hash) outright.
             sh("usermod", "-p", "*", name)
-        for role in HOSTS:
+        for role in self.roles:
             self.workdir(role).parent.mkdir(parents=True)
         self.key_plain = self.tmp / "id_plain"
         self.key_pass = self.tmp / "id_pass"
@@ -125,6 +139,8 @@ class SshLab:
         known.append(self._sshd("h1", [self.user, self.plain_user], plain, env, root=True))
         known.append(self._sshd("h2", [self.user], Path(str(self.key_pass) + ".pub").read_text(), env, root=True))
         known.append(self._sshd("h3", [self.user], plain, env, root=True))
+        if self.docker_host:
+            known.append(self._sshd("h4", [self.user], plain, env, root=True, port=2222))
         self.known_hosts = self.tmp / "known_hosts"
         self.known_hosts.write_text("\n".join(known) + "\n")
         # h3's link as it is: its outgoing data-plane traffic held to h3_rate_mbit by the lab itself.
@@ -167,15 +183,24 @@ class SshLab:
         attach("h3", "mgmt0", "brback", f"{self.mgmt_addr('h3')}/24")
         for role in HOSTS:
             attach(role, "data0", "brdata", f"{self.data_addr(role)}/24")
+        if self.docker_host:
+            dif = self.data_ifname("h4")
+            sh("ip", "link", "add", dif, "type", "veth", "peer", "name", f"q{self.tag}d", "netns", fab)
+            self._docker_veth = dif
+            sh("sysctl", "-qw", f"net.ipv6.conf.{dif}.disable_ipv6=1")
+            sh("ip", "addr", "add", f"{self.data_addr('h4')}/24", "dev", dif)
+            sh("ip", "link", "set", dif, "up")
+            sh("ip", "-n", fab, "link", "set", f"q{self.tag}d", "master", "brdata", "up")
 
-    def _sshd(self, role: str, users: list[str], authorized: str, env: dict[str, str], *, root: bool) -> str:
+    def _sshd(self, role: str, users: list[str], authorized: str, env: dict[str, str], *, root: bool,
+              port: int = 22) -> str:
         d = self.tmp / f"sshd-{role}"
         d.mkdir()
         key = d / "ssh_host_ed25519_key"
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
         (d / "authorized_keys").write_text(authorized)
         cfg = [
-            f"ListenAddress {self.mgmt_addr(role)}", "Port 22", f"HostKey {key}", f"PidFile {d / 'sshd.pid'}",
+            f"ListenAddress {self.mgmt_addr(role)}", f"Port {port}", f"HostKey {key}", f"PidFile {d / 'sshd.pid'}",
             f"AuthorizedKeysFile {d / 'authorized_keys'}", "PasswordAuthentication no", "PubkeyAuthentication yes",
             "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
             f"PermitRootLogin {'yes' if root else 'no'}", f"AllowUsers {' '.join(users)}", "AllowTcpForwarding yes",
@@ -184,8 +209,9 @@ class SshLab:
         ]
         (d / "sshd_config").write_text("\n".join(cfg) + "\n")
         log = open(d / "sshd.log", "w")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(["ip", "netns", "exec", self.ns(role), SSHD, "-D", "-e", "-f", str(d / "sshd_config")],
-                                stdout=log, stderr=subprocess.STDOUT)
+        enter = [] if role == "h4" else ["ip", "netns", "exec", self.ns(role)]
+        proc = subprocess.Popen([*enter, SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stdout=log,
+                                stderr=subprocess.STDOUT)
         self._procs[role] = proc
         deadline = time.time() + 10
         while "Server listening" not in (d / "sshd.log").read_text():
@@ -193,7 +219,8 @@ class SshLab:
                 raise RuntimeError(f"sshd {role} did not start: {(d / 'sshd.log').read_text()}")
             time.sleep(0.05)
         pub = Path(str(key) + ".pub").read_text().split()
-        return f"{self.mgmt_addr(role)} {pub[0]} {pub[1]}"
+        where = self.mgmt_addr(role) if port == 22 else f"[{self.mgmt_addr(role)}]:{port}"
+        return f"{where} {pub[0]} {pub[1]}"
 
     def _start_agent(self) -> None:
         """A real ssh-agent holding the passphrase key (added through SSH_ASKPASS, as a desktop would)."""
@@ -223,6 +250,8 @@ class SshLab:
         }
         if role == "h3":
             entry["proxy_jump"] = "j"
+        if role == "h4":
+            entry.update(port=2222, runtime="docker", image="pamdi-node:latest", shape=False)
         entry.update(overrides)
         return entry
 
@@ -246,14 +275,20 @@ class SshLab:
         return e
 
     def counters(self, role: str) -> dict[str, dict[str, int]]:
-        """rx/tx bytes of a host's interfaces, read inside its namespace by the test."""
+        """rx/tx bytes of a host's interfaces, read inside its namespace by the test (h4: its data veth)."""
+        ifs = {"data0": self.data_ifname(role)} if role == "h4" else {"mgmt0": "mgmt0", "data0": "data0"}
         out = {}
-        for ifname in ("mgmt0", "data0"):
+        for key, ifname in ifs.items():
             stats = f"/sys/class/net/{ifname}/statistics"
-            r = sh("cat", f"{stats}/rx_bytes", f"{stats}/tx_bytes", ns=self.ns(role))
+            r = sh("cat", f"{stats}/rx_bytes", f"{stats}/tx_bytes", ns=None if role == "h4" else self.ns(role))
             rx, tx = (int(x) for x in r.stdout.split())
-            out[ifname] = {"rx": rx, "tx": tx}
+            out[key] = {"rx": rx, "tx": tx}
         return out
+
+    def containers(self) -> list[str]:
+        """Node containers of this lab's runs (their run ids carry the lab's tag)."""
+        r = sh("docker", "ps", "-a", "--format", "{{.Names}}", check=False)
+        return [n for n in r.stdout.split() if n.startswith("pamdi-lab-") and self.tag in n]
 
     def qdiscs(self, role: str) -> str:
         return sh("tc", "qdisc", "show", "dev", "data0", ns=self.ns(role)).stdout
@@ -262,13 +297,17 @@ class SshLab:
         out = []
         for pid in lab_pids(self.tag):
             with contextlib.suppress(FileNotFoundError):
-                if b"pamdi_node" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                # The agent itself (`python -m pamdi_node ...`), not a shell whose script names it.
+                if b"\0-m\0pamdi_node\0" in Path(f"/proc/{pid}/cmdline").read_bytes():
                     out.append(pid)
         return out
 
     # ------------------------------------------------------------------ teardown
     def close(self) -> None:
         kill_lab_processes(self.tag)
+        if self.docker_host:
+            for name in self.containers():
+                sh("docker", "rm", "-f", name, check=False)
         for proc in [*self._procs.values(), *([self._agent] if self._agent else [])]:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
@@ -282,9 +321,10 @@ class SshLab:
         for n in reversed(self._namespaces):
             sh("ip", "netns", "del", n, check=False)
         self._namespaces.clear()
-        if self._host_veth:
-            sh("ip", "link", "del", self._host_veth, check=False)
-            self._host_veth = None
+        for veth in (self._host_veth, self._docker_veth):
+            if veth:
+                sh("ip", "link", "del", veth, check=False)
+        self._host_veth = self._docker_veth = None
         for name in self._users:
             sh("userdel", "-f", name, check=False)
         self._users.clear()

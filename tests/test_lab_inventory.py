@@ -108,3 +108,20 @@ def test_emulate_backend_ssh_needs_an_inventory(tmp_path: Path) -> None:
     (tmp_path / "lab.yaml").write_text(yaml.safe_dump({"hosts": [{"name": "a"}]}))
     r = CliRunner().invoke(app, ["emulate", "small", "--backend", "ssh", "-i", str(tmp_path / "lab.yaml")])
     assert r.exit_code == 2 and "hosts[0] (a).data_plane: Field required" in r.output, r.output
+
+
+def test_loss_on_a_link_pamdi_shapes_is_refused_before_any_connection(tmp_path: Path) -> None:
+    from orchestrator.backends.base import RunContext
+    from orchestrator.backends.ssh import SshBackend
+    from orchestrator.spec import parse_spec
+
+    hosts = parse_inventory({"hosts": [{"name": "x1", "address": "192.0.2.1", "shape": True,
+                                        "data_plane": {"interface": "wlan0"}},
+                                       {"name": "x2", "address": "192.0.2.2", "data_plane": {"interface": "wlan0"}}]})
+    spec = parse_spec({"name": "l", "nodes": [{"name": "x1"}, {"name": "x2"}],
+                       "full_mesh": {"rate_mbit": 20, "loss": 0.01},
+                       "sources": [{"name": "s", "node": "x1", "model": "tiny", "samples": 1}]})
+    be = SshBackend(hosts)
+    with pytest.raises(ValueError, match=r"links x1-x2: loss 0\.01: the ssh backend shapes rates"):
+        be.up(spec, RunContext(run_id="r", run_dir=tmp_path))
+    assert not be.loop.loop.is_running()  # the refused run closed its connections and loop thread

@@ -317,12 +317,20 @@ def test_ctrl_c_stops_the_agents_removes_keys_and_shaping_and_keeps_the_traces(l
                             text=True, cwd=REPO)
     try:
         deadline = time.time() + 120
-        # Mid-run: every agent up and the first tasks' records written at the source.
-        while not (len(lab.agent_pids()) == 3 and any(lab.workdir("h1").glob("*/traces/h1.tasks.jsonl"))):
+        # Mid-run: every agent up (the backend writes topology.json then) and the first tasks' records
+        # written at the source.
+        topology = run_dir / "topology.json"
+
+        def source_records() -> str:
+            if not topology.exists():
+                return ""
+            trace = Path(json.loads(topology.read_text())["nodes"]["h1"]["workdir"]) / "traces" / "h1.tasks.jsonl"
+            return trace.read_text() if trace.exists() else ""
+
+        while not (source_records().strip() and len(lab.agent_pids()) == 3):
             assert proc.poll() is None and time.time() < deadline, proc.communicate()
             time.sleep(0.2)
         assert "htb" in lab.qdiscs("h1") and list(lab.workdir("h2").glob("*/keys/private/*"))
-        time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
@@ -365,3 +373,29 @@ def test_links_are_reshaped_in_place_by_set_link_and_by_a_radio_scenario(lab: Ss
         be.down()
     assert "htb" not in lab.qdiscs("h1") and lab.agent_pids() == []
     assert json.loads((tmp_path / "run" / "topology.json").read_text())["links"][0]["scenario"] == "wifi-fluctuating"
+
+
+def test_a_device_that_leaves_and_comes_back_mid_run(lab: SshLab, inventory: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spec's failures on real hosts: h3's agent is SIGKILLed over SSH at 0.5 s and started again
+    1 s later (kill / restart of the backend); no task is lost silently."""
+    from orchestrator.backends.ssh import SshBackend
+    from orchestrator.experiment import run_experiment
+    from orchestrator.runner import RunOptions
+    from orchestrator.spec import parse_spec
+
+    monkeypatch.setenv("SSH_AUTH_SOCK", lab.env()["SSH_AUTH_SOCK"])
+    monkeypatch.setenv("PAMDI_STATE_DIR", str(tmp_path / "state"))
+    spec = parse_spec(dict(SPEC, sources=[dict(SPEC["sources"][0], samples=60, interval_ms=50)],
+                           failures=[{"node": "h3", "at_s": 0.5, "recover_after_s": 1.0}], beacon_period_ms=50))
+    exp = run_experiment(spec, SshBackend(inventory), tmp_path / "run", RunOptions(task_timeout_s=20),
+                         write_report=False)
+    assert exp.summary is not None
+    run = exp.runner.results[0]
+    assert len({r.task_id for r in run.records}) == 60
+    assert all(r.reason for r in run.records if r.status != "completed")
+    assert exp.summary["runs"][0]["sources"]["ts"]["completed"] >= 50
+    h3 = tmp_path / "run" / "hosts" / "h3"
+    assert (h3 / "agent.previous.log").read_text().count("pamdi-agent ready") == 1  # the first agent
+    assert (h3 / "agent.log").read_text().count("pamdi-agent ready") == 1  # the one started again
+    assert lab.agent_pids() == []

@@ -104,19 +104,18 @@ class SshBackend(BackendTraits):
     # ------------------------------------------------------------------------------------ Backend
     def up(self, spec: ExperimentSpec, ctx: RunContext) -> Mapping[str, AgentEndpoint]:
         self.spec, self.ctx = spec, ctx
-        self.hosts = self.inv.assign([n.name for n in spec.nodes])
-        for lk in spec.resolved_links():
-            shaped = [n for n in (lk.a, lk.b) if self.hosts[n].shape]
-            if lk.loss > 0 and shaped:
-                raise ValueError(f"links {lk.a}-{lk.b}: loss {lk.loss:g}: the ssh backend shapes rates (tbf) and "
-                                 "delays (in the agents) but emulates no loss on real links; drop `loss`")
-            if lk.delay_ms > 0:
-                self.agent_delayed_links.add(lk.key)
-        scenarios = link_scenarios(spec)  # every scenario checked before anything starts
         try:
+            self.hosts = self.inv.assign([n.name for n in spec.nodes])
+            for lk in spec.resolved_links():
+                if lk.loss > 0 and (self.hosts[lk.a].shape or self.hosts[lk.b].shape):
+                    raise ValueError(f"links {lk.a}-{lk.b}: loss {lk.loss:g}: the ssh backend shapes rates (tbf) "
+                                     "and delays (in the agents) but emulates no loss on real links; drop `loss`")
+                if lk.delay_ms > 0:
+                    self.agent_delayed_links.add(lk.key)
+            scenarios = link_scenarios(spec)  # every scenario checked before anything starts
             self.call(self._up(spec, ctx))
         except BaseException:
-            self.down()
+            self.down()  # also closes the connections and the loop thread of a refused spec
             raise
         self.shapes_with_token_bucket = bool(self.shaped)
         if scenarios:
@@ -336,9 +335,10 @@ class SshBackend(BackendTraits):
         if self.ctx is None or self.spec is None:
             return
         if self.check_report is not None and self.check_report.is_file():
+            Path(self.ctx.run_dir).mkdir(parents=True, exist_ok=True)
             (Path(self.ctx.run_dir) / "lab-check.json").write_bytes(self.check_report.read_bytes())
         write_topology(self.ctx.run_dir, records.lab_topology(self.spec, self.hosts, self.facts, self.shaped,
-                                                              self.agent_delayed_links))
+                                                              self.agent_delayed_links, self.workdir))
 
     async def _down_all(self) -> None:
         nodes = [n for n in self.hosts if n in self.workdir]

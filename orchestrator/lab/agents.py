@@ -34,16 +34,18 @@ def start_command(host: Host, workdir: str, args: Sequence[str], env: Mapping[st
                   node: str) -> str:
     """Start the agent detached; ``args`` are ``pamdi node``'s options (``--listen ...``)."""
     w = q(workdir)
+    # A restarted agent (a spec failure's recovery) starts a fresh log; the earlier one is kept.
+    fresh = "{ [ -s agent.log ] && cat agent.log >> agent.previous.log; : > agent.log; }"
     if host.runtime == "docker":
         name = container_name(run_id, node)
         envs = " ".join(f"-e {q(f'{k}={v}')}" for k, v in env.items())
         run = (f"docker run -d --name {q(name)} --network host -v {w}:{w} -w {w} {envs} "
                f"--entrypoint python3 {q(host.image)} -m pamdi_node " + " ".join(q(a) for a in args))
-        return (f"cd {w} && : > agent.log && {run} > agent.cid && "
+        return (f"cd {w} && {fresh} && docker rm -f {q(name)} >/dev/null 2>&1; {run} > agent.cid && "
                 f"(setsid nohup docker logs -f {q(name)} >> agent.log 2>&1 < /dev/null &) ")
     envs = " ".join(f"{k}={q(v)}" for k, v in env.items())
     argv = " ".join(q(a) for a in (host.python, "-m", "pamdi_node", *args))
-    return (f"cd {w} && : > agent.log && "
+    return (f"cd {w} && {fresh} && "
             f"(env {envs} setsid nohup {argv} >> agent.log 2>&1 < /dev/null & echo $! > agent.pid)")
 
 

@@ -42,13 +42,15 @@ def parse_counters(node: str, host: Host, facts: HostFacts, stdout: str,
 
 
 def lab_topology(spec: ExperimentSpec, hosts: Mapping[str, Host], facts: Mapping[str, HostFacts],
-                 shaped: Mapping[str, Mapping[str, object]], agent_delayed: set[tuple[str, str]]) -> dict[str, Any]:
+                 shaped: Mapping[str, Mapping[str, object]], agent_delayed: set[tuple[str, str]],
+                 workdirs: Mapping[str, str]) -> dict[str, Any]:
     links = [{"a": lk.a, "b": lk.b, "rate_mbit": lk.rate_mbit, "delay_ms": lk.delay_ms, "scenario": lk.scenario,
               "delay_stage": "agent" if lk.key in agent_delayed else "none",
               "shaped_a_to_b": lk.b in shaped.get(lk.a, {}), "shaped_b_to_a": lk.a in shaped.get(lk.b, {})}
              for lk in spec.resolved_links()]
     nodes = {n: {"host": h.name, "ssh": h.ssh_address, "proxy_jump": h.proxy_jump, "device": h.device,
                  "runtime": h.runtime, "data_interface": facts[n].data_interface,
-                 "data_address": facts[n].data_address, "mgmt_interface": facts[n].mgmt_interface, "shape": h.shape}
+                 "data_address": facts[n].data_address, "mgmt_interface": facts[n].mgmt_interface, "shape": h.shape,
+                 "workdir": workdirs.get(n)}
              for n, h in hosts.items() if n in facts}
     return {"backend": "ssh", "nodes": nodes, "links": links}
