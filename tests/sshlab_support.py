@@ -42,7 +42,24 @@ from tests.colosseum_standin.lab import SSHD, available, kill_lab_processes, lab
 
 REPO = Path(__file__).resolve().parent.parent
 HOSTS = ("h1", "h2", "h3")
-__all__ = ["HOSTS", "REPO", "SshLab", "available", "lab_pids"]
+__all__ = ["HOSTS", "PAMDI", "REPO", "SPEC", "SshLab", "available", "lab_pids", "run_pamdi"]
+# The CLI as a user runs it: the checkout's venv entry point where there is one.
+PAMDI = [sys.executable, "-m", "orchestrator.cli"] if not (REPO / ".venv" / "bin" / "pamdi").exists() \
+    else [str(REPO / ".venv" / "bin" / "pamdi")]
+
+SPEC = {
+    "name": "lab3",
+    "seed": 7,
+    # A slow source node makes the policies offload partitions to h2 and h3 over the data plane.
+    "nodes": [{"name": "h1", "speed": 0.02}, {"name": "h2"}, {"name": "h3"}],
+    "full_mesh": {"rate_mbit": 100},
+    "sources": [
+        {"name": "ts", "node": "h1", "model": "tiny", "priority": 10, "samples": 4, "interval_ms": 20},
+        {"name": "nts", "node": "h2", "model": "tiny", "priority": 1, "samples": 4, "interval_ms": 20},
+    ],
+    "policy": ["pa-mdi"],
+}
+
 
 
 @dataclass
@@ -330,3 +347,10 @@ class SshLab:
         self._users.clear()
         if hasattr(self, "tmp"):
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def run_pamdi(lab: SshLab, *args: str, env: dict[str, str] | None = None, timeout: float = 240,
+              cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``pamdi ARGS`` as a user runs it, with the lab's environment (its ssh-agent, this checkout)."""
+    return subprocess.run([*PAMDI, *args], env=env or lab.env(), capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd or REPO)

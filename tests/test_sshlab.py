@@ -7,7 +7,8 @@ measures h3's 40 Mbit/s link as such; every policy's results over the lab equal 
 model, the model data crosses only the data-plane interfaces (pcaps and counters), control only the
 SSH connections; bad hosts are refused in one line each, before or after agents started, leaving
 none behind; ``lab deploy`` installs pamdi from a wheelhouse into hosts that lack it; ``lab
-profile`` harvests every host's profile into a folder the simulator reads."""
+profile`` harvests every host's profile into a folder the simulator reads. (During a run: Ctrl-C,
+reshaping, failures, ssh-config aliases: tests/test_sshlab_runtime.py.)"""
 
 from __future__ import annotations
 
@@ -21,26 +22,9 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.sshlab_support import HOSTS, REPO, SshLab, available
+from tests.sshlab_support import HOSTS, REPO, SPEC, SshLab, available, run_pamdi
 
 pytestmark = [pytest.mark.root]
-PAMDI = [sys.executable, "-m", "orchestrator.cli"] if not (REPO / ".venv" / "bin" / "pamdi").exists() \
-    else [str(REPO / ".venv" / "bin" / "pamdi")]
-
-SPEC = {
-    "name": "lab3",
-    "seed": 7,
-    # A slow source node makes the policies offload partitions to h2 and h3 over the data plane.
-    "nodes": [{"name": "h1", "speed": 0.02}, {"name": "h2"}, {"name": "h3"}],
-    "full_mesh": {"rate_mbit": 100},
-    "sources": [
-        {"name": "ts", "node": "h1", "model": "tiny", "priority": 10, "samples": 4, "interval_ms": 20},
-        {"name": "nts", "node": "h2", "model": "tiny", "priority": 1, "samples": 4, "interval_ms": 20},
-    ],
-    "policy": ["pa-mdi"],
-}
-
-
 @pytest.fixture(scope="module")
 def lab():
     why = available()
@@ -54,12 +38,6 @@ def lab():
 @pytest.fixture(scope="module")
 def inventory(lab: SshLab, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return lab.write_inventory(tmp_path_factory.mktemp("inv") / "lab.yaml")
-
-
-def pamdi(lab: SshLab, *args: str, env: dict[str, str] | None = None, timeout: float = 240,
-          cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*PAMDI, *args], env=env or lab.env(), capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd or REPO)
 
 
 def ip_packets(pcap: Path) -> list[tuple[str, str, int, int, int]]:
@@ -78,7 +56,7 @@ def test_lab_check_reports_every_host_and_measures_its_links(lab: SshLab, invent
 
     from pamdi_node import __version__
 
-    r = pamdi(lab, "lab", "check", str(inventory), "--json", "--duration", "1", "--cap-mbit", "200")
+    r = run_pamdi(lab, "lab", "check", str(inventory), "--json", "--duration", "1", "--cap-mbit", "200")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert json.loads(inventory.with_name("lab.check.json").read_text())["hosts"] == report["hosts"]
@@ -116,7 +94,7 @@ def test_every_policy_over_ssh_matches_monolithic_with_planes_apart(lab: SshLab,
     for k, v in lab.env().items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("PAMDI_STATE_DIR", str(tmp_path / "state"))
-    assert pamdi(lab, "lab", "check", str(inventory), "--no-links", "--json").returncode == 0
+    assert run_pamdi(lab, "lab", "check", str(inventory), "--no-links", "--json").returncode == 0
     spec = parse_spec(SPEC)
     run_dir = tmp_path / "run"
     before = {r: lab.counters(r) for r in HOSTS}
@@ -204,7 +182,7 @@ def test_bad_hosts_are_refused_one_line_each_and_nothing_is_left(lab: SshLab, tm
     spec = dict(SPEC, nodes=[{"name": n} for n in "abcde"], sources=[dict(SPEC["sources"][0], node="a")])
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
-    r = pamdi(lab, "emulate", str(spec_path), "--backend", "ssh", "-i", str(inv), "--out", str(tmp_path / "run"))
+    r = run_pamdi(lab, "emulate", str(spec_path), "--backend", "ssh", "-i", str(inv), "--out", str(tmp_path / "run"))
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     m, j = lab.mgmt_addr("h1"), lab.mgmt_addr("h3")
     for line in (f"host a ({m}): auth: key {tmp_path / 'wrong_key'} refused for user {lab.user}",
@@ -221,7 +199,7 @@ def test_bad_hosts_are_refused_one_line_each_and_nothing_is_left(lab: SshLab, tm
     good = lab.write_inventory(tmp_path / "good.yaml")
     spec = dict(SPEC, nodes=[*SPEC["nodes"][:2], {"name": "h3", "device_type": "cuda", "speed": 1.0}])
     spec_path.write_text(yaml.safe_dump(spec))
-    r = pamdi(lab, "emulate", str(spec_path), "--backend", "ssh", "-i", str(good), "--out", str(tmp_path / "run2"))
+    r = run_pamdi(lab, "emulate", str(spec_path), "--backend", "ssh", "-i", str(good), "--out", str(tmp_path / "run2"))
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert f"host h3 ({j}): agent: agent h3 exited before it was ready: --device:" in r.stderr, r.stderr
     assert lab.agent_pids() == [] and "htb" not in lab.qdiscs("h1")
@@ -230,7 +208,7 @@ def test_bad_hosts_are_refused_one_line_each_and_nothing_is_left(lab: SshLab, tm
     bad = lab.inventory()
     bad["hosts"][1]["port"] = 70000  # type: ignore[index]
     (tmp_path / "field.yaml").write_text(yaml.safe_dump(bad))
-    r = pamdi(lab, "lab", "check", str(tmp_path / "field.yaml"))
+    r = run_pamdi(lab, "lab", "check", str(tmp_path / "field.yaml"))
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
     assert "hosts[1] (h2).port: Input should be less than or equal to 65535" in r.stderr
 
@@ -255,12 +233,12 @@ def test_deploy_from_a_wheelhouse_then_run(lab: SshLab, tmp_path: Path) -> None:
     hosts = [lab.host_entry(r, python=_bare_env(lab, tmp_path / f"env-{r}", shared), env={}) for r in HOSTS]
     inv = lab.write_inventory(tmp_path / "deploy.yaml", hosts)
     env = {k: v for k, v in lab.env().items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(REPO)}
-    r = pamdi(lab, "lab", "check", str(inv), "--no-links", env=env)
+    r = run_pamdi(lab, "lab", "check", str(inv), "--no-links", env=env)
     assert r.returncode == 1
     for role in HOSTS:
         assert f"host {role} ({lab.mgmt_addr(role)}): missing-pamdi: pamdi is not installed" in r.stderr, r.stderr
 
-    r = pamdi(lab, "lab", "deploy", str(inv), "--wheelhouse", str(tmp_path / "wheels"), "--pamdi-only", "--json",
+    r = run_pamdi(lab, "lab", "deploy", str(inv), "--wheelhouse", str(tmp_path / "wheels"), "--pamdi-only", "--json",
               env=env, timeout=600)
     assert r.returncode == 0, r.stderr
     from pamdi_node import __version__
@@ -272,7 +250,7 @@ def test_deploy_from_a_wheelhouse_then_run(lab: SshLab, tmp_path: Path) -> None:
 
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(SPEC))
-    r = pamdi(lab, "emulate", str(spec_path), "--backend", "ssh", "-i", str(inv), "--json", "--out",
+    r = run_pamdi(lab, "emulate", str(spec_path), "--backend", "ssh", "-i", str(inv), "--json", "--out",
               str(tmp_path / "run"), env=env)
     assert r.returncode == 0, r.stderr
     run = json.loads(r.stdout)["runs"][0]
@@ -285,7 +263,7 @@ def test_lab_profile_feeds_the_simulator(lab: SshLab, inventory: Path, tmp_path:
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(SPEC))
     out, lab_spec = tmp_path / "profiles", tmp_path / "lab-spec.yaml"
-    r = pamdi(lab, "lab", "profile", str(inventory), "--model", "tiny", "--out", str(out), "--repeats", "3",
+    r = run_pamdi(lab, "lab", "profile", str(inventory), "--model", "tiny", "--out", str(out), "--repeats", "3",
               "--warmup", "1", "--spec", str(spec_path), "--write-spec", str(lab_spec), "--json")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
@@ -297,105 +275,7 @@ def test_lab_profile_feeds_the_simulator(lab: SshLab, inventory: Path, tmp_path:
     written = yaml.safe_load(lab_spec.read_text())
     assert written["profiles"] == str(out.resolve()) and written["device_time"] == "native"
     assert [n["speed"] for n in written["nodes"]] == [summary["speeds"][r] for r in HOSTS]
-    r = pamdi(lab, "simulate", str(lab_spec), "--json")
+    r = run_pamdi(lab, "simulate", str(lab_spec), "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["runs"][0]["sources"]["ts"]["completed"] == 4
     assert os.path.isdir(out)
-
-
-def test_ctrl_c_stops_the_agents_removes_keys_and_shaping_and_keeps_the_traces(lab: SshLab, inventory: Path,
-                                                                               tmp_path: Path) -> None:
-    import signal
-    import time
-
-    spec = dict(SPEC, sources=[dict(SPEC["sources"][0], samples=400, interval_ms=50)])
-    spec_path = tmp_path / "spec.yaml"
-    spec_path.write_text(yaml.safe_dump(spec))
-    run_dir = tmp_path / "run"
-    proc = subprocess.Popen([*PAMDI, "emulate", str(spec_path), "--backend", "ssh", "-i", str(inventory), "--out",
-                             str(run_dir), "--json"], env=lab.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=REPO)
-    try:
-        deadline = time.time() + 120
-        # Mid-run: every agent up (the backend writes topology.json then) and the first tasks' records
-        # written at the source.
-        topology = run_dir / "topology.json"
-
-        def source_records() -> str:
-            if not topology.exists():
-                return ""
-            trace = Path(json.loads(topology.read_text())["nodes"]["h1"]["workdir"]) / "traces" / "h1.tasks.jsonl"
-            return trace.read_text() if trace.exists() else ""
-
-        while not (source_records().strip() and len(lab.agent_pids()) == 3):
-            assert proc.poll() is None and time.time() < deadline, proc.communicate()
-            time.sleep(0.2)
-        assert "htb" in lab.qdiscs("h1") and list(lab.workdir("h2").glob("*/keys/private/*"))
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
-    assert "interrupted: agents stopped" in err and "Traceback" not in err, err
-    assert lab.agent_pids() == []
-    assert "htb" not in lab.qdiscs("h1") and "htb" not in lab.qdiscs("h2")
-    for role in HOSTS:
-        assert not list(lab.workdir(role).glob("*/keys")), role
-        assert (run_dir / "hosts" / role / "traces" / f"{role}.spans.jsonl").exists()
-    assert (run_dir / "hosts" / "h1" / "traces" / "h1.tasks.jsonl").read_text().strip()
-
-
-def test_links_are_reshaped_in_place_by_set_link_and_by_a_radio_scenario(lab: SshLab, inventory: Path,
-                                                                          tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import time
-
-    from orchestrator.backends.base import RunContext
-    from orchestrator.backends.ssh import SshBackend
-    from orchestrator.spec import LinkParams, parse_spec
-
-    monkeypatch.setenv("SSH_AUTH_SOCK", lab.env()["SSH_AUTH_SOCK"])
-    spec = parse_spec(dict(SPEC, links=[{"a": "h1", "b": "h2", "rate_mbit": 20, "scenario": "wifi-fluctuating"}]))
-    be = SshBackend(inventory, scenario_tick_s=0.2)
-    try:
-        be.up(spec, RunContext(run_id="reshape", run_dir=tmp_path / "run"))
-        assert "rate 20Mbit" in lab.qdiscs("h1") and "rate 20Mbit" in lab.qdiscs("h2")
-        # The scenario drops to 14 Mbit/s after 2 s: both shaped directions follow, in place.
-        deadline = time.time() + 30
-        while not ("rate 14Mbit" in lab.qdiscs("h1") and "rate 14Mbit" in lab.qdiscs("h2")):
-            assert time.time() < deadline, (lab.qdiscs("h1"), lab.qdiscs("h2"))
-            time.sleep(0.2)
-        be.set_link("h1", "h3", LinkParams(rate_mbit=7))
-        assert "rate 7Mbit" in lab.qdiscs("h1")
-        assert "rate 40Mbit" in lab.qdiscs("h3") and "7Mbit" not in lab.qdiscs("h3")  # shape: false, untouched
-    finally:
-        be.down()
-    assert "htb" not in lab.qdiscs("h1") and lab.agent_pids() == []
-    assert json.loads((tmp_path / "run" / "topology.json").read_text())["links"][0]["scenario"] == "wifi-fluctuating"
-
-
-def test_a_device_that_leaves_and_comes_back_mid_run(lab: SshLab, inventory: Path, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """The spec's failures on real hosts: h3's agent is SIGKILLed over SSH at 0.5 s and started again
-    1 s later (kill / restart of the backend); no task is lost silently."""
-    from orchestrator.backends.ssh import SshBackend
-    from orchestrator.experiment import run_experiment
-    from orchestrator.runner import RunOptions
-    from orchestrator.spec import parse_spec
-
-    monkeypatch.setenv("SSH_AUTH_SOCK", lab.env()["SSH_AUTH_SOCK"])
-    monkeypatch.setenv("PAMDI_STATE_DIR", str(tmp_path / "state"))
-    spec = parse_spec(dict(SPEC, sources=[dict(SPEC["sources"][0], samples=60, interval_ms=50)],
-                           failures=[{"node": "h3", "at_s": 0.5, "recover_after_s": 1.0}], beacon_period_ms=50))
-    exp = run_experiment(spec, SshBackend(inventory), tmp_path / "run", RunOptions(task_timeout_s=20),
-                         write_report=False)
-    assert exp.summary is not None
-    run = exp.runner.results[0]
-    assert len({r.task_id for r in run.records}) == 60
-    assert all(r.reason for r in run.records if r.status != "completed")
-    assert exp.summary["runs"][0]["sources"]["ts"]["completed"] >= 50
-    h3 = tmp_path / "run" / "hosts" / "h3"
-    assert (h3 / "agent.previous.log").read_text().count("pamdi-agent ready") == 1  # the first agent
-    assert (h3 / "agent.log").read_text().count("pamdi-agent ready") == 1  # the one started again
-    assert lab.agent_pids() == []

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.sshlab_support import SshLab, available
-from tests.test_sshlab import PAMDI, REPO
+from tests.sshlab_support import PAMDI, REPO, SshLab, available
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
 IMAGE = "pamdi-node:latest"

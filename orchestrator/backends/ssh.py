@@ -37,7 +37,7 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -96,6 +96,7 @@ class SshBackend(BackendTraits):
         self.scenario_tick_s = float(scenario_tick_s)
         self._stop = threading.Event()
         self._scenario_thread: threading.Thread | None = None
+        self._agent_locks: dict[str, asyncio.Lock] = {}
         self._down = False
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
@@ -160,13 +161,20 @@ class SshBackend(BackendTraits):
             self.loop.close()
 
     # ------------------------------------------------------------------------- SupportsFailures
+    # The runner kills and restarts from timer threads: one at a time per node, so a restart never
+    # overlaps the kill before it.
     def kill(self, node: str) -> None:
         host = self.hosts[node]
-        self.call(self.session.run(host.name, agents.stop_command(host, self.workdir[node], "KILL")))
+        self.call(self._one_at_a_time(node, lambda: self.session.run(
+            host.name, agents.stop_command(host, self.workdir[node], "KILL"))))
 
     def restart(self, node: str) -> AgentEndpoint:
-        self.call(self._start_agent(node))
+        self.call(self._one_at_a_time(node, lambda: self._start_agent(node)))
         return self.endpoint(node)
+
+    async def _one_at_a_time(self, node: str, step: Callable[[], Awaitable[object]]) -> None:
+        async with self._agent_locks.setdefault(node, asyncio.Lock()):
+            await step()
 
     # ---------------------------------------------------------------------------------- helpers
     async def _preflight(self) -> None:

@@ -70,10 +70,15 @@ def capture_command(workdir: str, ifname: str, role: str, port: int, tcpdump: st
 def stop_command(host: Host, workdir: str, signal: str = "TERM") -> str:
     """Stop the agent (SIGTERM: it flushes its traces; SIGKILL after 5 s) and the captures."""
     w = q(workdir)
+    # A killed process counts as gone once it is a zombie (its reaper, the host's init, may be slow),
+    # and a pid file is removed only while it still names the pid stopped here: a restart may already
+    # have written the next agent's.
+    gone = "{ ! kill -0 $p 2>/dev/null || [ \"$(sed -n 's/.*) \\(.\\).*/\\1/p' /proc/$p/stat 2>/dev/null)\" = Z ]; }"
     pids = ("for f in agent.pid tcpdump-data.pid tcpdump-mgmt.pid; do [ -f $f ] || continue; p=$(cat $f); "
             f"kill -{signal} -- -$p 2>/dev/null || kill -{signal} $p 2>/dev/null; "
-            "for i in $(seq 1 50); do kill -0 $p 2>/dev/null || break; sleep 0.1; done; "
-            "kill -KILL -- -$p 2>/dev/null; kill -KILL $p 2>/dev/null; rm -f $f; done")
+            f"for i in $(seq 1 50); do {gone} && break; sleep 0.1; done; "
+            "kill -KILL -- -$p 2>/dev/null; kill -KILL $p 2>/dev/null; "
+            "[ \"$(cat $f 2>/dev/null)\" = \"$p\" ] && rm -f $f; done")
     docker = ""
     if host.runtime == "docker":
         stop = "docker kill" if signal == "KILL" else "docker stop -t 5"

@@ -7,10 +7,12 @@ stays visible), then ``<python> -m pip install --no-index --find-links`` install
 requirements that the environment lacks and the pamdi wheel itself (``--force-reinstall
 --no-deps``: the same version number built from another tree replaces the old build). A torch the
 environment already has is kept (a Jetson's CUDA torch from NVIDIA must not be replaced by a CPU
-build); its version is reported. A wheel built for another CPU architecture is refused in one line
-before anything is sent. ``runtime: docker`` hosts: an image tarball (``docker save``) is sent and
-``docker load``-ed. Afterwards every host's facts are read again: the versions must match this
-machine's.
+build); without one, a torch wheel in the wheelhouse is installed as it is (the user's JetPack
+wheel, whatever its version, rather than pamdi's pin); its version is reported. A wheel built for
+another CPU architecture is refused in one line before anything is sent.
+
+``runtime: docker`` hosts: an image tarball (``docker save``) is sent and ``docker load``-ed.
+Afterwards every host's facts are read again: the versions must match this machine's.
 """
 
 from __future__ import annotations
@@ -109,11 +111,16 @@ async def deploy_host(session: LabSession, host: Host, wheelhouse: Path | None, 
                                          f"--system-site-packages {q(venv)}", check=True, timeout=600)
             python = f"{venv}/bin/python"
         reqs = requirement_names(wheelhouse)
-        if facts.torch is not None:
-            # Keep the environment's torch (NVIDIA's JetPack build on a Jetson): only what it lacks.
-            reqs = [r for r in reqs if not re.match(r"^torch\b", r)]
         pip = f"{q(python)} -m pip --disable-pip-version-check install --no-index --find-links {q(remote)}"
         envs = " ".join(f"{k}={q(v)}" for k, v in host.env.items())
+        torch_wheels = sorted(w.name for w in wheels if w.name.startswith("torch-"))
+        if facts.torch is None and torch_wheels:
+            # The torch wheel the user put in the wheelhouse (JetPack's, whatever its version), not the pin.
+            await session.run(host.name, f"env {envs} {pip} {q(remote + '/' + torch_wheels[-1])}", check=True,
+                              timeout=1800)
+        if facts.torch is not None or torch_wheels:
+            # Keep the environment's torch (NVIDIA's JetPack build on a Jetson): only what it lacks.
+            reqs = [r for r in reqs if not re.match(r"^torch\b", r)]
         await session.run(host.name, f"env {envs} {pip} {' '.join(q(r) for r in reqs)}", check=True, timeout=1800)
         pamdi_wheel = sorted(wheelhouse.glob("pamdi-*.whl"))[-1].name
         await session.run(host.name, f"env {envs} {pip} --force-reinstall --no-deps {q(remote + '/' + pamdi_wheel)}",
