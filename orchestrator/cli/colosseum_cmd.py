@@ -95,6 +95,31 @@ def _session_run(cfg, fn: Callable[[object], Awaitable[T]], *, srn_pw: bool = Tr
         raise fail(str(err), code=1) from None
 
 
+@colosseum_app.command("init")
+def init_cmd(
+    path: Path = typer.Argument(Path("colosseum.yaml"), help="Config file to write."),
+    team: str = typer.Option(..., "--team", help="Your Colosseum team name (SRN hosts are <team>-<NNN>)."),
+    user: str = typer.Option(..., "--user", help="Your Colosseum (LDAP) user name."),
+    srns: str = typer.Option("", "--srns", help="SRN numbers of the reservation, e.g. 13,15,27 (or fill them "
+                                                 "later with `colosseum reservation ID --write`)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+) -> None:
+    """Write a commented colosseum.yaml to start from (every field a team edits, with its default)."""
+    from orchestrator.colosseum.config import ConfigError
+    from orchestrator.colosseum.template import write_template
+
+    try:
+        numbers = tuple(int(x) for x in srns.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise fail(f"--srns: {srns!r} is not a comma-separated list of SRN numbers") from None
+    try:
+        written = write_template(path, team, user, numbers, force=force)
+    except (ConfigError, FileExistsError) as err:
+        raise fail(str(err)) from None
+    typer.echo(f"wrote {written}; next: `pamdi colosseum reservation ID --write -c {written}` (fills srns), "
+               f"then `pamdi colosseum check -c {written}`")
+
+
 @colosseum_app.command("check")
 def check_cmd(config: Path | None = ConfigOpt, verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Each SRN: reachable, interfaces and addresses, data-plane and col0 address, colosseumcli version, USRP."""
