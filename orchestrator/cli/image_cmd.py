@@ -67,7 +67,8 @@ def base(
 @image_app.command("build")
 def build(
     tag: str = typer.Option("pamdi-node:latest", help="tag of the node image"),
-    base_image: str = typer.Option("pamdi-base:bookworm", help="BASE_IMAGE build argument (e.g. python:3.11-slim)"),
+    base_image: str = typer.Option("python:3.11-slim", help="BASE_IMAGE: an image with Python 3.11, pulled if "
+                                   "missing; offline: `pamdi image base`, then --base-image pamdi-base:bookworm"),
     wheelhouse: Path = typer.Option(None, help="wheelhouse folder (default: .whl/)"),
     wheels: bool = typer.Option(True, help="refresh the wheelhouse first (cached)"),
     force: bool = typer.Option(False, help="rebuild even when the image matches its context"),
