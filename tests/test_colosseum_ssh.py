@@ -44,7 +44,8 @@ def pamdi(lab: Lab, cfg: Path, *args: str, env: dict[str, str] | None = None, st
     e = env if env is not None else lab.env()
     if state is not None:
         e = dict(e, PAMDI_STATE_DIR=str(state))
-    return subprocess.run([PAMDI, "colosseum", *args, "-c", str(cfg)], env=e, capture_output=True, text=True,
+    # --json: the tests read what the commands print (their tables carry the same content).
+    return subprocess.run([PAMDI, "colosseum", *args, "-c", str(cfg), "--json"], env=e, capture_output=True, text=True,
                           timeout=timeout, cwd=cfg.parent)
 
 
