@@ -6,8 +6,16 @@
 - ``timeline.png`` (and ``.svg``): per-node timeline of compute spans (what ran where), one panel per
   policy on one shared time axis,
   coloured by source, with transfers drawn as thin bars under each node's row.
-- ``report.md``: per-source mean / p50 / p95 per policy and the TS source's reduction against each
-  baseline, plus the link statistics when the run has them.
+- ``means.png`` (and ``.svg``): each source's mean time per policy with its 95% confidence
+  interval (batch means, below), one panel per source.
+- ``report.md``: per-source mean (with its 95% confidence interval) / p50 / p95 per policy and the
+  TS source's reduction against each baseline, plus the link statistics when the run has them.
+
+A run's tasks are its repetitions, but not independent ones: a task that waits behind another
+shares its delay, so a plain t-interval over tasks is too narrow. The interval is the batch-means
+one of simulation output analysis: the completed tasks in arrival order are cut into
+``CI_BATCHES`` consecutive batches whose means are close to independent, and the Student t
+interval is taken over those (none with fewer than ``CI_MIN_PER_BATCH`` tasks per batch).
 """
 
 from __future__ import annotations
@@ -17,6 +25,25 @@ from pathlib import Path
 from typing import Any
 
 BASELINES = ("local", "ar-mdi", "ms-mdi", "ddi")
+CI_BATCHES = 10
+CI_MIN_PER_BATCH = 5
+
+
+def batch_means_ci95(latency_in_arrival_order) -> float | None:  # type: ignore[no-untyped-def]
+    """Half-width of the 95% confidence interval of the mean by batch means (module doc); None
+    when there are too few tasks for ``CI_BATCHES`` batches of ``CI_MIN_PER_BATCH``."""
+    import math
+
+    import numpy as np
+    from scipy.special import stdtrit
+
+    x = np.asarray(latency_in_arrival_order, dtype=float)
+    k = min(CI_BATCHES, x.size // CI_MIN_PER_BATCH)
+    if k < 2:
+        return None
+    per = x.size // k
+    means = x[: k * per].reshape(k, per).mean(axis=1)
+    return float(stdtrit(k - 1, 0.975) * means.std(ddof=1) / math.sqrt(k))
 
 
 def load_tasks(run_dir: Path):  # type: ignore[no-untyped-def]
@@ -44,14 +71,17 @@ def load_spans(run_dir: Path):  # type: ignore[no-untyped-def]
 
 
 def source_table(df) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
-    """One row per (policy, source): completed, failed, mean, p50, p95 in seconds."""
+    """One row per (policy, source): completed, failed, mean (and its 95% CI half-width), p50, p95
+    in seconds."""
     rows = []
     for (policy, source), g in df.groupby(["policy", "source"], sort=False):
-        ok = g[g["status"] == "completed"]["latency_s"]
+        done = g[g["status"] == "completed"]
+        ok = (done.sort_values("born_s") if "born_s" in done else done)["latency_s"]
         rows.append({
             "policy": policy, "source": source, "completed": int(ok.count()),
             "failed": int((g["status"] != "completed").sum()),
             "mean_s": float(ok.mean()) if len(ok) else None,
+            "ci95_s": batch_means_ci95(ok.to_numpy()),
             "p50_s": float(ok.quantile(0.5)) if len(ok) else None,
             "p95_s": float(ok.quantile(0.95)) if len(ok) else None,
         })
@@ -120,6 +150,36 @@ def plot_cdf(df, out: Path) -> Path:  # type: ignore[no-untyped-def]
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
     fig.suptitle("Inference-time CDF per source and policy (failed tasks count: curves stop below 1)")
+    fig.tight_layout()
+    _save(fig, out)
+    plt.close(fig)
+    return out
+
+
+def plot_means(rows: list[dict[str, Any]], out: Path) -> Path:
+    """Each source's mean per policy with its 95% confidence interval (batch means), a panel per source."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sources = list(dict.fromkeys(r["source"] for r in rows))
+    fig, axes = plt.subplots(1, len(sources), figsize=(4.2 * len(sources), 3.6), squeeze=False)
+    for ax, src in zip(axes[0], sources, strict=True):
+        mine = [r for r in rows if r["source"] == src]
+        names = [r["policy"] for r in mine]
+        means = [(r["mean_s"] or 0.0) * 1000 for r in mine]
+        errs = [(r.get("ci95_s") or 0.0) * 1000 for r in mine]
+        ax.bar(names, means, yerr=errs, capsize=4, color="#4c72b0", alpha=0.85)
+        for i, r in enumerate(mine):
+            if r["mean_s"] is None:
+                ax.annotate("none completed", (i, 0), ha="center", va="bottom", fontsize=7, rotation=90)
+        ax.set_title(f"source {src}")
+        ax.set_ylabel("mean inference time (ms)")
+        ax.tick_params(axis="x", rotation=30)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Mean inference time per source, 95% confidence interval (batch means over the run's tasks)",
+                 fontsize=9)
     fig.tight_layout()
     _save(fig, out)
     plt.close(fig)
@@ -201,11 +261,15 @@ def markdown(run_dir: Path, rows: list[dict[str, Any]], ts: str | None, images: 
                   f"({man.get('host', {}).get('cpus')} CPUs)", ""]
     except (OSError, ValueError, KeyError):
         pass
-    lines += ["## Inference time per source (ms)", "", "| policy | source | done | failed | mean | p50 | p95 |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += ["## Inference time per source (ms)", "",
+              "| policy | source | done | failed | mean | 95% CI | p50 | p95 |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
+        ci = r.get("ci95_s")
         lines.append(f"| {r['policy']} | {r['source']} | {r['completed']} | {r['failed']} | {_ms(r['mean_s'])} | "
-                     f"{_ms(r['p50_s'])} | {_ms(r['p95_s'])} |")
+                     f"{'-' if ci is None else '±' + _ms(ci)} | {_ms(r['p50_s'])} | {_ms(r['p95_s'])} |")
+    lines += ["", "95% CI: batch means over the run's tasks in arrival order (tasks that queue together are "
+              "not independent, so this is wider than a t-interval over tasks)."]
     if ts is not None:
         red = reductions(rows, ts)
         if red:
@@ -274,7 +338,7 @@ def report(run_dir: Path) -> dict[str, Any]:
     tables(run_dir)
     df = load_tasks(run_dir)
     rows = source_table(df)
-    images = [plot_cdf(df, run_dir / "cdf.png")]
+    images = [plot_cdf(df, run_dir / "cdf.png"), plot_means(rows, run_dir / "means.png")]
     tl = plot_timeline(load_spans(run_dir), run_dir / "timeline.png")
     if tl is not None:
         images.append(tl)

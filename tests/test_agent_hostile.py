@@ -81,8 +81,10 @@ def attacked(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _mallory(ctx: zmq.Context, url: str, keys: Path, name: str = "m") -> zmq.Socket:
+    from pamdi_node.agent.sockets import peer_routing_id
+
     s = ctx.socket(zmq.DEALER)
-    s.setsockopt(zmq.IDENTITY, name.encode())
+    s.setsockopt(zmq.IDENTITY, peer_routing_id(name))  # as the neighbour's own agent offers it
     s.setsockopt(zmq.LINGER, 0)
     s.setsockopt(zmq.SNDHWM, 0)
     secure_client(s, keys, "m", "a")

@@ -202,18 +202,18 @@ def test_a_node_key_cannot_pose_as_another_node(configured) -> None:
     err = _reply(forged)
     assert err is not None and err.type == wire.ERROR
     assert "sent with b key as 'c'" in err.body["reason"]
-    # b's key as b with another routing id: the neighbour check still holds (routing id = src).
-    mixed = _as_node(url, keys, "b", "x")
+    # b's key as b with another routing id: the neighbour check still holds (routing id = src#token).
+    mixed = _as_node(url, keys, "b", "x#0123abcd")
     mixed.send_multipart(wire.encode(wire.BEACON, "b", {"speed": 9.0, "queue_s": 0.0, "seq": 1}))
     err = _reply(mixed)
     assert err is not None and "is not a configured neighbour" in err.body["reason"]
     # b as itself is a peer: its beacon is taken, silently (beacons have no reply).
-    real = _as_node(url, keys, "b", "b")
+    real = _as_node(url, keys, "b", "b#0123abcd")
     real.send_multipart(wire.encode(wire.BEACON, "b", {"speed": 9.0, "queue_s": 0.0, "seq": 1}))
     assert _reply(real, 500) is None
     # Another connection offering b's routing id (c's key) does not take b's over (no ROUTER_HANDOVER):
     # libzmq refuses the duplicate, so nothing it sends arrives, and the real b still gets through.
-    thief = _as_node(url, keys, "c", "b")
+    thief = _as_node(url, keys, "c", "b#0123abcd")
     thief.send_multipart(wire.encode(wire.BEACON, "c", {"speed": 9.0, "queue_s": 0.0, "seq": 2}))
     assert _reply(thief, 500) is None
     real.send_multipart(wire.encode(wire.BEACON, "b", {"speed": 9.0, "queue_s": 0.0, "seq": 3}))

@@ -135,3 +135,51 @@ def test_enumerated_options_are_choices_that_mirror_their_registries() -> None:
                         (["sweep", "small", "--mode", "both"], "'sim', 'emulate'")):
         bad = cli.invoke(app, args, env={"COLUMNS": "200"})
         assert bad.exit_code == 2 and valid in bad.output, (args, bad.output)
+
+
+def _leaf_commands(group, prefix: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    """(words, command) of every visible leaf command under a typer group."""
+    for name, cmd in sorted(group.commands.items()):
+        if getattr(cmd, "hidden", False):
+            continue
+        if hasattr(cmd, "commands"):
+            yield from _leaf_commands(cmd, (*prefix, name))
+        else:
+            yield (*prefix, name), cmd
+
+
+def test_every_command_that_reports_a_result_takes_json() -> None:
+    """Human tables by default, ``--json`` for scripts, on every command that reports a result (the
+    others run a shell command, print a file or a version, or write a file they name; ``profile``
+    prints its profile JSON always)."""
+    import typer.main
+
+    no_result = {("net", "exec"), ("net", "down"), ("specs", "show"), ("specs", "copy"), ("colosseum", "init"),
+                 ("version",), ("profile",)}
+    missing = []
+    for words, cmd in _leaf_commands(typer.main.get_command(app)):
+        if words in no_result:
+            continue
+        if not any("--json" in p.opts for p in cmd.params):
+            missing.append(" ".join(words))
+    assert not missing, f"commands without --json: {missing}"
+
+
+def test_tables_carry_what_the_json_says(tmp_path: Path) -> None:
+    """The default output of a JSON-reporting command is a table of the same fields and values."""
+    from orchestrator.cli.output import _flatten
+
+    cfg = tmp_path / "colosseum.yaml"
+    cfg.write_text(yaml.safe_dump({"team": "wineslab", "user": "jdoe", "srns": [13, 15, 27], "scenario": 1009}))
+    args = ["colosseum", "batch", "small", "--no-upload", "--out", str(tmp_path / "b"), "-c", str(cfg)]
+    as_json = cli.invoke(app, [*args, "--json"], terminal_width=200)
+    table = cli.invoke(app, args, terminal_width=200)
+    assert as_json.exit_code == 0 and table.exit_code == 0, (as_json.output, table.output)
+    data = json.loads(as_json.stdout)
+    assert not table.stdout.lstrip().startswith("{")
+    pairs: list[tuple[str, str]] = []
+    _flatten(data, "", pairs, [])
+    assert pairs
+    flat = " ".join(table.stdout.split())
+    for key, value in pairs:
+        assert key in table.stdout and " ".join(value.split()) in flat, (key, value)

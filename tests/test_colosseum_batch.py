@@ -102,7 +102,7 @@ def write_batch(lab: Lab, tmp_path: Path, spec: dict) -> tuple[dict, Path]:
                                    "data_plane": {"subnet": "172.16.0.0/24"}}))
     out = tmp_path / "batch"
     r = subprocess.run([PAMDI, "colosseum", "batch", str(tmp_path / "spec.yaml"), "--no-upload", "--keep-outputs",
-                        "--out", str(out), "-c", str(cfg)], capture_output=True, text=True, timeout=60)
+                        "--out", str(out), "-c", str(cfg), "--json"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout), out
 

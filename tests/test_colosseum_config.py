@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from orchestrator.colosseum import cli_wrappers as cw
 from orchestrator.colosseum.batch import batch_json, batch_name, node_configs, validate_batch
@@ -76,6 +77,32 @@ def test_write_srns_keeps_other_keys(tmp_path: Path) -> None:
     assert cfg.srns == (13, 15, 27) and cfg.scenario == 1009 and cfg.team == "t"
 
 
+def test_init_template_is_the_defaults_plus_what_init_was_given(tmp_path: Path) -> None:
+    """`pamdi colosseum init` writes a commented file that parses to the documented defaults with
+    the given team, user and SRNs; it refuses to overwrite, and a bad value names its option."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+    from orchestrator.colosseum.config import ColosseumConfig
+
+    path = tmp_path / "colosseum.yaml"
+    runner = CliRunner()
+    r = runner.invoke(app, ["colosseum", "init", str(path), "--team", "123", "--user", "a:b", "--srns", "15,13"])
+    assert r.exit_code == 0, r.output
+    assert load_config(path) == ColosseumConfig(team="123", user="a:b", srns=(15, 13))
+    assert "# " in path.read_text() and "password" not in yaml.safe_load(path.read_text())
+    again = runner.invoke(app, ["colosseum", "init", str(path), "--team", "t", "--user", "u"])
+    assert again.exit_code == 2 and "exists; pass --force" in again.output
+    bad = runner.invoke(app, ["colosseum", "init", str(tmp_path / "b.yaml"), "--team", "my team", "--user", "u"])
+    assert bad.exit_code == 2 and bad.output.strip().startswith("--team:") and not (tmp_path / "b.yaml").exists()
+    bad = runner.invoke(app, ["colosseum", "init", str(tmp_path / "b.yaml"), "--team", "t", "--user", "u",
+                              "--srns", "13,400"])
+    assert bad.exit_code == 2 and "--srns: SRN number 400 out of range" in bad.output
+    # The reservation's SRNs land on the template's srns line; its comments stay.
+    write_srns(path, [27, 13])
+    assert load_config(path).srns == (13, 27) and "# SRN numbers of your reservation" in path.read_text()
+
+
 def test_secret_from_env_or_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PAMDI_T_PW", "s3cret")
     assert secret("PAMDI_T_PW", "pw") == "s3cret"
@@ -124,6 +151,30 @@ def test_standin_outputs_parse(cli) -> None:
     assert not again.ok and again.error is not None and again.error.startswith(cw.RESOURCE_FAIL)
     assert "15 s" in again.error
     assert cw.parse_rf_info(cli("rf", "info").stdout).status == "STOPPING"
+
+
+def test_json_output_reads_as_the_tables_do(cli) -> None:
+    """cliff's ``-f json`` of rf info / rf radiomap parses to what the default tables give, before
+    and during a scenario; an older client without the JSON formatter refuses the option."""
+    for when in ("empty", "running"):
+        if when == "running":
+            assert cw.parse_rf_start(cli("rf", "start", "1009").stdout).ok
+        as_json = cli("rf", "info", "-f", "json")
+        assert as_json.returncode == 0, as_json.stderr
+        assert isinstance(json.loads(as_json.stdout), dict)
+        assert cw.parse_rf_info(as_json.stdout, as_json=True) == cw.parse_rf_info(cli("rf", "info").stdout)
+        rows = cli("rf", "radiomap", "-f", "json").stdout
+        assert cw.parse_radiomap(rows, as_json=True) == cw.parse_radiomap(cli("rf", "radiomap").stdout)
+    info = cw.parse_rf_info(cli("rf", "info", "-f", "json").stdout, as_json=True)
+    assert (info.scenario_id, info.running, info.cycle) == (1009, True, False)
+    assert [e.srn for e in cw.parse_radiomap(rows, as_json=True)][:4] == [13, 15, 27, None]
+    with pytest.raises(cw.CliOutputError, match="expected an object"):
+        cw.parse_rf_info(rows, as_json=True)  # a list where an object belongs
+    with pytest.raises(cw.CliOutputError, match="no JSON"):
+        cw.parse_radiomap(cli("rf", "radiomap").stdout, as_json=True)  # a table where JSON belongs
+    old = subprocess.run([sys.executable, str(STANDIN / "colosseumcli"), "rf", "info", "-f", "json"],
+                         env=dict(os.environ, COLOSSEUM_STANDIN_FORMATS="table"), capture_output=True, text=True)
+    assert old.returncode == 2 and "invalid choice" in old.stderr
 
 
 def test_unknown_scenario_and_cannot_connect(cli, tmp_path: Path) -> None:

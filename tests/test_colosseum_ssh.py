@@ -44,7 +44,8 @@ def pamdi(lab: Lab, cfg: Path, *args: str, env: dict[str, str] | None = None, st
     e = env if env is not None else lab.env()
     if state is not None:
         e = dict(e, PAMDI_STATE_DIR=str(state))
-    return subprocess.run([PAMDI, "colosseum", *args, "-c", str(cfg)], env=e, capture_output=True, text=True,
+    # --json: the tests read what the commands print (their tables carry the same content).
+    return subprocess.run([PAMDI, "colosseum", *args, "-c", str(cfg), "--json"], env=e, capture_output=True, text=True,
                           timeout=timeout, cwd=cfg.parent)
 
 
@@ -161,6 +162,19 @@ def test_rf_start_info_stop_and_the_15s_rule(lab: Lab, tmp_path: Path, state_dir
     info = json.loads(pamdi(lab, cfg, "rf", "info", state=state_dir).stdout)
     assert info["scenario_id"] == 1009 and info["nodes"] == 10
     assert [(e["node"], e["srn"]) for e in info["radiomap"][:4]] == [(1, 13), (2, 15), (3, 27), (4, None)]
+    # A client whose cliff has no JSON formatter: pamdi reads its tables instead, to the same result.
+    cli = lab.tmp / "srn-013" / "bin" / "colosseumcli"
+    cli.rename(cli.with_name("colosseumcli.json"))
+    try:
+        real = cli.with_name("colosseumcli.json")
+        cli.write_text(f"#!/bin/sh\nCOLOSSEUM_STANDIN_FORMATS=table exec python3 {real} \"$@\"\n")
+        cli.chmod(0o755)
+        old = pamdi(lab, cfg, "rf", "info", "-v", state=state_dir)
+    finally:
+        cli.with_name("colosseumcli.json").replace(cli)
+    assert old.returncode == 0, old.stderr
+    assert json.loads(old.stdout) == info
+    assert "has no JSON output" in old.stderr
     t_stop = time.time()
     r = pamdi(lab, cfg, "rf", "stop", state=state_dir)
     assert r.returncode == 0, r.stderr

@@ -114,6 +114,26 @@ def test_image_build_is_cached(docker_cli, node_image) -> None:  # noqa: F811
 
 
 @pytest.mark.docker
+def test_a_base_that_cannot_be_pulled_is_one_line_with_the_offline_way(docker_cli, node_image) -> None:  # noqa: F811
+    """The default base is pulled when missing; when the pull fails (here: a registry on a closed
+    loopback port, so nothing leaves this host) the build stops in one line naming the base, the
+    cause and the offline option, before any build starts."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+    from orchestrator.image.build import PULLABLE_BASE, build_node_image
+
+    assert build_node_image.__kwdefaults__["base_image"] == PULLABLE_BASE == "python:3.11-slim"
+    r = CliRunner().invoke(app, ["image", "build", "--no-wheels", "--tag", "pamdi-test-nobase:x",
+                                 "--base-image", "127.0.0.1:1/pamdi-missing:1"])
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1, r.output
+    assert "base image 127.0.0.1:1/pamdi-missing:1 is not on this host and could not be pulled" in lines[0]
+    assert "pamdi image base" in lines[0] and "--base-image pamdi-base:bookworm" in lines[0]
+    assert docker_cli.images.list(name="pamdi-test-nobase") == []
+
+
+@pytest.mark.docker
 def test_export_lxd_tarball(docker_cli, node_image, tmp_path: Path) -> None:  # noqa: F811
     out = tmp_path / "pamdi-node-ci.tar.gz"
     res = export_lxd("pamdi-node-ci", out, image=node_image, compresslevel=1)

@@ -141,3 +141,42 @@ def test_report_says_how_far_each_policy_run_can_be_trusted(tmp_path: Path) -> N
     assert "| pa-mdi | profile | 1.45 | 1.2% | ts 200.0, nts 1600.0 | yes |" in md
     assert "| ms-mdi | profile | 1.45 | 0.0% | - | **no** |" in md
     assert "- ms-mdi: not faithful: agents failed internally: b x23 (WireError: beacon)" in md
+
+
+def test_mean_confidence_interval_is_batch_means_over_arrival_order(tmp_path: Path) -> None:
+    """The 95% CI of a source's mean: 10 consecutive batches of the tasks in arrival order, Student t
+    over the batch means (t(9, 0.975) = 2.262157), computed here by hand; tasks that queue together
+    (correlated, as below) give a wider interval than a t-interval over single tasks would."""
+    import math
+    import random
+
+    from results.report import batch_means_ci95, source_table
+
+    rng = random.Random(5)
+    lat, x = [], 0.2
+    for _ in range(53):  # a queue-like, correlated series; 53 = 10 batches of 5 and 3 left over
+        x = max(0.01, 0.8 * x + 0.2 * 0.2 + rng.gauss(0, 0.05))
+        lat.append(x)
+    d = tmp_path / "pa-mdi"
+    d.mkdir()
+    order = list(range(len(lat)))
+    rng.shuffle(order)  # written out of order: the table sorts by birth
+    with (d / "tasks.jsonl").open("w") as f:
+        for i in order:
+            f.write(json.dumps({"policy": "pa-mdi", "source": "ts", "task_id": f"t{i}", "born_s": 100.0 + i,
+                                "done_s": 100.0 + i + lat[i], "status": "completed", "reason": "",
+                                "placements": [["a", 0, 3]], "hops": 0}) + "\n")
+    out = report(tmp_path)
+    batch = [statistics.fmean(lat[5 * b:5 * b + 5]) for b in range(10)]
+    want = 2.262157 * statistics.stdev(batch) / math.sqrt(10)
+    row = out["sources"][0]
+    assert row["ci95_s"] == pytest.approx(want, rel=1e-5)
+    naive = 1.96 * statistics.stdev(lat) / math.sqrt(len(lat))
+    assert row["ci95_s"] > naive
+    assert f"±{want * 1000:.1f}" in Path(out["report"]).read_text()
+    assert any(p.endswith("means.png") for p in out["images"]) and (tmp_path / "means.svg").exists()
+    assert batch_means_ci95(lat[:9]) is None  # fewer than 2 batches of 5: no interval
+    import pandas as pd
+
+    df = pd.read_parquet(tmp_path / "tasks.parquet")
+    assert source_table(df)[0]["ci95_s"] == pytest.approx(want, rel=1e-5)

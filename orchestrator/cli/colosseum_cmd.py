@@ -19,7 +19,8 @@ from typing import TypeVar
 
 import typer
 
-from orchestrator.cli.common import fail, print_json
+from orchestrator.cli.common import fail
+from orchestrator.cli.output import JsonOpt, emit
 
 T = TypeVar("T")
 
@@ -95,16 +96,43 @@ def _session_run(cfg, fn: Callable[[object], Awaitable[T]], *, srn_pw: bool = Tr
         raise fail(str(err), code=1) from None
 
 
+@colosseum_app.command("init")
+def init_cmd(
+    path: Path = typer.Argument(Path("colosseum.yaml"), help="Config file to write."),
+    team: str = typer.Option(..., "--team", help="Your Colosseum team name (SRN hosts are <team>-<NNN>)."),
+    user: str = typer.Option(..., "--user", help="Your Colosseum (LDAP) user name."),
+    srns: str = typer.Option("", "--srns", help="SRN numbers of the reservation, e.g. 13,15,27 (or fill them "
+                                                 "later with `colosseum reservation ID --write`)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+) -> None:
+    """Write a commented colosseum.yaml to start from (every field a team edits, with its default)."""
+    from orchestrator.colosseum.config import ConfigError
+    from orchestrator.colosseum.template import write_template
+
+    try:
+        numbers = tuple(int(x) for x in srns.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise fail(f"--srns: {srns!r} is not a comma-separated list of SRN numbers") from None
+    try:
+        written = write_template(path, team, user, numbers, force=force)
+    except (ConfigError, FileExistsError) as err:
+        raise fail(str(err)) from None
+    typer.echo(f"wrote {written}; next: `pamdi colosseum reservation ID --write -c {written}` (fills srns), "
+               f"then `pamdi colosseum check -c {written}`")
+
+
 @colosseum_app.command("check")
-def check_cmd(config: Path | None = ConfigOpt, verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+def check_cmd(
+    config: Path | None = ConfigOpt, verbose: bool = typer.Option(False, "--verbose", "-v"), as_json: bool = JsonOpt,
+) -> None:
     """Each SRN: reachable, interfaces and addresses, data-plane and col0 address, colosseumcli version, USRP."""
     _logging(verbose)
     cfg = _load(config, need_srns=True)
     from orchestrator.colosseum.admin import check
 
     reports, errors = _session_run(cfg, check)
-    print_json({"srns": [r.as_dict() for r in reports] + [
-        {"srn": e.srn, "host": e.host, "reachable": False, "error": f"{e.kind}: {e.detail}"} for e in errors]})
+    emit({"srns": [r.as_dict() for r in reports] + [
+        {"srn": e.srn, "host": e.host, "reachable": False, "error": f"{e.kind}: {e.detail}"} for e in errors]}, as_json)
     if errors or any(r.problems for r in reports):
         for e in errors:
             typer.echo(str(e), err=True)
@@ -119,13 +147,14 @@ def upload_image_cmd(
     file: Path = typer.Argument(..., help="LXD image tarball (lxc image export), NAME.tar.gz"),
     config: Path | None = ConfigOpt,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Copy an image to the team's NAS folder via file-proxy, chmod 755, verify its sha256 there."""
     _logging(verbose)
     cfg = _load(config, need_srns=True)
     from orchestrator.colosseum.admin import upload_image
 
-    print_json(_session_run(cfg, lambda s: upload_image(s, file), srn_pw=False, ldap_pw=True))
+    emit(_session_run(cfg, lambda s: upload_image(s, file), srn_pw=False, ldap_pw=True), as_json)
 
 
 @rf_app.command("start")
@@ -134,6 +163,7 @@ def rf_start_cmd(
     cycle: bool | None = typer.Option(None, "--cycle/--no-cycle", help="Repeat the scenario (default: config)."),
     config: Path | None = ConfigOpt,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
+    as_json: bool = JsonOpt,
 ) -> None:
     """colosseumcli rf start ID [-c], waiting out the >15 s rule after an rf stop."""
     _logging(verbose)
@@ -147,17 +177,19 @@ def rf_start_cmd(
         started = await rf.start(session, sid, cycle=cfg.cycle if cycle is None else cycle)
         return {"scenario": sid, "start_time": started, "info": (await rf.info(session)).as_dict()}
 
-    print_json(_session_run(cfg, go))
+    emit(_session_run(cfg, go), as_json)
 
 
 @rf_app.command("stop")
-def rf_stop_cmd(config: Path | None = ConfigOpt, verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+def rf_stop_cmd(
+    config: Path | None = ConfigOpt, verbose: bool = typer.Option(False, "--verbose", "-v"), as_json: bool = JsonOpt,
+) -> None:
     """colosseumcli rf stop, then rf info until CLEARED (up to 30 s)."""
     _logging(verbose)
     cfg = _load(config, need_srns=True)
     from orchestrator.colosseum import rf
 
-    print_json(_session_run(cfg, lambda s: _as_dict(rf.stop(s))))
+    emit(_session_run(cfg, lambda s: _as_dict(rf.stop(s))), as_json)
 
 
 async def _as_dict(coro):
@@ -165,7 +197,9 @@ async def _as_dict(coro):
 
 
 @rf_app.command("info")
-def rf_info_cmd(config: Path | None = ConfigOpt, verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+def rf_info_cmd(
+    config: Path | None = ConfigOpt, verbose: bool = typer.Option(False, "--verbose", "-v"), as_json: bool = JsonOpt,
+) -> None:
     """colosseumcli rf info and rf radiomap, parsed."""
     _logging(verbose)
     cfg = _load(config, need_srns=True)
@@ -176,7 +210,7 @@ def rf_info_cmd(config: Path | None = ConfigOpt, verbose: bool = typer.Option(Fa
         rmap = await rf.radiomap(session) if info.scenario_id is not None else []
         return {**info.as_dict(), "radiomap": [e.__dict__ for e in rmap]}
 
-    print_json(_session_run(cfg, go))
+    emit(_session_run(cfg, go), as_json)
 
 
 def _rest(cfg):
@@ -190,6 +224,7 @@ def reservation_cmd(
     res_id: str = typer.Argument(..., help="Reservation ID (from the website)."),
     write: bool = typer.Option(False, "--write", help="Write the reservation's SRN numbers into the config file."),
     config: Path | None = ConfigOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Read a reservation over the REST API: SRN list, times, status; --write fills `srns:` in the config."""
     cfg = _load(config)
@@ -207,7 +242,7 @@ def reservation_cmd(
         except ConfigError as err:
             raise fail(str(err)) from None
         out["written_to"] = str(_config_path(config))
-    print_json(out)
+    emit(out, as_json)
 
 
 @colosseum_app.command("batch")
@@ -220,6 +255,7 @@ def batch_cmd(
     keep_outputs: bool = typer.Option(False, "--keep-outputs", help="The leader also saves every result tensor "
                                       "(/logs/runs/<batch>/<policy>/outputs.npz)."),
     config: Path | None = ConfigOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Write the batch JSON of a PA-MDI experiment, upload it (and node configs) to the NAS, optionally queue it."""
     from orchestrator.cli.common import spec_or_exit
@@ -257,13 +293,14 @@ def batch_cmd(
         except RestError as err:
             raise fail(str(err), code=1) from None
         result["queued"] = True
-    print_json(result)
+    emit(result, as_json)
 
 
 @colosseum_app.command("batch-status")
 def batch_status_cmd(
     hours: float = typer.Option(24.0, "--hours", help="Time window: jobs entered in the last HOURS."),
     config: Path | None = ConfigOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """List pending / active / completed batch jobs (REST API)."""
     from orchestrator.colosseum.rest import RestError
@@ -274,8 +311,8 @@ def batch_status_cmd(
         jobs = _rest(cfg).batch_jobs(now - hours * 3600, now + 60)
     except RestError as err:
         raise fail(str(err), code=1) from None
-    print_json({k: [{"job_id": j.get("job_id"), "file_name": j.get("file_name"), "status": j.get("job_status"),
-                     "enter_queue_time": j.get("enter_queue_time")} for j in v] for k, v in jobs.items()})
+    emit({k: [{"job_id": j.get("job_id"), "file_name": j.get("file_name"), "status": j.get("job_status"),
+               "enter_queue_time": j.get("enter_queue_time")} for j in v] for k, v in jobs.items()}, as_json)
 
 
 @colosseum_app.command("run")
@@ -286,6 +323,7 @@ def run_cmd(
     no_rf: bool = typer.Option(False, "--no-rf", help="Do not start the config's RF scenario."),
     config: Path | None = ConfigOpt,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Deploy agents on the SRNs (data over the radio, control over col0), run the policies, harvest
     into results/runs/<run-id>/."""
@@ -302,7 +340,7 @@ def run_cmd(
         summary = run_experiment(cfg, exp, srn_password, run_dir=results / rid, run_id=rid, start_rf=not no_rf)
     except ColosseumError as err:
         raise fail(str(err), code=1) from None
-    print_json(summary)
+    emit(summary, as_json)
 
 
 @colosseum_app.command("harvest")
@@ -311,6 +349,7 @@ def harvest_cmd(
     job: str | None = typer.Option(None, "--job", help="Finished batch job (its RESERVATION-<id> /logs on the NAS)."),
     results: Path = typer.Option(Path("results/runs"), "--results"),
     config: Path | None = ConfigOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Copy traces back: an interactive run's files from every SRN, or a batch job's /logs from the NAS."""
     from orchestrator.colosseum.deploy import harvest_batch, harvest_run
@@ -323,7 +362,7 @@ def harvest_cmd(
     else:
         assert job is not None
         files = _session_run(cfg, lambda s: harvest_batch(s, job, results / f"batch-{job}"), srn_pw=False, ldap_pw=True)
-    print_json({"files": [str(f) for f in files]})
+    emit({"files": [str(f) for f in files]}, as_json)
 
 
 def register(app: typer.Typer) -> None:

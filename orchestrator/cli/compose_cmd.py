@@ -9,6 +9,7 @@ import typer
 
 from orchestrator.cli.choices import DeviceTimeName
 from orchestrator.cli.common import fail, print_json, select_policies
+from orchestrator.cli.output import JsonOpt, emit
 
 
 def register(app: typer.Typer) -> None:
@@ -25,6 +26,7 @@ def register(app: typer.Typer) -> None:
         task_timeout: float = typer.Option(60.0, help="seconds before a task counts as failed"),
         insecure: bool = typer.Option(False, "--insecure",
                                       help="plaintext ZeroMQ, no keys/ (any container on the networks may steer)"),
+        as_json: bool = JsonOpt,
     ) -> None:
         """Render a docker-compose project that runs SPEC by itself (docker-compose up)."""
         from orchestrator.compose import compose_cli, render_compose
@@ -42,12 +44,12 @@ def register(app: typer.Typer) -> None:
                                      insecure=insecure)
         except (ValueError, RuntimeError) as err:
             raise fail(f"compose: {err}") from None
-        print_json({"compose_file": str(project.compose_file), "services": list(project.services),
-                    "networks": list(project.networks),
-                    "run": f"cd {out} && {' '.join(compose_cli())} up --abort-on-container-exit "
-                           "--exit-code-from coordinator",
-                    "traces": str(out / "traces"), "report": f"pamdi report {out / 'traces'}",
-                    "keys": None if insecure else f"{out / 'keys'} (the run's private keys: delete with the project)"})
+        emit({"compose_file": str(project.compose_file), "services": list(project.services),
+              "networks": list(project.networks),
+              "run": f"cd {out} && {' '.join(compose_cli())} up --abort-on-container-exit --exit-code-from coordinator",
+              "traces": str(out / "traces"), "report": f"pamdi report {out / 'traces'}",
+              "keys": None if insecure else f"{out / 'keys'} (the run's private keys: delete with the project)"},
+             as_json)
 
     @app.command("compose-run", hidden=True)
     def compose_run(job: Path = typer.Argument(..., help="run.json rendered by pamdi compose")) -> None:

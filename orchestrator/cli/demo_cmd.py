@@ -28,7 +28,7 @@ from pathlib import Path
 import typer
 
 from orchestrator.cli.choices import DemoBackend
-from orchestrator.cli.common import fail, select_policies
+from orchestrator.cli.common import fail, print_json, select_policies
 
 DEMO_SPEC = "paper-5node-resnet50-loaded"
 # Samples per source at the shipped spec's intervals: 12 s of arrivals per policy (Local and AR-MDI,
@@ -58,6 +58,7 @@ def register(app: typer.Typer) -> None:
                                                                           "when root, else local)"),
         out: Path = typer.Option(None, "--out", help="run folder (default results/runs/<run id>)"),
         policy: str = typer.Option("all", "--policy", "-p", help="a policy or 'all'"),
+        as_json: bool = typer.Option(False, "--json", help="print the run's summary JSON (progress goes to stderr)"),
     ) -> None:
         """Emulate the paper-like 5-node experiment under every policy; tables, plots and a report."""
         import logging
@@ -71,7 +72,7 @@ def register(app: typer.Typer) -> None:
         from orchestrator.simulator import SimulationError
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        console = Console()
+        console = Console(stderr=as_json)
         root = os.geteuid() == 0
         if backend is None:
             backend = "netns" if root else "local"
@@ -114,6 +115,9 @@ def register(app: typer.Typer) -> None:
             raise fail(f"demo: the report could not be written ({exp.report_error}); the measurements are in "
                        f"{run_dir}: retry with `pamdi report {run_dir}`", code=1)
         rep = exp.report
+        if as_json:
+            print_json(summary)
+            return
         _print(console, rep, backend, summary)
         console.print(f"wall time {time.time() - t0:.0f} s; run folder: {run_dir}")
         console.print(f"report: {rep['report']}; plots: {', '.join(rep['images'])}")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from orchestrator.cli.common import fail, print_json
+from orchestrator.cli.common import fail
+from orchestrator.cli.output import JsonOpt, emit
 
 image_app = typer.Typer(help="Build, push and export the node image.", no_args_is_help=True)
 
@@ -29,6 +30,7 @@ def wheels(
     platform: list[str] = typer.Option([], "--platform", help="pip platform tag (default: manylinux ≤ glibc 2.36)"),
     pip_arg: list[str] = typer.Option([], "--pip-arg", help="extra pip download argument, e.g. --index-url=URL"),
     force: bool = typer.Option(False, help="download again even when cached"),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Fetch the node's wheels (core dependencies, torch pinned) and build the pamdi wheel."""
     from orchestrator.image.wheels import build_wheelhouse
@@ -38,9 +40,9 @@ def wheels(
                                force=force, out=sys.stderr)
     except _errors() as err:
         raise fail(str(err)) from None
-    print_json({"wheelhouse": str(res.path), "wheels": len(res.wheels), "downloaded": res.downloaded,
-                "pamdi_rebuilt": res.pamdi_rebuilt, "size_mb": round(res.size_bytes / 1e6, 1),
-                "seconds": round(res.seconds, 1)})
+    emit({"wheelhouse": str(res.path), "wheels": len(res.wheels), "downloaded": res.downloaded,
+          "pamdi_rebuilt": res.pamdi_rebuilt, "size_mb": round(res.size_bytes / 1e6, 1),
+          "seconds": round(res.seconds, 1)}, as_json)
 
 
 @image_app.command("base")
@@ -51,6 +53,7 @@ def base(
     include: list[str] = typer.Option([], "--include", help="extra Debian package (repeatable)"),
     system: bool = typer.Option(False, help="add an init system and sshd (for LXD/Colosseum system containers)"),
     force: bool = typer.Option(False, help="rebuild even when the image exists"),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Build a minimal Debian base (python3, iproute2) with debootstrap and docker import."""
     from orchestrator.image.base import build_base_image
@@ -60,19 +63,21 @@ def base(
         res = build_base_image(tag, suite=suite, mirror=mirror, extra_packages=extra, force=force, out=sys.stderr)
     except _errors() as err:
         raise fail(str(err)) from None
-    print_json({"image": res.tag, "built": res.built, "size_mb": round(res.size_bytes / 1e6, 1),
-                "seconds": round(res.seconds, 1)})
+    emit({"image": res.tag, "built": res.built, "size_mb": round(res.size_bytes / 1e6, 1),
+          "seconds": round(res.seconds, 1)}, as_json)
 
 
 @image_app.command("build")
 def build(
     tag: str = typer.Option("pamdi-node:latest", help="tag of the node image"),
-    base_image: str = typer.Option("pamdi-base:bookworm", help="BASE_IMAGE build argument (e.g. python:3.11-slim)"),
+    base_image: str = typer.Option("python:3.11-slim", help="BASE_IMAGE: an image with Python 3.11, pulled if "
+                                   "missing; offline: `pamdi image base`, then --base-image pamdi-base:bookworm"),
     wheelhouse: Path = typer.Option(None, help="wheelhouse folder (default: .whl/)"),
     wheels: bool = typer.Option(True, help="refresh the wheelhouse first (cached)"),
     force: bool = typer.Option(False, help="rebuild even when the image matches its context"),
     network: str = typer.Option(None, help="build network mode (`none` proves no index is needed)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="do not relay the build log"),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Build the node image from the Dockerfile, installing only from the wheelhouse."""
     from orchestrator.image.build import build_node_image
@@ -85,8 +90,8 @@ def build(
                                network_mode=network, out=None if quiet else sys.stderr)
     except _errors() as err:
         raise fail(str(err)) from None
-    print_json({"image": res.tag, "built": res.built, "size_mb": round(res.size_bytes / 1e6, 1),
-                "seconds": round(res.seconds, 1), "context_sha256": res.context_sha256})
+    emit({"image": res.tag, "built": res.built, "size_mb": round(res.size_bytes / 1e6, 1),
+          "seconds": round(res.seconds, 1), "context_sha256": res.context_sha256}, as_json)
 
 
 @image_app.command("push")
@@ -94,6 +99,7 @@ def push(
     registry: str = typer.Option(..., "--registry", "-r", help="HOST[:PORT] or HOST[:PORT]/NAMESPACE"),
     image: str = typer.Option("pamdi-node:latest", help="local image to push"),
     tag: str = typer.Option(None, help="remote tag (default: the local tag)"),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Tag the image for REGISTRY and push it (credentials from your docker config)."""
     from orchestrator.image.push import push_image
@@ -102,7 +108,7 @@ def push(
         res = push_image(registry, image=image, tag=tag, out=sys.stderr)
     except _errors() as err:
         raise fail(str(err)) from None
-    print_json({"pushed": res.remote_ref, "digest": res.digest, "seconds": round(res.seconds, 1)})
+    emit({"pushed": res.remote_ref, "digest": res.digest, "seconds": round(res.seconds, 1)}, as_json)
 
 
 @image_app.command("export-lxd")
@@ -111,6 +117,7 @@ def export_lxd_cmd(
     out: Path = typer.Option(..., "--out", help="output FILE.tar.gz"),
     image: str = typer.Option("pamdi-node:latest", help="Docker image to export"),
     compresslevel: int = typer.Option(6, min=1, max=9, help="gzip level"),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Write the image as an LXD unified tarball (metadata.yaml + rootfs/) and print its sha256."""
     from orchestrator.image.lxd import export_lxd
@@ -119,9 +126,9 @@ def export_lxd_cmd(
         res = export_lxd(name, out, image=image, compresslevel=compresslevel, out=sys.stderr)
     except _errors() as err:
         raise fail(str(err)) from None
-    print_json({"file": str(res.path), "sha256": res.sha256, "size_mb": round(res.size_bytes / 1e6, 1),
-                "seconds": round(res.seconds, 1), "has_init": res.has_init,
-                "verify": f"sha256sum {res.path.name}  # must print {res.sha256}"})
+    emit({"file": str(res.path), "sha256": res.sha256, "size_mb": round(res.size_bytes / 1e6, 1),
+          "seconds": round(res.seconds, 1), "has_init": res.has_init,
+          "verify": f"sha256sum {res.path.name}  # must print {res.sha256}"}, as_json)
 
 
 def register(app: typer.Typer) -> None:

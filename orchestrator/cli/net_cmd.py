@@ -237,6 +237,7 @@ def net_link(
     loss: float = typer.Option(None, "--loss", help="loss probability, 0..1"),
     down: bool = typer.Option(None, "--down/--up", help="take the link down (both ends) or bring it back"),
     name: str = NameOpt,
+    as_json: bool = typer.Option(False, "--json", help="print the link as JSON"),
 ) -> None:
     """Change a link of the kept network in place (as a radio scenario would)."""
     from orchestrator.netem.handson import HandsOnError, request
@@ -248,6 +249,9 @@ def net_link(
     except HandsOnError as err:
         raise fail(f"net link {a} {b}: {err}") from None
     lk = next(x for x in state["links"] if {x["a"], x["b"]} == {a, b})
+    if as_json:
+        print_json(lk)
+        return
     typer.echo(f"{lk['a']}-{lk['b']}: {lk['rate_mbit']:g} Mbit/s, {lk['delay_ms']:g} ms, loss {lk['loss']:g}, "
                f"{'up' if lk['up'] else 'DOWN'}")
 

@@ -1,4 +1,9 @@
-"""Parsers for what ``colosseumcli`` prints (cliff's default table format), and nothing else.
+"""Parsers for what ``colosseumcli`` prints, and nothing else.
+
+``rf info`` and ``rf radiomap`` are cliff ShowOne / Lister commands: asked with ``-f json``
+(cliff's JSON formatter, in the cliff colosseumcli bundles) they print JSON, which is read as such;
+a client whose cliff lacks it refuses ``-f json`` and is read from its default table format
+(``rf.py`` falls back). The plain commands (``rf start``, ``rf stop``, ``usrp info``) print text only.
 
 colosseumcli 19.0.0 (colosseum-wiot/colosseumcli-public; shared/reference/colosseum.md A.2)
 always exits 0 when it got a reply, even after a failure message, so success is decided from the
@@ -91,12 +96,45 @@ class RfInfo:
                 "cycle": self.cycle, "nodes": self.nodes}
 
 
-def parse_rf_info(stdout: str) -> RfInfo:
+def _json_value(stdout: str) -> object:
+    """The one JSON value ``-f json`` printed."""
+    import json
+
     if CANNOT_CONNECT in stdout:
         raise CliOutputError(CANNOT_CONNECT)
-    fields = parse_show_one(stdout)
+    text = stdout.strip()
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise CliOutputError(f"`-f json` printed no JSON: {text[:300]!r}") from None
+
+
+def json_show_one(stdout: str) -> dict[str, str]:
+    """A ShowOne's ``-f json`` object as the table's Field -> Value strings (null -> "")."""
+    value = _json_value(stdout)
+    if not isinstance(value, dict):
+        raise CliOutputError(f"`-f json` printed a {type(value).__name__}, expected an object")
+    return {str(k): "" if v is None else str(v) for k, v in value.items()}
+
+
+def json_lister(stdout: str) -> list[dict[str, str]]:
+    """A Lister's ``-f json`` list of row objects, cells as the table's strings (null -> "None")."""
+    value = _json_value(stdout)
+    if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+        raise CliOutputError(f"`-f json` printed a {type(value).__name__}, expected a list of rows")
+    return [{str(k): str(v) for k, v in r.items()} for r in value]
+
+
+def parse_rf_info(stdout: str, *, as_json: bool = False) -> RfInfo:
+    """``rf info``'s table, or with ``as_json`` its ``-f json`` object."""
+    if as_json:
+        fields = json_show_one(stdout)
+    else:
+        if CANNOT_CONNECT in stdout:
+            raise CliOutputError(CANNOT_CONNECT)
+        fields = parse_show_one(stdout)
     if not fields:
-        raise CliOutputError(f"`rf info` printed no table: {stdout.strip()[:300]!r}")
+        raise CliOutputError(f"`rf info` printed no fields: {stdout.strip()[:300]!r}")
     sid = fields.get("scenario_id", "")
     nodes = fields.get("Number of Nodes", "")
     return RfInfo(
@@ -145,11 +183,16 @@ class RadioMapEntry:
     radio_b: int
 
 
-def parse_radiomap(stdout: str) -> list[RadioMapEntry]:
-    if CANNOT_CONNECT in stdout:
-        raise CliOutputError(CANNOT_CONNECT)
+def parse_radiomap(stdout: str, *, as_json: bool = False) -> list[RadioMapEntry]:
+    """``rf radiomap``'s table, or with ``as_json`` its ``-f json`` list of rows."""
+    if as_json:
+        rows = json_lister(stdout)
+    else:
+        if CANNOT_CONNECT in stdout:
+            raise CliOutputError(CANNOT_CONNECT)
+        rows = parse_lister(stdout)
     out = []
-    for row in parse_lister(stdout):
+    for row in rows:
         try:
             node = int(row["Node"].split()[-1])
             srn = None if row["SRN"] == "None" else int(row["SRN"])

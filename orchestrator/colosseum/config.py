@@ -221,12 +221,24 @@ def load_config(path: str | Path) -> ColosseumConfig:
     return parse_config(data, str(p))
 
 
+_SRNS_LINE = re.compile(r"^srns:.*$", re.MULTILINE)
+
+
 def write_srns(path: str | Path, srns: list[int]) -> None:
-    """Set ``srns:`` in a config file, keeping its other keys (and their order)."""
+    """Set ``srns:`` in a config file, keeping its other keys (and their order). A file with one
+    top-level flow-style ``srns:`` line (``pamdi colosseum init``'s) keeps its comments too: only
+    that line changes."""
     p = Path(path)
-    data = yaml.safe_load(p.read_text()) or {}
+    text = p.read_text()
+    data = yaml.safe_load(text) or {}
     data["srns"] = sorted(srns)
     parse_config(data, str(p))
+    line = "srns: [" + ", ".join(str(s) for s in sorted(srns)) + "]"
+    if len(_SRNS_LINE.findall(text)) == 1:
+        edited = _SRNS_LINE.sub(line, text)
+        if yaml.safe_load(edited) == data:  # the line was the top-level key, in flow style
+            p.write_text(edited)
+            return
     p.write_text(yaml.safe_dump(data, sort_keys=False))
 
 

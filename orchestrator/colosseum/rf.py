@@ -6,6 +6,10 @@ rule "wait more than 15 s between rf stop and rf start" (faq/issues.rst; the MCH
 remembered in a small state file per team, and ``start`` sleeps out the remainder of
 ``rf_stop_start_gap_s`` (default 16 s) before sending ``rf start``. After ``rf stop``,
 ``rf info`` is polled until the status is CLEARED or ERROR, as the docs advise.
+
+``rf info`` and ``rf radiomap`` are asked for cliff's JSON (``-f json``); a client that refuses
+the option (an older cliff: argparse's "invalid choice", exit 2) is asked again for its table, and
+the session remembers it (``Session.cli_json``) so later calls go straight to the table.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from orchestrator.colosseum.cli_wrappers import (
     parse_rf_start,
     parse_rf_stop,
 )
-from orchestrator.colosseum.transport import ColosseumError, Session, SrnError, q
+from orchestrator.colosseum.transport import ColosseumError, CommandResult, Session, SrnError, q
 
 log = logging.getLogger(__name__)
 
@@ -57,23 +61,37 @@ def _rf_srn(session: Session) -> int:
     return session.cfg.require_srns()[0]
 
 
+async def _formatted(session: Session, srn: int, command: str) -> tuple[CommandResult, bool]:
+    """Run a cliff ShowOne/Lister command as JSON where the client can, else as a table; returns
+    the result and whether it is JSON."""
+    if session.cli_json is not False:
+        res = await session.colosseumcli(srn, f"{command} -f json")
+        refused = res.exit_status == 2 and ("invalid choice" in res.stderr or "unrecognized arguments" in res.stderr)
+        if not refused:
+            session.cli_json = True
+            return res, True
+        log.info("colosseumcli on SRN %s has no JSON output (%s); reading its tables", srn, res.stderr.strip()[-120:])
+        session.cli_json = False
+    return await session.colosseumcli(srn, command), False
+
+
 async def info(session: Session) -> RfInfo:
     srn = _rf_srn(session)
-    res = await session.colosseumcli(srn, "rf info")
+    res, as_json = await _formatted(session, srn, "rf info")
     if not res.ok:
         # While a scenario loads, the real client fails on int(None) for the start time.
         return RfInfo(None, "LOADING" if "NoneType" in res.stderr else "UNKNOWN", "", False, None)
     try:
-        return parse_rf_info(res.stdout)
+        return parse_rf_info(res.stdout, as_json=as_json)
     except CliOutputError as err:
         raise RfError(f"SRN {srn} ({session.cfg.srn_host(srn)}): rf info: {err}") from None
 
 
 async def radiomap(session: Session) -> list[RadioMapEntry]:
     srn = _rf_srn(session)
-    res = await session.colosseumcli(srn, "rf radiomap")
+    res, as_json = await _formatted(session, srn, "rf radiomap")
     try:
-        return parse_radiomap(res.stdout)
+        return parse_radiomap(res.stdout, as_json=as_json)
     except CliOutputError as err:
         raise RfError(f"SRN {srn} ({session.cfg.srn_host(srn)}): rf radiomap: {err}") from None
 

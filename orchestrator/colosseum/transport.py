@@ -94,6 +94,8 @@ class Session:
         self._gateway_lock = asyncio.Lock()
         self._conns: dict[str, asyncssh.SSHClientConnection] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # Whether this reservation's colosseumcli gives cliff's ``-f json`` (None: not asked yet).
+        self.cli_json: bool | None = None
 
     # ------------------------------------------------------------------ connections
     async def gateway(self) -> asyncssh.SSHClientConnection:

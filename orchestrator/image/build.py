@@ -4,6 +4,11 @@ The build context is assembled in a temporary folder with exactly what the Docke
 (Dockerfile, ``.whl/`` wheels, ``node_image/``), so the rest of the tree (the venv, run data) is
 never sent to the engine. The image carries a label with the hash of that context; a later
 build with the same context and base is skipped (``force`` rebuilds anyway).
+
+The default base is the official ``python:3.11-slim``, which a Docker user can pull (3.11: the
+default wheelhouse's Python). A base that is not on this host is pulled first, so that an offline
+host gets one line saying what to do instead: build the debootstrap base (``pamdi image base``,
+``pamdi-base:bookworm``) and pass it as the base.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from orchestrator.image.base import DEFAULT_BASE_TAG
 from orchestrator.image.dockerutil import (
@@ -29,6 +34,8 @@ from orchestrator.image.dockerutil import (
 from orchestrator.image.wheels import DEFAULT_WHEELHOUSE, project_root
 
 DEFAULT_NODE_TAG = "pamdi-node:latest"
+# What a Docker user can pull; DEFAULT_BASE_TAG (debootstrap, `pamdi image base`) is the offline one.
+PULLABLE_BASE = "python:3.11-slim"
 CONTEXT_LABEL = "pamdi.context-sha256"
 BASE_LABEL = "pamdi.base-image"
 # node_image/ files that go into the image (radio_api/ is Colosseum-only and added by its exporter).
@@ -67,10 +74,25 @@ def _context_hash(files: dict[str, Path], base_image: str) -> str:
     return digest.hexdigest()
 
 
+def _pull_base(cli: Any, base_image: str) -> None:
+    """Pull a base image that is not on this host, or say in one line why not and what works offline."""
+    import docker.errors
+
+    offline = f"offline, build the local base with `pamdi image base` and pass --base-image {DEFAULT_BASE_TAG}"
+    if base_image == DEFAULT_BASE_TAG:
+        raise DockerError(f"base image {base_image} is missing: run `pamdi image base` (or pass --base-image)")
+    try:
+        cli.images.pull(base_image)
+    except (docker.errors.APIError, docker.errors.DockerException) as err:
+        why = getattr(err, "explanation", None) or str(err)
+        raise DockerError(f"base image {base_image} is not on this host and could not be pulled "
+                          f"({str(why).splitlines()[0][:160]}); {offline}") from None
+
+
 def build_node_image(
     tag: str = DEFAULT_NODE_TAG,
     *,
-    base_image: str = DEFAULT_BASE_TAG,
+    base_image: str = PULLABLE_BASE,
     wheelhouse: Path | None = None,
     root: Path | None = None,
     force: bool = False,
@@ -88,8 +110,8 @@ def build_node_image(
     if not force and labels is not None and labels.get(CONTEXT_LABEL) == context_hash:
         return NodeImageResult(tag, False, time.monotonic() - started, image_size_bytes(cli, tag), context_hash)
     previous_id = cli.images.get(tag).id if labels is not None else None
-    if image_labels(cli, base_image) is None and base_image == DEFAULT_BASE_TAG:
-        raise DockerError(f"base image {base_image} is missing: run `pamdi image base` (or pass --base-image)")
+    if image_labels(cli, base_image) is None:
+        _pull_base(cli, base_image)
     with tempfile.TemporaryDirectory(prefix="pamdi-ctx-") as tmp:
         for rel, src in files.items():
             dst = Path(tmp) / rel

@@ -47,17 +47,18 @@ class ViewModel:
         now = self.now
         peers = {here: self._self_view(node)}
         nodes, links, cache, dead_after = self.nodes, self.links, self._peer_cache, self.dead_after_s
+        bisect_right, est_free = bisect.bisect_right, _EST_FREE
         for nb in self.neighbours[here]:
             other = nodes[nb]
             arrivals = other.snap_arrivals[here]
-            idx = bisect.bisect_right(arrivals, now) - 1
+            idx = bisect_right(arrivals, now) - 1
             if idx < 0:
                 idx = 0
             alive = (now - arrivals[idx]) <= dead_after
-            link = links[(here, nb)]
-            free_at = link[_EST_FREE]
-            backlog = free_at - now if free_at > now else 0.0
             key = (here, nb)
+            link = links[key]
+            free_at = link[est_free]
+            backlog = free_at - now if free_at > now else 0.0
             cached = cache.get(key)
             if cached is not None and cached[0] == idx:
                 view = cached[1]

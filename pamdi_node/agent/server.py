@@ -28,7 +28,7 @@ from pamdi_node.agent.flow import RunState
 from pamdi_node.agent.peercheck import RunFacts, check_peer_message
 from pamdi_node.agent.ratelog import RateLimitedLog
 from pamdi_node.agent.security import ORCHESTRATOR, PEER_TYPES, authorise, user_of
-from pamdi_node.agent.sockets import control_router, drain, peer_socket, recv_frames
+from pamdi_node.agent.sockets import control_router, drain, peer_socket, recv_frames, routing_name
 from pamdi_node.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ class Agent:
                 if t == wire.BEACON:
                     return  # a peer configured before us: normal during start-up
                 raise wire.WireError(f"{t!r} refused: this agent has no run configuration yet")
-            if msg.src not in run.peers.peers or ident != msg.src.encode():
+            if msg.src not in run.peers.peers or routing_name(ident) != msg.src:
                 raise wire.WireError(f"{t!r} refused: {msg.src!r} is not a configured neighbour of {self.name}")
             if self.run_facts is not None:
                 check_peer_message(self.run_facts, msg, time.time())

@@ -186,10 +186,12 @@ class LookaheadCache:
         self.views.clear()
 
     def table(self, source: SourceView, world: WorldView, names: list[str], peers: list[PeerView],
-              queue: list[float]) -> _Table:
+              queue: list[float], link_key: tuple[float, ...] | None = None) -> _Table:
+        """``link_key``: the neighbours' (rate, delay) pairs flattened, when the caller has them."""
         home = world.peers.get(source.node)
-        skey = (id(source), id(world.links), len(world.links), id(world.neighbours), tuple(names),
-                tuple([(p.rate_bps, p.delay_s) for p in peers[1:]]),
+        if link_key is None:
+            link_key = tuple([x for p in peers[1:] for x in (p.rate_bps, p.delay_s)])
+        skey = (id(source), id(world.links), len(world.links), id(world.neighbours), *names, link_key,
                 (home.rate_bps, home.delay_s) if home is not None else None)
         static = self.views.get(skey)
         if static is None:
@@ -221,9 +223,11 @@ def clear_caches() -> None:
     _DEFAULT.clear()
 
 
-def _completion(source: SourceView, block: int, world: WorldView, queue_of: Callable[[PeerView], float],
-                cache: LookaheadCache | None) -> tuple[list[str], list[PeerView], list[float], list[float]]:
-    """(names, peers, queues ahead, best completions ``rest``) of the holder and its live neighbours."""
+def completion_parts(source: SourceView, block: int, world: WorldView, queue_of: Callable[[PeerView], float],
+                     cache: LookaheadCache | None) -> tuple[list[str], list[PeerView], list[float], list[float]]:
+    """(names, peers, queues ahead, best completions ``rest``) of the holder (first; its queue
+    entry is 0: see ``completion_costs`` for what it pays) and its live neighbours, in name order:
+    the pieces ``completion_costs`` sums, for a ranking that sums them itself."""
     here = world.here
     in_view = world.peers
     me = in_view[here]
@@ -231,11 +235,14 @@ def _completion(source: SourceView, block: int, world: WorldView, queue_of: Call
     names = [here, *others]
     peers = [me]
     queue = [0.0]  # the holder is never re-entered
+    links: list[float] = []
     for n in others:
         peer = in_view[n]
         peers.append(peer)
         queue.append(queue_of(peer))
-    table = (cache if cache is not None else _DEFAULT).table(source, world, names, peers, queue)
+        links.append(peer.rate_bps)
+        links.append(peer.delay_s)
+    table = (cache if cache is not None else _DEFAULT).table(source, world, names, peers, queue, tuple(links))
     bounds = source.bounds
     p = bisect.bisect_right(bounds, block) - 1
     if bounds[p] == block:
@@ -267,28 +274,9 @@ def completion_costs(
     ``cache`` (default: one shared by every caller that passes none). ``world.links`` and
     ``world.neighbours`` must not be mutated after they are handed over (they are keyed by id).
     """
-    names, peers, queue, rest = _completion(source, block, world, queue_of, cache)
+    names, peers, queue, rest = completion_parts(source, block, world, queue_of, cache)
     nbytes = source.bytes_into(block)
     out: dict[str, tuple[float, float]] = {names[0]: (queue_of(peers[0]), rest[0])}
     for name, peer, q, r in zip(names[1:], peers[1:], queue[1:], rest[1:], strict=True):
         out[name] = (transfer_s(nbytes, peer) + q, r)
-    return out
-
-
-def completion_totals(
-    source: SourceView,
-    block: int,
-    world: WorldView,
-    queue_of: Callable[[PeerView], float],
-    cache: LookaheadCache | None = None,
-) -> list[tuple[str, PeerView, float]]:
-    """``(name, view, entry + rest)`` per live candidate, holder first: what ``completion_costs``
-    gives, summed, without the dict (the ranking's hot path: one call per decision)."""
-    names, peers, queue, rest = _completion(source, block, world, queue_of, cache)
-    nbytes = source.bytes_into(block)
-    me = peers[0]
-    out = [(names[0], me, queue_of(me) + rest[0])]
-    for i in range(1, len(names)):
-        peer = peers[i]
-        out.append((names[i], peer, transfer_s(nbytes, peer) + queue[i] + rest[i]))
     return out

@@ -69,10 +69,11 @@ Choices where the paper is unknown (all parameters, settable through the spec's 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
 
 from pamdi_node.policies.graph import transfer_s
-from pamdi_node.policies.lookahead import LookaheadCache, completion_costs, completion_totals
+from pamdi_node.policies.lookahead import LookaheadCache, completion_costs, completion_parts
 from pamdi_node.policies.partition import partition_end
 from pamdi_node.policies.types import (
     OffloadRequest,
@@ -86,6 +87,7 @@ from pamdi_node.policies.types import (
 )
 
 HORIZONS = ("dp", "plan", "rest", "partition")
+_queue_s = operator.attrgetter("queue_s")
 
 
 class PAMDIPolicy(PolicyDefaults):
@@ -228,14 +230,26 @@ class PAMDIPolicy(PolicyDefaults):
             w = self.weight(source)
             age = max(0.0, world.now_s - task.born_s)
             use_success = self.use_success
-            # The holder and its live neighbours, as completion_costs sees them (a holder that is
-            # itself not alive, or of speed 0, is no candidate, as in the other horizons).
-            for name, peer, total in completion_totals(source, b, world, self._queue_of(w, task.born_s, here),
-                                                       self.lookahead):
-                if name == here and not (peer.alive and peer.speed > 0):
-                    continue
+            # The holder and its live neighbours, as completion_costs sees them, each scored with
+            # its entry + rest (summed here: the hot path of every decision); a holder that is itself
+            # not alive, or of speed 0, is no candidate, as in the other horizons.
+            queue_of = self._queue_of(w, task.born_s, here)
+            # completion_parts asks only about neighbours (the holder is never re-entered), for
+            # which queue_of is the beacon's estimate: handed over directly, without the holder test.
+            ahead = (lambda peer: peer.queue_ahead_s(w)) if self.priority_aware_queue else _queue_s
+            names, peers, queue, rest = completion_parts(source, b, world, ahead, self.lookahead)
+            me = peers[0]
+            if me.alive and me.speed > 0:
+                denom = w * me.success if use_success else w
+                scored.append(((queue_of(me) + rest[0] + age) / max(denom, 1e-12), 0, here))
+            nbits = source.bytes_into(b) * 8.0
+            isinf = math.isinf
+            for i in range(1, len(names)):
+                peer = peers[i]
+                rate = peer.rate_bps
+                move = 0.0 if isinf(rate) else peer.link_backlog_s + nbits / rate + peer.delay_s
                 denom = w * peer.success if use_success else w
-                scored.append(((total + age) / max(denom, 1e-12), 0 if name == here else 1, name))
+                scored.append(((move + queue[i] + rest[i] + age) / (denom if denom > 1e-12 else 1e-12), 1, names[i]))
         else:
             live = [(name, peer) for name, peer in world.peers.items() if peer.alive and peer.speed > 0]
             for name, peer in live:
@@ -244,7 +258,10 @@ class PAMDIPolicy(PolicyDefaults):
             if self.horizon == "plan" and world.here in world.peers:
                 scored = self._plan_self(task, source, world, live, scored)
         scored.sort()
-        return tuple(Placement(name, b, e, idx) for idx, _, name in scored)
+        # tuple.__new__ makes the named tuple without its Python-level __new__ (a quarter of the
+        # cost; one per candidate per decision adds up in a large simulation).
+        new = tuple.__new__
+        return [new(Placement, (name, b, e, idx)) for idx, _, name in scored]
 
     def _plan_self(
         self, task: TaskView, source: SourceView, world: WorldView, live: list[tuple[str, PeerView]],

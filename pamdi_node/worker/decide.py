@@ -69,16 +69,17 @@ def make_plan(policy: Policy, task: TaskView, world: WorldView, num_blocks: int,
     agent) a malformed placement is dropped with a log line and a failing policy leaves only the
     fallback, so a policy bug never stops a worker."""
     try:
-        ranked = list(policy.rank(task, world))
+        ranked = policy.rank(task, world)  # a Sequence, only read here
     except Exception:
         if strict:
             raise
         log.exception("policy %s failed to rank task %s; running it locally", policy.name, task.task_id)
-        ranked = []
+        ranked = ()
     if strict and not ranked:
         raise PlacementError(f"policy {policy.name} gave no placement for {task.task_id} at block {task.next_block}")
     cands: list[Placement] = []
     here, peers, first = world.here, world.peers, task.next_block
+    fallback = math.inf  # the best index of a candidate on the holder itself
     for p in ranked:
         # The common case, decided inline (a large simulation makes millions of these checks);
         # anything else goes through _problem, which words the fault.
@@ -86,6 +87,8 @@ def make_plan(policy: Policy, task: TaskView, world: WorldView, num_blocks: int,
             if p.node == here:
                 if p.end > first:
                     cands.append(p)
+                    if p.index < fallback:
+                        fallback = p.index
                     continue
             else:
                 peer = peers.get(p.node)
@@ -101,10 +104,13 @@ def make_plan(policy: Policy, task: TaskView, world: WorldView, num_blocks: int,
             # dead one; a malformed range is a policy bug worth a line.
             (log.debug if p.node not in world.peers else log.warning)("policy %s: %s; skipped", policy.name, problem)
             continue
-        if p.node == world.here or world.peers[p.node].alive:
+        if p.node == here:
+            cands.append(p)
+            if p.index < fallback:
+                fallback = p.index
+        elif peers[p.node].alive:
             cands.append(p)
     handshake = policy.needs_handshake(task, world)
-    fallback = min((p.index for p in cands if p.node == world.here), default=math.inf)
     return Plan(task, cands, handshake, fallback, num_blocks, partition_end, world.now_s)
 
 
