@@ -21,7 +21,8 @@ from typing import Any, Literal, TypeVar
 
 import typer
 
-from orchestrator.cli.common import fail, print_json
+from orchestrator.cli.common import fail
+from orchestrator.cli.output import JsonOpt, emit
 
 T = TypeVar("T")
 
@@ -70,7 +71,7 @@ def check_cmd(
     duration: float = typer.Option(2.0, "--duration", min=0.5, help="seconds of traffic per direction"),
     cap_mbit: float = typer.Option(1000.0, "--cap-mbit", min=0.1, help="the most a measurement sends, Mbit/s"),
     out: Path = typer.Option(None, "--out", help="report file (default: <inventory>.check.json)"),
-    as_json: bool = typer.Option(False, "--json", help="print the report JSON"),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Reachability, Python/torch/pamdi versions, clock offsets, data-plane addresses, tc rights, link rates/RTT."""
     import json
@@ -82,11 +83,8 @@ def check_cmd(
                             cap_mbit=cap_mbit))
     path = out or check_report_path(inventory)
     path.write_text(json.dumps(report, indent=2) + "\n")
-    if as_json:
-        print_json(report)
-    else:
-        _print_check(report)
-        typer.echo(f"report: {path}")
+    # The table shows the columns a person reads first; the JSON (and the file) has every fact.
+    emit(report if as_json else _check_view(report, path), as_json, title="lab check")
     lines = [h["line"] for h in report["hosts"] if not h["reachable"]]
     lines += [line for h in report["hosts"] if h["reachable"] for line in h["lines"]]
     for line in lines:
@@ -95,30 +93,14 @@ def check_cmd(
         raise typer.Exit(1)
 
 
-def _print_check(report: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+_HOST_COLUMNS = ("host", "reachable", "user", "arch", "python", "torch", "pamdi", "data_interface", "data_address",
+                 "mgmt_interface", "shape", "can_shape", "clock_offset_s", "problems", "error")
 
-    t = Table(title="lab hosts")
-    for col in ("host", "user", "arch", "python", "torch", "pamdi", "data plane", "shape", "clock ms", "problems"):
-        t.add_column(col)
-    for h in report["hosts"]:
-        if not h["reachable"]:
-            t.add_row(h["host"], "", "", "", "", "", "", "", "", f"[red]{h['error']}[/red]")
-            continue
-        shape = ("yes" if h["can_shape"] else "[red]no rights[/red]") if h["shape"] else "off"
-        t.add_row(h["host"], h["user"], h["arch"], h["python"] or "-", h["torch"] or "-", h["pamdi"] or "-",
-                  f"{h['data_interface']} {h['data_address']}", shape, f"{h['clock_offset_s'] * 1000:+.1f}",
-                  "; ".join(h["problems"]) or "ok")
-    Console().print(t)
-    if report["links"]:
-        lt = Table(title="data-plane paths")
-        for col in ("from", "to", "method", "Mbit/s", "RTT ms", "error"):
-            lt.add_column(col)
-        for m in report["links"]:
-            lt.add_row(m["from"], m["to"], m["method"], "-" if m["rate_mbit"] is None else f"{m['rate_mbit']:.1f}",
-                       "-" if m["rtt_ms"] is None else f"{m['rtt_ms']:.2f}", m["error"] or "")
-        Console().print(lt)
+
+def _check_view(report: dict[str, Any], path: Path) -> dict[str, Any]:
+    return {"ok": report["ok"], "report": str(path),
+            "hosts": [{k: h.get(k) for k in _HOST_COLUMNS} for h in report["hosts"]],
+            "links": [{k: v for k, v in m.items() if k != "error" or v} for m in report["links"]]}
 
 
 @lab_app.command("deploy")
@@ -132,7 +114,7 @@ def deploy_cmd(
                                                   "(--system-site-packages) and install there"),
     image: Path = typer.Option(None, "--image", help="node image tarball for runtime: docker hosts (docker save)"),
     host: list[str] = typer.Option([], "--host", help="only these hosts (repeatable)"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Push the wheelhouse (or the node image) to the hosts and install pamdi; versions checked after."""
     from orchestrator.lab.deploy import deploy_host
@@ -161,13 +143,7 @@ def deploy_cmd(
             raise LabErrors(problems)
         return out
 
-    reports = _run(go())
-    if as_json:
-        print_json({"hosts": reports})
-    else:
-        for r in reports:
-            typer.echo(f"{r['host']}: pamdi {r['pamdi']} (python {r['python']}, torch {r['torch']}) at "
-                       f"{r['pamdi_path']}; sent {len(r['sent'])} wheels, kept {len(r['kept'])}")
+    emit({"hosts": _run(go())}, as_json, title="lab deploy")
 
 
 @lab_app.command("profile")
@@ -184,7 +160,7 @@ def profile_cmd(
     spec: Path = typer.Option(None, "--spec", help="with --write-spec: the spec to give the lab's speeds"),
     write_spec: Path = typer.Option(None, "--write-spec", help="write SPEC's copy with profiles: OUT and "
                                                                "each node at its host's measured speed"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JsonOpt,
 ) -> None:
     """`pamdi profile` on every host, harvested into one folder (per-host profiles, reference, speeds)."""
     from orchestrator.lab.profiles import profile_lab, spec_for_lab
@@ -204,13 +180,8 @@ def profile_cmd(
         except (SpecError, ValueError, KeyError, FileNotFoundError) as err:
             raise fail(f"--write-spec: {err}", code=1) from None
         summary["spec"] = str(write_spec)
-    if as_json:
-        print_json(summary)
-    else:
-        for n, s in summary["speeds"].items():
-            typer.echo(f"{n}: {summary['total_s'][n] * 1000:.2f} ms per {model} pass, "
-                       f"speed {s:g} x {summary['reference']}")
-        typer.echo(f"profiles: {out}" + (f"; spec: {write_spec}" if write_spec else ""))
+    summary["folder"] = str(out)
+    emit(summary, as_json, title=f"lab profile {model}")
 
 
 @lab_app.command("example")

@@ -8,8 +8,9 @@ machine (from the shortest of three ``date`` round trips), and every problem tha
 a shared Wi-Fi channel would disturb each other): the rate and RTT of the data-plane path from one
 to the other, measured with iperf3 when both have it (TCP goodput, the sender's minimum RTT), else
 with pamdi's own ZeroMQ probe (``orchestrator/netem/probe.py``: REQ/REP pings, then bulk frames
-timed at the receiver). Rates are goodput (what the agents' transfers get), capped at ``cap_mbit``
-so a fast wired link does not keep a host busy for long.
+timed at the receiver). Rates are goodput (what the agents' transfers get); iperf3 sends at most
+``cap_mbit`` so a fast wired link does not keep a host busy for long (the probe sends as fast as it
+can for ``duration_s``).
 """
 
 from __future__ import annotations
