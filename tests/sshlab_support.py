@@ -69,6 +69,8 @@ class SshLab:
     # a veth into the data plane) whose agents run in the node image under Docker with the host's
     # network: the only namespace where dockerd's "host network" is the host's own.
     docker_host: bool = False
+    # The node image h4's agent runs in (the tests pass the one built from this tree).
+    docker_image: str = "pamdi-node:latest"
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     tmp: Path = field(init=False)
     user: str = field(init=False)  # the lab user (uid-0 alias)
@@ -268,7 +270,7 @@ class SshLab:
         if role == "h3":
             entry["proxy_jump"] = "j"
         if role == "h4":
-            entry.update(port=2222, runtime="docker", image="pamdi-node:latest", shape=False)
+            entry.update(port=2222, runtime="docker", image=self.docker_image, shape=False)
         entry.update(overrides)
         return entry
 

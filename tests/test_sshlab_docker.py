@@ -1,8 +1,8 @@
 """``runtime: docker`` lab hosts: the node image under Docker with the host's network. The lab's
 "h4" lives in the root namespace (where dockerd's host network is the host's own; see
 tests/sshlab_support.py) beside the namespace hosts h1 and h2; its agent runs in the
-``pamdi-node:latest`` image, its facts are read from the image, and its results must equal the
-monolithic model like everyone's."""
+node image built from this tree (``tests/docker_support.py``), its facts are read from the image,
+and its results must equal the monolithic model like everyone's."""
 
 from __future__ import annotations
 
@@ -13,24 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.docker_support import docker_cli, node_image  # noqa: F401 - fixtures
 from tests.sshlab_support import PAMDI, REPO, SshLab, available
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
-IMAGE = "pamdi-node:latest"
 
 
 @pytest.fixture(scope="module")
-def lab():
+def lab(node_image):  # noqa: F811 - the fixture
     why = available()
     if why:
         pytest.skip(why)
-    try:
-        found = subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True, timeout=30).returncode == 0
-    except (FileNotFoundError, subprocess.TimeoutExpired):
-        found = False
-    if not found:
-        pytest.skip(f"needs a Docker engine with the node image {IMAGE} (`pamdi image build`)")
-    lab = SshLab(docker_host=True).start()
+    lab = SshLab(docker_host=True, docker_image=node_image).start()
     yield lab
     lab.close()
 

@@ -63,4 +63,4 @@ def version() -> None:
 
 
 def main() -> None:
-    app()
+    app(prog_name="pamdi")
