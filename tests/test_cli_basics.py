@@ -26,15 +26,16 @@ def test_version_and_completion_options() -> None:
 
 def test_every_command_group_is_registered_and_its_help_renders() -> None:
     # `image push --help` used to raise rich's MarkupError on "[/namespace]" in an option's help.
-    groups = ["models", "specs", "net", "scenarios", "image", "colosseum", "node"]
+    groups = ["models", "specs", "net", "scenarios", "image", "colosseum", "lab", "node"]
     commands = ["simulate", "allocate", "emulate", "demo", "compose", "sweep", "report", "cleanup", "profile"]
     top = cli.invoke(app, ["--help"]).stdout
     for name in groups + commands:
         assert re.search(rf"\b{name}\b", top), f"{name} missing from pamdi --help"
         result = cli.invoke(app, [name, "--help"])
         assert result.exit_code == 0 and "Traceback" not in result.output, (name, result.output[-500:])
-    for sub in ("build", "push", "wheels", "export-lxd"):
-        result = cli.invoke(app, ["image", sub, "--help"])
+    for group, sub in (("image", "build"), ("image", "push"), ("image", "wheels"), ("image", "export-lxd"),
+                       ("lab", "check"), ("lab", "deploy"), ("lab", "profile")):
+        result = cli.invoke(app, [group, sub, "--help"])
         assert result.exit_code == 0 and "Traceback" not in result.output, (sub, result.output[-500:])
     assert "--list" not in cli.invoke(app, ["simulate", "--help"]).stdout  # no help names a missing option
 
@@ -126,7 +127,7 @@ def test_enumerated_options_are_choices_that_mirror_their_registries() -> None:
     assert set(get_args(choices.DemoBackend)) | set(get_args(choices.SweepBackend)) <= set(BACKENDS)
     assert get_args(choices.LogLevel) == ("debug", "info", "warning", "error")
     helptext = cli.invoke(app, ["emulate", "--help"], env={"COLUMNS": "200"}).stdout
-    assert "<local|netns|docker|colosseum>" in helptext and "<profile|quota|native>" in helptext
+    assert "<local|netns|docker|colosseum|ssh>" in helptext and "<profile|quota|native>" in helptext
     assert "<debug|info|warning|error>" in helptext
     for args, valid in ((["emulate", "small", "--backend", "nope"], "'local', 'netns', 'docker', 'colosseum'"),
                         (["emulate", "small", "--device-time", "fast"], "'profile', 'quota', 'native'"),
@@ -154,7 +155,7 @@ def test_every_command_that_reports_a_result_takes_json() -> None:
     import typer.main
 
     no_result = {("net", "exec"), ("net", "down"), ("specs", "show"), ("specs", "copy"), ("colosseum", "init"),
-                 ("version",), ("profile",)}
+                 ("version",), ("profile",), ("lab", "example")}
     missing = []
     for words, cmd in _leaf_commands(typer.main.get_command(app)):
         if words in no_result:

@@ -20,6 +20,7 @@ BACKENDS: dict[str, str] = {
     "netns": "orchestrator.backends.netns:NetnsBackend",
     "docker": "orchestrator.backends.docker:DockerBackend",
     "colosseum": "orchestrator.backends.colosseum:ColosseumBackend",
+    "ssh": "orchestrator.backends.ssh:SshBackend",
 }
 
 

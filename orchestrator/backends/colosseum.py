@@ -43,7 +43,6 @@ import logging
 import re
 import shlex
 import tempfile
-import threading
 import time
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
@@ -56,26 +55,10 @@ from orchestrator.colosseum.admin import find_data_address, parse_ip_addr
 from orchestrator.colosseum.config import IFNAME_PATTERN, ColosseumConfig
 from orchestrator.colosseum.transport import ColosseumError, Session, SrnError, q
 from orchestrator.spec import ExperimentSpec, LinkParams
+from orchestrator.sshlink import LoopThread
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class LoopThread:
-    """An asyncio loop in a daemon thread; ``call(coro)`` runs a coroutine there and waits."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="colosseum-ssh", daemon=True)
-        self._thread.start()
-
-    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        if self.loop.is_running():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(5)
 
 
 class ColosseumBackend(BackendTraits):
@@ -87,7 +70,7 @@ class ColosseumBackend(BackendTraits):
     def __init__(self, cfg: ColosseumConfig, srn_password: str, *, ready_timeout_s: float = 120.0) -> None:
         self.cfg = cfg
         self.ready_timeout_s = ready_timeout_s
-        self.loop = LoopThread()
+        self.loop = LoopThread("colosseum-ssh")
         self.session = Session(cfg, srn_password)
         self.node_srn: dict[str, int] = {}
         self.radio: dict[str, tuple[str, str]] = {}  # node -> (interface, address)

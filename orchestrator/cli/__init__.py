@@ -14,6 +14,7 @@ from orchestrator.cli import (
     demo_cmd,
     emulate_cmd,
     image_cmd,
+    lab_cmd,
     models_cmd,
     net_cmd,
     node_cmd,
@@ -49,7 +50,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
 
 # Every command group, in the order `pamdi --help` lists them.
 for _module in (models_cmd, specs_cmd, sim_cmd, node_cmd, emulate_cmd, net_cmd, scenarios_cmd, demo_cmd,
-                image_cmd, compose_cmd, colosseum_cmd, sweep_cmd):
+                image_cmd, compose_cmd, colosseum_cmd, lab_cmd, sweep_cmd):
     _module.register(app)
 
 
@@ -62,4 +63,4 @@ def version() -> None:
 
 
 def main() -> None:
-    app()
+    app(prog_name="pamdi")

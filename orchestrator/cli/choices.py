@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-BackendName = Literal["local", "netns", "docker", "colosseum"]
+BackendName = Literal["local", "netns", "docker", "colosseum", "ssh"]
 DemoBackend = Literal["netns", "local"]
 SweepBackend = Literal["netns", "docker", "local"]
 DeviceTimeName = Literal["profile", "quota", "native"]

@@ -1,4 +1,5 @@
-"""``pamdi emulate SPEC --backend local|netns|docker|colosseum``: run a spec on real agents.
+"""``pamdi emulate SPEC --backend local|netns|docker|colosseum|ssh``: run a spec on real agents
+(``--backend ssh --inventory lab.yaml``: on the hosts of a lab of the user's own machines).
 
 Prints the same JSON as ``pamdi simulate`` (``--json``: nothing else on stdout) or a progress bar
 (tasks finished per policy) and a table, and writes the run folder (``--out``, default
@@ -97,6 +98,8 @@ def register(app: typer.Typer) -> None:
         task_timeout: float = typer.Option(60.0, "--task-timeout", help="seconds before a task counts as failed"),
         run_timeout: float = typer.Option(None, "--run-timeout", help="seconds per policy (default: from the spec)"),
         backend_opt: list[str] = typer.Option([], "--backend-opt", help="KEY=VALUE passed to the backend"),
+        inventory: Path = typer.Option(None, "--inventory", "-i",
+                                       help="lab inventory (lab.yaml) of --backend ssh: the hosts the agents run on"),
         device_time: DeviceTimeName = typer.Option(None, "--device-time",
                                                    help="how device time is produced (default: the spec's, else "
                                                         "the backend's)"),
@@ -120,8 +123,13 @@ def register(app: typer.Typer) -> None:
         except (FileNotFoundError, SpecError) as err:
             raise fail(str(err)) from None
         policies = select_policies(policy, s)
+        options = _backend_options(backend_opt)
+        if inventory is not None:
+            options["inventory"] = str(inventory)
+        if backend == "ssh" and "inventory" not in options:
+            raise fail("--backend ssh: give the lab's inventory, --inventory lab.yaml (see `pamdi lab --help`)")
         try:
-            be = get_backend(backend, **_backend_options(backend_opt))
+            be = get_backend(backend, **options)
         except (ValueError, TypeError) as err:
             raise fail(f"--backend: {err}") from None
         run_dir = out or Path("results") / "runs" / f"{s.name}-{backend}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -132,7 +140,7 @@ def register(app: typer.Typer) -> None:
         opts = RunOptions(policies=policies, curve=curve, task_timeout_s=task_timeout, run_timeout_s=run_timeout,
                           device_time=device_time, time_stretch=stretch)
         extra = {"emulate": {
-            "spec_path": str(path), "backend_options": _backend_options(backend_opt), "insecure": insecure,
+            "spec_path": str(path), "backend_options": options, "insecure": insecure,
             "task_timeout_s": task_timeout, "run_timeout_s": run_timeout, "device_time": device_time,
             "time_stretch": stretch}}
         with _progress(not as_json) as on_progress:

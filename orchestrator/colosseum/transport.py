@@ -18,9 +18,7 @@ Secrets (passwords) are held only in memory and never appear in an error or a lo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import shlex
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,9 @@ from typing import TypeVar
 
 import asyncssh
 
+from orchestrator import sshlink
 from orchestrator.colosseum.config import ColosseumConfig
+from orchestrator.sshlink import PASSPHRASE_ENV, q  # noqa: F401 - re-exported: callers import them from here
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,54 +42,15 @@ class GatewayError(ColosseumError):
     pass
 
 
-PASSPHRASE_ENV = "PAMDI_SSH_PASSPHRASE"
-
-
 def gateway_keys(cfg: ColosseumConfig) -> tuple[Path | None, object]:
-    """(the key file, asyncssh's ``client_keys``) for the gateway, as ``ssh`` would pick them.
-
-    ``ssh_key`` set in the config: that file, which must exist; a passphrase-protected one is
-    opened with ``$PAMDI_SSH_PASSPHRASE``, else a prompt on a terminal, else (an ssh-agent running)
-    left to the agent, else refused in one line saying how. Not set: the default key the same way
-    when it exists, else whatever ssh-agent and ``~/.ssh/config``'s IdentityFile offer (asyncssh's
-    defaults)."""
-    import getpass
-    import os
-    import sys
-
-    key = cfg.ssh_key_path()
-    explicit = "ssh_key" in cfg.model_fields_set
-    if not key.exists():
-        if explicit:
-            raise GatewayError(f"gateway {cfg.gateway}: SSH key {key} does not exist (ssh_key in the config)")
-        return None, ()
+    """(the key file, asyncssh's ``client_keys``) for the gateway, as ``ssh`` would pick them
+    (``orchestrator.sshlink.client_keys``): ``ssh_key`` when the config names it (it must exist),
+    else the default key when it exists, else ssh-agent and ``~/.ssh/config``'s IdentityFile."""
     try:
-        return key, [asyncssh.read_private_key(key)]
-    except OSError as err:
-        raise GatewayError(f"gateway {cfg.gateway}: SSH key {key} cannot be read: {err}") from None
-    except (asyncssh.KeyEncryptionError, asyncssh.KeyImportError) as err:
-        # asyncssh refuses an encrypted key without a passphrase as an import error; with one that is
-        # wrong it says so by KeyEncryptionError: that tells a protected key from a broken one.
-        try:
-            asyncssh.read_private_key(key, "\0not-the-passphrase")
-        except asyncssh.KeyEncryptionError:
-            pass  # passphrase-protected
-        except (OSError, asyncssh.KeyImportError):
-            raise GatewayError(f"gateway {cfg.gateway}: SSH key {key} cannot be read: {err}") from None
-    agent = bool(os.environ.get("SSH_AUTH_SOCK"))
-    passphrase = os.environ.get(PASSPHRASE_ENV)
-    if passphrase is None and sys.stdin.isatty() and not agent:
-        passphrase = getpass.getpass(f"passphrase for {key}: ")
-    if passphrase is None:
-        if agent:
-            return key, ()  # the agent holds it (ssh-add), or says no at the gateway
-        raise GatewayError(f"gateway {cfg.gateway}: SSH key {key} is passphrase-protected: add it to ssh-agent "
-                           f"(ssh-add {key}) or set {PASSPHRASE_ENV}")
-    try:
-        return key, [asyncssh.read_private_key(key, passphrase)]
-    except (asyncssh.KeyEncryptionError, asyncssh.KeyImportError) as err:
-        why = "wrong passphrase" if "ncorrect passphrase" in str(err) else f"cannot open ({err}) with the passphrase"
-        raise GatewayError(f"gateway {cfg.gateway}: {why} for SSH key {key}") from None
+        return sshlink.client_keys(cfg.ssh_key_path(), "ssh_key" in cfg.model_fields_set, f"gateway {cfg.gateway}",
+                                   missing_hint=" (ssh_key in the config)")
+    except sshlink.KeyProblem as err:
+        raise GatewayError(str(err)) from None
 
 
 class SrnError(ColosseumError):
@@ -122,15 +83,6 @@ class CommandResult:
         return self.exit_status == 0
 
 
-def _reason(err: BaseException) -> str:
-    if isinstance(err, asyncssh.ChannelOpenError):
-        return err.reason or "channel open failed"
-    if isinstance(err, asyncio.TimeoutError | TimeoutError):
-        return "timed out"
-    text = str(err) or type(err).__name__
-    return text
-
-
 class Session:
     """Connections to the gateway, the SRNs and file-proxy of one configuration (async)."""
 
@@ -161,41 +113,27 @@ class Session:
                                        f"checked; connect once with `ssh {cfg.user}@{cfg.gateway}` and accept the "
                                        "key, or set gateway_known_hosts: null in the config to skip the check")
                 known_hosts = str(known)
-            last: BaseException | None = None
-            for attempt in range(cfg.retries + 1):
-                try:
-                    self._gateway = await asyncio.wait_for(
-                        asyncssh.connect(
-                            cfg.gateway,
-                            # A port given in the config wins; else ~/.ssh/config's for that host
-                            # (asyncssh reads it: Host aliases, HostName, Port, ProxyCommand), else 22.
-                            port=cfg.gateway_port if "gateway_port" in cfg.model_fields_set else (),
-                            username=cfg.user,
-                            client_keys=client_keys,
-                            known_hosts=known_hosts,
-                            # ssh-agent when SSH_AUTH_SOCK is set (asyncssh's default), as ssh does.
-                            preferred_auth="publickey",
-                            connect_timeout=cfg.connect_timeout_s,
-                            keepalive_interval=30,
-                        ),
-                        cfg.connect_timeout_s,
-                    )
-                    return self._gateway
-                except asyncssh.PermissionDenied:
+            try:
+                self._gateway = await sshlink.connect(
+                    cfg.gateway,
+                    # A port given in the config wins; else ~/.ssh/config's for that host
+                    # (asyncssh reads it: Host aliases, HostName, Port, ProxyCommand), else 22.
+                    port=cfg.gateway_port if "gateway_port" in cfg.model_fields_set else (),
+                    username=cfg.user, client_keys=client_keys, known_hosts=known_hosts,
+                    # ssh-agent when SSH_AUTH_SOCK is set (asyncssh's default), as ssh does.
+                    preferred_auth="publickey", connect_timeout=cfg.connect_timeout_s, retries=cfg.retries)
+                return self._gateway
+            except sshlink.SshFailure as err:
+                if err.kind == "auth":
                     which = f"key {key}" if key is not None else "no key (ssh-agent, ~/.ssh/config) was"
                     raise GatewayError(
                         f"gateway {cfg.gateway}: {which} refused for user {cfg.user} "
                         "(is its public key uploaded on the Colosseum website, Accounts tab?)"
                     ) from None
-                except asyncssh.HostKeyNotVerifiable as err:
-                    raise GatewayError(f"gateway {cfg.gateway}: host key not verifiable: {err}") from None
-                except (OSError, asyncssh.Error, asyncio.TimeoutError) as err:
-                    last = err
-                    if attempt < cfg.retries:
-                        await asyncio.sleep(0.5 * (attempt + 1))
-            raise GatewayError(
-                f"gateway {cfg.gateway}:{cfg.gateway_port} unreachable: {_reason(last)} (is the Colosseum VPN up?)"
-            )
+                if err.kind == "hostkey":
+                    raise GatewayError(f"gateway {cfg.gateway}: {err.detail}") from None
+                raise GatewayError(f"gateway {cfg.gateway}:{cfg.gateway_port} unreachable: {err.detail} "
+                                   "(is the Colosseum VPN up?)") from None
 
     async def _through_gateway(
         self, host: str, port: int, username: str, password: str | None, srn: int | None
@@ -208,36 +146,20 @@ class Session:
             if password is None:
                 raise SrnError(srn, host, "auth", "no password given")
             cfg = self.cfg
-            last: BaseException | None = None
-            for attempt in range(cfg.retries + 1):
-                try:
-                    conn = await asyncio.wait_for(
-                        asyncssh.connect(
-                            host,
-                            port=port,
-                            tunnel=gw,
-                            username=username,
-                            password=password,
-                            client_keys=None,
-                            agent_path=None,
-                            # SRN containers are recreated per reservation: the official ssh config
-                            # turns host key checking off for them (StrictHostKeyChecking no).
-                            known_hosts=None,
-                            preferred_auth=("password", "keyboard-interactive"),
-                            connect_timeout=cfg.connect_timeout_s,
-                            keepalive_interval=30,
-                        ),
-                        cfg.connect_timeout_s,
-                    )
-                    self._conns[host] = conn
-                    return conn
-                except asyncssh.PermissionDenied:
+            try:
+                conn = await sshlink.connect(
+                    host, port=port, tunnel=gw, username=username, password=password, client_keys=None,
+                    agent_path=None,
+                    # SRN containers are recreated per reservation: the official ssh config
+                    # turns host key checking off for them (StrictHostKeyChecking no).
+                    known_hosts=None, preferred_auth=("password", "keyboard-interactive"),
+                    connect_timeout=cfg.connect_timeout_s, retries=cfg.retries)
+            except sshlink.SshFailure as err:
+                if err.kind == "auth":
                     raise SrnError(srn, host, "auth", f"wrong password for user {username}") from None
-                except (OSError, asyncssh.Error, asyncio.TimeoutError) as err:
-                    last = err
-                    if attempt < cfg.retries:
-                        await asyncio.sleep(0.5 * (attempt + 1))
-            raise SrnError(srn, host, "unreachable", f"through gateway {cfg.gateway}: {_reason(last)}")
+                raise SrnError(srn, host, "unreachable", f"through gateway {cfg.gateway}: {err.detail}") from None
+            self._conns[host] = conn
+            return conn
 
     async def srn(self, srn: int) -> asyncssh.SSHClientConnection:
         return await self._through_gateway(
@@ -254,17 +176,11 @@ class Session:
         self, conn: asyncssh.SSHClientConnection, srn: int | None, host: str, command: str, timeout: float | None
     ) -> CommandResult:
         try:
-            res = await asyncio.wait_for(
-                conn.run(command, check=False), timeout if timeout is not None else self.cfg.command_timeout_s
-            )
-        except asyncio.TimeoutError:
-            raise SrnError(srn, host, "timeout", f"command did not finish in time: {command}") from None
-        except (OSError, asyncssh.Error) as err:
-            raise SrnError(srn, host, "unreachable", f"connection lost: {_reason(err)}") from None
-        out = res.stdout if isinstance(res.stdout, str) else (res.stdout or b"").decode(errors="replace")
-        err_text = res.stderr if isinstance(res.stderr, str) else (res.stderr or b"").decode(errors="replace")
-        status = res.exit_status if res.exit_status is not None else -1
-        return CommandResult(srn, host, command, status, out, err_text)
+            res = await sshlink.run_command(conn, command,
+                                            timeout if timeout is not None else self.cfg.command_timeout_s)
+        except sshlink.SshFailure as err:
+            raise SrnError(srn, host, err.kind, err.detail) from None
+        return CommandResult(srn, host, command, res.exit_status, res.stdout, res.stderr)
 
     async def run(
         self, srn: int, command: str, *, timeout: float | None = None, check: bool = False
@@ -311,7 +227,7 @@ class Session:
             elif isinstance(res, GatewayError):
                 raise res
             elif isinstance(res, BaseException):
-                errors.append(SrnError(srn, self.cfg.srn_host(srn), "error", _reason(res)))
+                errors.append(SrnError(srn, self.cfg.srn_host(srn), "error", sshlink.reason(res)))
             else:
                 out[srn] = res
         if errors:
@@ -327,50 +243,24 @@ class Session:
         return await self.each(one, srns)
 
     # ------------------------------------------------------------------ files
+    async def _conn(self, srn: int | None) -> asyncssh.SSHClientConnection:
+        return await (self.srn(srn) if srn is not None else self.file_proxy())
+
     async def put(self, srn: int | None, local: Path, remote: str) -> None:
-        conn = await (self.srn(srn) if srn is not None else self.file_proxy())
-        async with conn.start_sftp_client() as sftp:
-            await sftp.put(str(local), remote)
+        await sshlink.put_file(await self._conn(srn), local, remote)
 
     async def put_bytes(self, srn: int | None, data: bytes, remote: str, mode: int = 0o644) -> None:
-        conn = await (self.srn(srn) if srn is not None else self.file_proxy())
-        async with conn.start_sftp_client() as sftp, sftp.open(remote, "wb", asyncssh.SFTPAttrs(permissions=mode)) as f:
-            await f.write(data)
+        await sshlink.put_bytes(await self._conn(srn), data, remote, mode)
 
     async def get_tree(self, srn: int | None, remote: str, local: Path) -> list[Path]:
         """Copy a remote folder (recursively) into ``local``; returns the files copied."""
-        conn = await (self.srn(srn) if srn is not None else self.file_proxy())
-        local.parent.mkdir(parents=True, exist_ok=True)
-        async with conn.start_sftp_client() as sftp:
-            if not await sftp.exists(remote):
-                return []
-            if local.exists():
-                # Copy into it: the remote folder's content lands under its own name, then is merged.
-                stage = local.parent / f".{local.name}.part"
-                await sftp.get(remote.rstrip("/"), str(stage), recurse=True, preserve=False)
-                for p in stage.rglob("*"):
-                    if p.is_file():
-                        dest = local / p.relative_to(stage)
-                        dest.parent.mkdir(parents=True, exist_ok=True)
-                        p.replace(dest)
-                import shutil
-
-                shutil.rmtree(stage, ignore_errors=True)
-            else:
-                await sftp.get(remote.rstrip("/"), str(local), recurse=True, preserve=False)
-        return [p for p in local.rglob("*") if p.is_file()]
+        return await sshlink.get_tree(await self._conn(srn), remote, local)
 
     async def close(self) -> None:
-        for conn in list(self._conns.values()):
-            conn.close()
-        for conn in list(self._conns.values()):
-            with contextlib.suppress(Exception):
-                await conn.wait_closed()
+        await sshlink.close_all(list(self._conns.values()))
         self._conns.clear()
         if self._gateway is not None:
-            self._gateway.close()
-            with contextlib.suppress(Exception):
-                await self._gateway.wait_closed()
+            await sshlink.close_all([self._gateway])
             self._gateway = None
 
     async def __aenter__(self) -> Session:
@@ -378,8 +268,3 @@ class Session:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-def q(value: str) -> str:
-    """Shell-quote one argument for a remote command."""
-    return shlex.quote(value)

@@ -189,3 +189,16 @@ def _pip(args: list[str], out: TextIO | None) -> None:
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
         raise WheelhouseError(f"pip {args[0]} failed (exit {proc.returncode}):\n{tail}")
+
+
+def build_pamdi_wheel(dest: Path, root: Path | None = None, out: TextIO | None = None) -> Path:
+    """Only the pamdi wheel of the working tree, into ``dest`` (for hosts that already have its
+    dependencies, e.g. a Jetson with NVIDIA's torch: ``pamdi lab deploy --pamdi-only``)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob("pamdi-*.whl"):
+        old.unlink()
+    _build_project_wheel(root or project_root(), dest, out)
+    wheels = sorted(dest.glob("pamdi-*.whl"))
+    if not wheels:
+        raise WheelhouseError(f"no pamdi wheel was built in {dest}")
+    return wheels[-1]
