@@ -22,14 +22,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 BASELINES = ("local", "ar-mdi", "ms-mdi", "ddi")
 CI_BATCHES = 10
 CI_MIN_PER_BATCH = 5
 
 
-def batch_means_ci95(latency_in_arrival_order) -> float | None:  # type: ignore[no-untyped-def]
+def batch_means_ci95(latency_in_arrival_order: ArrayLike) -> float | None:
     """Half-width of the 95% confidence interval of the mean by batch means (module doc); None
     when there are too few tasks for ``CI_BATCHES`` batches of ``CI_MIN_PER_BATCH``."""
     import math
@@ -269,7 +272,7 @@ def markdown(run_dir: Path, rows: list[dict[str, Any]], ts: str | None, images: 
         lines.append(f"| {r['policy']} | {r['source']} | {r['completed']} | {r['failed']} | {_ms(r['mean_s'])} | "
                      f"{'-' if ci is None else '±' + _ms(ci)} | {_ms(r['p50_s'])} | {_ms(r['p95_s'])} |")
     lines += ["", "95% CI: batch means over the run's tasks in arrival order (tasks that queue together are "
-              "not independent, so this is wider than a t-interval over tasks)."]
+              "not independent, so a t-interval over single tasks would be too narrow)."]
     if ts is not None:
         red = reductions(rows, ts)
         if red:

@@ -96,12 +96,17 @@ class RfInfo:
                 "cycle": self.cycle, "nodes": self.nodes}
 
 
+def _connected(stdout: str) -> None:
+    """Raise when the client printed that it could not reach the reservation's server."""
+    if CANNOT_CONNECT in stdout:
+        raise CliOutputError(CANNOT_CONNECT)
+
+
 def _json_value(stdout: str) -> object:
     """The one JSON value ``-f json`` printed."""
     import json
 
-    if CANNOT_CONNECT in stdout:
-        raise CliOutputError(CANNOT_CONNECT)
+    _connected(stdout)
     text = stdout.strip()
     try:
         return json.loads(text)
@@ -127,12 +132,8 @@ def json_lister(stdout: str) -> list[dict[str, str]]:
 
 def parse_rf_info(stdout: str, *, as_json: bool = False) -> RfInfo:
     """``rf info``'s table, or with ``as_json`` its ``-f json`` object."""
-    if as_json:
-        fields = json_show_one(stdout)
-    else:
-        if CANNOT_CONNECT in stdout:
-            raise CliOutputError(CANNOT_CONNECT)
-        fields = parse_show_one(stdout)
+    _connected(stdout)
+    fields = json_show_one(stdout) if as_json else parse_show_one(stdout)
     if not fields:
         raise CliOutputError(f"`rf info` printed no fields: {stdout.strip()[:300]!r}")
     sid = fields.get("scenario_id", "")
@@ -185,12 +186,8 @@ class RadioMapEntry:
 
 def parse_radiomap(stdout: str, *, as_json: bool = False) -> list[RadioMapEntry]:
     """``rf radiomap``'s table, or with ``as_json`` its ``-f json`` list of rows."""
-    if as_json:
-        rows = json_lister(stdout)
-    else:
-        if CANNOT_CONNECT in stdout:
-            raise CliOutputError(CANNOT_CONNECT)
-        rows = parse_lister(stdout)
+    _connected(stdout)
+    rows = json_lister(stdout) if as_json else parse_lister(stdout)
     out = []
     for row in rows:
         try:

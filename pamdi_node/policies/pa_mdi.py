@@ -247,7 +247,7 @@ class PAMDIPolicy(PolicyDefaults):
             for i in range(1, len(names)):
                 peer = peers[i]
                 rate = peer.rate_bps
-                move = 0.0 if isinf(rate) else peer.link_backlog_s + nbits / rate + peer.delay_s
+                move = 0.0 if isinf(rate) else peer.link_backlog_s + nbits / rate + peer.delay_s  # transfer_s, inlined
                 denom = w * peer.success if use_success else w
                 scored.append(((move + queue[i] + rest[i] + age) / (denom if denom > 1e-12 else 1e-12), 1, names[i]))
         else:
