@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shlex
 import shutil
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncssh
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 PASSPHRASE_ENV = "PAMDI_SSH_PASSPHRASE"
@@ -219,3 +222,18 @@ class LoopThread:
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5)
+
+    def shut_down(self, cleanup: Callable[[], Coroutine[Any, Any, Any]] | None,
+                  close: Callable[[], Coroutine[Any, Any, Any]], what: str) -> None:
+        """A backend's way out: ``cleanup()`` (stop agents, harvest; up to 180 s, a failure logged
+        as incomplete, never raised), then ``close()`` (the connections, 30 s) and the loop, whatever
+        happened before."""
+        try:
+            if cleanup is not None:
+                self.call(cleanup(), timeout=180)
+        except Exception as err:
+            log.error("%s: clean-up incomplete: %s", what, err)
+        finally:
+            with contextlib.suppress(Exception):
+                self.call(close(), timeout=30)
+            self.close()

@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.colosseum_standin.lab import SSHD, available, kill_lab_processes, lab_pids, sh
@@ -356,3 +357,20 @@ def run_pamdi(lab: SshLab, *args: str, env: dict[str, str] | None = None, timeou
     """``pamdi ARGS`` as a user runs it, with the lab's environment (its ssh-agent, this checkout)."""
     return subprocess.run([*PAMDI, *args], env=env or lab.env(), capture_output=True, text=True, timeout=timeout,
                           cwd=cwd or REPO)
+
+
+# The module-scoped fixtures ``lab`` and ``inventory`` of the lab tests (imported by them, as
+# tests/docker_support.py's are): one lab per test module, and its inventory of every host.
+@pytest.fixture(scope="module", name="lab")
+def lab_fixture():  # type: ignore[no-untyped-def]
+    why = available()
+    if why:
+        pytest.skip(why)
+    built = SshLab().start()
+    yield built
+    built.close()
+
+
+@pytest.fixture(scope="module", name="inventory")
+def inventory_fixture(lab: SshLab, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return lab.write_inventory(tmp_path_factory.mktemp("inv") / "lab.yaml")

@@ -22,24 +22,17 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.sshlab_support import HOSTS, REPO, SPEC, SshLab, available, run_pamdi
+from tests.sshlab_support import (  # noqa: F401  (inventory_fixture, lab_fixture: the lab, inventory fixtures)
+    HOSTS,
+    REPO,
+    SPEC,
+    SshLab,
+    inventory_fixture,
+    lab_fixture,
+    run_pamdi,
+)
 
 pytestmark = [pytest.mark.root]
-@pytest.fixture(scope="module")
-def lab():
-    why = available()
-    if why:
-        pytest.skip(why)
-    lab = SshLab().start()
-    yield lab
-    lab.close()
-
-
-@pytest.fixture(scope="module")
-def inventory(lab: SshLab, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return lab.write_inventory(tmp_path_factory.mktemp("inv") / "lab.yaml")
-
-
 def ip_packets(pcap: Path) -> list[tuple[str, str, int, int, int]]:
     from scapy.layers.inet import IP, TCP
     from scapy.utils import rdpcap

@@ -11,24 +11,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.sshlab_support import HOSTS, PAMDI, REPO, SPEC, SshLab, available, run_pamdi
+from tests.sshlab_support import (  # noqa: F401  (inventory_fixture, lab_fixture: the lab, inventory fixtures)
+    HOSTS,
+    PAMDI,
+    REPO,
+    SPEC,
+    SshLab,
+    inventory_fixture,
+    lab_fixture,
+    run_pamdi,
+)
 
 pytestmark = [pytest.mark.root]
-
-
-@pytest.fixture(scope="module")
-def lab():
-    why = available()
-    if why:
-        pytest.skip(why)
-    lab = SshLab().start()
-    yield lab
-    lab.close()
-
-
-@pytest.fixture(scope="module")
-def inventory(lab: SshLab, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return lab.write_inventory(tmp_path_factory.mktemp("inv") / "lab.yaml")
 
 
 def test_ctrl_c_stops_the_agents_removes_keys_and_shaping_and_keeps_the_traces(lab: SshLab, inventory: Path,

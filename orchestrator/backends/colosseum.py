@@ -37,7 +37,6 @@ The backend API is synchronous (the runner's), so asyncssh runs on a private eve
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -121,15 +120,7 @@ class ColosseumBackend(BackendTraits):
         if self._down:
             return
         self._down = True
-        try:
-            if self.node_srn:
-                self.call(self._down_all(), timeout=180)
-        except Exception as err:
-            log.error("colosseum: clean-up incomplete: %s", err)
-        finally:
-            with contextlib.suppress(Exception):
-                self.call(self.session.close(), timeout=30)
-            self.loop.close()
+        self.loop.shut_down(self._down_all if self.node_srn else None, self.session.close, "colosseum")
 
     # ------------------------------------------------------------------------- SupportsFailures
     def kill(self, node: str) -> None:

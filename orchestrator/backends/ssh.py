@@ -31,7 +31,6 @@ harvests each host's run folder (agent log, traces, pcaps) into ``<run_dir>/host
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import tempfile
@@ -150,15 +149,7 @@ class SshBackend(BackendTraits):
         self._stop.set()
         if self._scenario_thread is not None:
             self._scenario_thread.join(timeout=10)
-        try:
-            if self.workdir:
-                self.call(self._down_all(), timeout=180)
-        except Exception as err:
-            log.error("ssh: clean-up incomplete: %s", err)
-        finally:
-            with contextlib.suppress(Exception):
-                self.call(self.session.close(), timeout=30)
-            self.loop.close()
+        self.loop.shut_down(self._down_all if self.workdir else None, self.session.close, "ssh")
 
     # ------------------------------------------------------------------------- SupportsFailures
     # The runner kills and restarts from timer threads: one at a time per node, so a restart never
