@@ -90,6 +90,7 @@ def build_configs(
                 # Views carry goodput (the policies never apply the factor themselves).
                 "rate_bps": goodput_bps(link.rate_mbit),
                 "delay_s": link.delay_ms / 1000.0,
+                "jitter_s": link.jitter_ms / 1000.0,
                 "loss": link.loss,
                 "apply_delay": link.key in agent_delayed,
             }

@@ -21,6 +21,7 @@ A spec may come from anyone, so every refusal happens here, before anything star
 - Names: the spec ``name`` becomes a run folder and run id (``SPEC_NAME_PATTERN``, no ``..``);
   node and source names the stricter ``Name`` (namespace, container and file names); a link
   ``scenario`` the catalogue's name pattern.
+- Link jitter: ``jitter_ms`` at most ``delay_ms`` and not on a ``scenario`` link (``pamdi_node.jitter``).
 - Catalogues: a node ``device`` must be a known device profile; when loading a file
   (``load_spec``, or ``parse_spec(check_files=True)``) a link ``scenario`` must be in the radio
   scenario catalogue and a source's ``data`` an existing, readable ``.npy`` array of numbers with at
@@ -52,6 +53,7 @@ from orchestrator.devices import DEVICES
 from orchestrator.specerror import MAX_TEXT, SpecError, format_validation_error
 from orchestrator.specerror import show as _show
 from orchestrator.specfile import check_npy, read_spec_yaml
+from pamdi_node.jitter import jitter_problem
 from pamdi_node.models import MODEL_NAMES
 from pamdi_node.policies.partition import DEFAULT_PARTITIONS, PER_BLOCK
 from radio_scenarios import NAME_PATTERN as SCENARIO_NAME_PATTERN
@@ -101,8 +103,17 @@ class LinkParams(_Frozen):
     rate_mbit: float = Field(gt=0, le=100_000)
     delay_ms: float = Field(default=0.0, ge=0, le=10_000)
     loss: float = Field(default=0.0, ge=0, lt=1)
+    # Delay variation: uniform in delay_ms ± jitter_ms per message, in order (``pamdi_node.jitter``).
+    jitter_ms: float = Field(default=0.0, ge=0, le=10_000)
     # Name of a radio scenario (radio_scenarios catalogue) that drives the link over time.
     scenario: str | None = Field(default=None, pattern=SCENARIO_NAME_PATTERN)
+
+    @model_validator(mode="after")
+    def _jitter_fits(self) -> LinkParams:
+        problem = jitter_problem(self.delay_ms, self.jitter_ms, self.scenario)
+        if problem:  # a Link names itself; on full_mesh the error's location does
+            raise ValueError(f"link {self.a}-{self.b}: {problem}" if isinstance(self, Link) else problem)
+        return self
 
     @field_validator("scenario")
     @classmethod

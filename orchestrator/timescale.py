@@ -169,7 +169,8 @@ def stretch_spec(spec: ExperimentSpec, k: float) -> ExperimentSpec:
     nodes = tuple(n.model_copy(update={"speed": node_speed(n) / k}) for n in spec.nodes)
 
     def link(lk):  # type: ignore[no-untyped-def]
-        return lk.model_copy(update={"rate_mbit": lk.rate_mbit / k, "delay_ms": lk.delay_ms * k})
+        return lk.model_copy(update={"rate_mbit": lk.rate_mbit / k, "delay_ms": lk.delay_ms * k,
+                                     "jitter_ms": lk.jitter_ms * k})
 
     sources = tuple(s.model_copy(update={
         "interval_ms": s.interval_s * 1000.0 * k if s.interval_s > 0 else None, "rate_hz": None,

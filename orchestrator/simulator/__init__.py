@@ -117,7 +117,8 @@ def build_simulator(
     nodes = [NodeConfig(n.name, node_speed(n)) for n in spec.nodes]
     links = {
         (lk.a, lk.b): LinkConfig(rate_bps=lk.rate_mbit * 1e6, delay_s=lk.delay_ms / 1000.0, loss=lk.loss,
-                                 schedule=link_schedule(lk), burst_bytes=_burst(lk.rate_mbit, options))
+                                 schedule=link_schedule(lk), burst_bytes=_burst(lk.rate_mbit, options),
+                                 jitter_s=lk.jitter_ms / 1000.0)
         for lk in spec.resolved_links()
     }
     sources = [

@@ -27,6 +27,10 @@ Model (all times in seconds):
   arrives when its last bit has (the latest of ``t + delay(t)`` at its last bit and at every change
   it straddled), never before the message ahead of it on the same direction (a FIFO delay line,
   in-order TCP). Loss has no timing model here (as before); it only shows in the policies' view.
+- Jitter (``LinkConfig.jitter_s``, constant links only): every message on the direction (data,
+  result, control, beacon) waits delay ± jitter (uniform) after its last bit, never before the
+  message ahead of it: the agents' delay line and netem's model (``pamdi_node.jitter``), seeded per
+  direction as the agents seed theirs.
 - Beacons: every worker snapshots (queue seconds, residual, per-weight queue) every period, with a
   seeded random phase. Queue seconds count what the tasks present still need to finish their
   models there (queued job + the rest of the model, at the worker's speed): with per-partition
@@ -88,6 +92,7 @@ from orchestrator.simulator.links import LinkModel
 from orchestrator.simulator.state import _Job, _live, _Node, _Task
 from orchestrator.simulator.views import ViewModel
 from pamdi_node.arrivals import arrival_offsets
+from pamdi_node.jitter import JitteredRelease, jitter_problem, link_seed
 from pamdi_node.policies.partition import partition_end
 from pamdi_node.policies.types import (
     LINK_GOODPUT_FACTOR,
@@ -136,18 +141,26 @@ class Simulator(LinkModel, ViewModel, HandshakeModel, FailureModel):
         # directed links: (a, b) -> [goodput_bps, delay, free_at, success, schedule, est_free_at, last_arrival]
         # (the _RATE.. indices above; rate, delay and success are the configured values).
         self.links: dict[tuple[str, str], list[Any]] = {}
+        # Jittered directions, each with its own seeded draws (as the agents' delay line seeds them),
+        # so jitter-free links keep their fast path and the other draws (self.rng) stay as they were.
+        self.jitter: dict[tuple[str, str], JitteredRelease] = {}
         adj: dict[str, list[str]] = {n: [] for n in self.nodes}
         for (a, b), lk in links.items():
             sched = lk.schedule
             if sched is not None and not sched.points:
                 raise SimulationError(f"link {a}-{b}: scenario {sched.name!r} has no link profile (rate/delay/loss "
                                       "points) to simulate")
+            problem = jitter_problem(lk.delay_s * 1000.0, lk.jitter_s * 1000.0, None if sched is None else sched.name)
+            if problem:
+                raise SimulationError(f"link {a}-{b}: {problem}")
             for u, v in ((a, b), (b, a)):
                 if u not in self.nodes or v not in self.nodes:
                     raise SimulationError(f"link {a}-{b} names an unknown node")
                 burst = lk.burst_bytes * 8.0 * LINK_GOODPUT_FACTOR
                 self.links[(u, v)] = [lk.rate_bps * LINK_GOODPUT_FACTOR, lk.delay_s, 0.0, 1.0 - lk.loss, sched,
                                       0.0, 0.0, burst, burst, 0.0]
+                if lk.jitter_s > 0:
+                    self.jitter[(u, v)] = JitteredRelease(lk.delay_s, lk.jitter_s, link_seed(seed, u, v))
                 if v not in adj[u]:
                     adj[u].append(v)
         self.neighbours = {n: tuple(sorted(v)) for n, v in adj.items()}

@@ -144,6 +144,8 @@ class LinkConfig:
     # Token bucket of the shaper that emulates the link (tbf's burst, ``netem/tc.burst_bytes``): an
     # idle link sends up to this many bytes at once. 0 = a pure serialisation queue (real links).
     burst_bytes: float = 0.0
+    # Delay spread: each message waits delay_s ± jitter_s (uniform), in order (``pamdi_node.jitter``).
+    jitter_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,9 @@ class LinkModel:
         start = self.now if self.now > link[_FREE] else link[_FREE]
         sched: LinkSchedule | None = link[_SCHED]
         if sched is None:
+            jittered = self.jitter.get((a, b)) if self.jitter else None
+            if jittered is not None:  # in order behind the data ahead of it, as in the delay line
+                return jittered.due(start + nbytes * 8.0 / link[_RATE])
             return start + nbytes * 8.0 / link[_RATE] + link[_DELAY]
         off = self.opt.scenario_offset_s
         _, arrival = sched.transmit(start + off, nbytes * 8.0)
@@ -80,7 +83,8 @@ class LinkModel:
                     link[_TOKENS], bits = 0.0, bits - avail
             link[2] = start + bits / link[0]
             link[_TOK_T] = link[2]
-            return link[2] + link[1]
+            jittered = self.jitter.get((a, b)) if self.jitter else None
+            return link[2] + link[1] if jittered is None else jittered.due(link[2])
         off = self.opt.scenario_offset_s
         done, arrival = sched.transmit(start + off, bits)
         link[_FREE] = done - off

@@ -24,9 +24,17 @@ class PeerConfig(_Strict):
     rate_bps: float = Field(gt=0, description="goodput (the spec's rate x LINK_GOODPUT_FACTOR)")
     delay_s: float = Field(default=0.0, ge=0)
     loss: float = Field(default=0.0, ge=0, lt=1)
-    # Hold every message from this peer for delay_s before handling it: the link's delay applied by
-    # the agent, where the emulated network shapes only the rate (no netem on the host).
+    # Spread of the delay: uniform in delay_s ± jitter_s, in order (``pamdi_node.jitter``).
+    jitter_s: float = Field(default=0.0, ge=0)
+    # Hold every message from this peer for delay_s (± jitter_s) before handling it: the link's delay
+    # applied by the agent, where the emulated network shapes only the rate (no netem on the host).
     apply_delay: bool = False
+
+    @model_validator(mode="after")
+    def _jitter_within_delay(self) -> PeerConfig:
+        if self.jitter_s > self.delay_s:
+            raise ValueError(f"jitter_s {self.jitter_s:g} exceeds delay_s {self.delay_s:g}")
+        return self
 
 
 class AgentSource(_Strict):

@@ -94,7 +94,7 @@ class Agent:
         self._next_flush = 0.0
         self._config_gen = 0
         self._applied: dict[str, None] = {}  # config ids accepted so far, oldest first (bounded)
-        self._delayed = DelayLine()  # peer messages held for their link's delay (PeerConfig.apply_delay)
+        self._delayed = DelayLine()  # peer messages held for their link's delay ± jitter (PeerConfig.apply_delay)
         if threads:
             import torch
 
@@ -268,9 +268,8 @@ class Agent:
                 raise wire.WireError(f"{t!r} refused: {msg.src!r} is not a configured neighbour of {self.name}")
             if self.run_facts is not None:
                 check_peer_message(self.run_facts, msg, time.time())
-            peer = run.cfg.peers[msg.src]
-            if peer.apply_delay and peer.delay_s > 0:
-                self._delayed.hold(t_recv + peer.delay_s, run, msg)
+            if self._delayed.holds(msg.src):
+                self._delayed.hold_from(msg.src, t_recv, run, msg)
                 return
             self._on_peer(run, msg, t_recv)
             return
@@ -350,6 +349,7 @@ class Agent:
         self.telemetry = Telemetry(cfg.node, trace_dir, config_id=cfg.config_id)
         for name, peer in cfg.peers.items():
             self.peer_socks[name] = self._connect_peer(name, peer.address)
+        self._delayed.configure(cfg.peers, seed=cfg.seed, here=cfg.node)
         self.run = RunState(cfg, policy, store, self.telemetry, self._send_peer, self.post)
         self.run_facts = RunFacts.of(cfg)
         self.internal_errors, self.last_internal_error = 0, ""
