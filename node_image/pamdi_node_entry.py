@@ -17,12 +17,14 @@ Standard library only: it runs before (and beside) the agent, inside the contain
       ``{"bytes": .., "seconds": .., "mbit_s": ..}`` measured after the first second (slow start).
 
 A link object: ``{"peer": "b", "subnet": "10.77.3.0/24", "rate_mbit": 20, "delay_ms": 0,
-"loss": 0}``. The interface is the one whose IPv4 address lies in ``subnet`` (each spec link is
+"jitter_ms": 0, "loss": 0}``. The interface is the one whose IPv4 address lies in ``subnet`` (each spec link is
 its own Docker network, so each link has its own interface). Egress is shaped on both ends, so
 each direction of a link crosses exactly one shaper. Rate: a root tbf, as the netns backend
 (``qdisc change`` later changes it without rebuilding the queue; htb let messages of up to ~64 KB
 through at line rate after an idle spell on this kernel). Delay and loss: a netem child when the
 kernel has netem; otherwise they are reported as not emulated (the agents then apply the delay).
+Jitter: netem ``delay D J`` (uniform, no distribution table) with a netem ``rate`` far above the
+link's, which keeps netem's queue in order (orchestrator/netem/tc.py); without netem, like delay.
 """
 
 from __future__ import annotations
@@ -73,24 +75,31 @@ def _rate_args(rate_mbit: float) -> list[str]:
     return ["rate", f"{rate_bit}bit", "burst", str(burst), "limit", str(_QUEUE_LIMIT_BYTES)]
 
 
+def netem_args(delay_ms: float, jitter_ms: float, loss: float) -> list[str]:
+    """tc's netem options for one link end (as orchestrator/netem/tc.py's netem_params)."""
+    delay = ["delay", f"{delay_ms}ms", *([f"{jitter_ms}ms", "rate", "32gbit"] if jitter_ms > 0 else [])]
+    return ["netem", *delay, "loss", f"{loss * 100}%", "limit", "10000"]
+
+
 def shape_link(link: dict[str, Any], have_netem: bool) -> dict[str, Any]:
     dev = interface_for_subnet(str(link["subnet"]))
     rate = float(link["rate_mbit"])
     delay_ms = float(link.get("delay_ms", 0.0) or 0.0)
     loss = float(link.get("loss", 0.0) or 0.0)
+    jitter_ms = float(link.get("jitter_ms", 0.0) or 0.0)
     existing = _run(["tc", "qdisc", "show", "dev", dev], check=False).stdout
     if re.search(r"^qdisc tbf 1: root", existing, re.M):
         # Rate change during a run: the child queue and its backlog stay.
         _run(["tc", "qdisc", "change", "dev", dev, "root", "handle", "1:", "tbf", *_rate_args(rate)])
     else:
         _run(["tc", "qdisc", "replace", "dev", dev, "root", "handle", "1:", "tbf", *_rate_args(rate)])
-    emulated: dict[str, bool] = {"rate": True, "delay": delay_ms == 0, "loss": loss == 0}
+    emulated: dict[str, bool] = {"rate": True, "delay": delay_ms == 0, "jitter": jitter_ms == 0, "loss": loss == 0}
     if (delay_ms or loss) and have_netem:
-        netem = ["netem", "delay", f"{delay_ms}ms", "loss", f"{loss * 100}%", "limit", "10000"]
-        _run(["tc", "qdisc", "replace", "dev", dev, "parent", "1:1", "handle", "10:", *netem])
-        emulated = {"rate": True, "delay": True, "loss": True}
-    return {"peer": link.get("peer"), "dev": dev, "rate_mbit": rate, "delay_ms": delay_ms, "loss": loss,
-            "emulated": emulated}
+        _run(["tc", "qdisc", "replace", "dev", dev, "parent", "1:1", "handle", "10:",
+              *netem_args(delay_ms, jitter_ms, loss)])
+        emulated = {"rate": True, "delay": True, "jitter": True, "loss": True}
+    return {"peer": link.get("peer"), "dev": dev, "rate_mbit": rate, "delay_ms": delay_ms, "jitter_ms": jitter_ms,
+            "loss": loss, "emulated": emulated}
 
 
 def shape(links: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -68,6 +68,18 @@ def test_net_up_exec_link_show_down_leaves_nothing(tmp_path: Path) -> None:
         assert again.returncode == 2 and "is up already" in again.stderr
         worse = pamdi("net", "link", "a", "b", "--loss", "3", "--name", "hands", env=env)
         assert worse.returncode == 2 and "0 <= loss <= 1" in worse.stderr
+        # Jitter: netem's, where the kernel has it (shown in effect); refused in one line where it does
+        # not (no agents on a hands-on link to apply it instead), and the link keeps what it had.
+        jit = pamdi("net", "link", "a", "b", "--delay", "10", "--jitter", "3", "--name", "hands", "--json", env=env)
+        shown = json.loads(pamdi("net", "show", "--name", "hands", "--json", env=env).stdout)
+        ab = next(x for x in shown["links"] if {x["a"], x["b"]} == {"a", "b"})
+        if state["netem"]:
+            assert jit.returncode == 0 and json.loads(jit.stdout)["jitter_ms"] == 3, jit.stderr
+            assert ab["jitter_stage"] == "netem" and any("delay 10ms 3ms rate " in c for c in ab["tc"]), ab
+        else:
+            assert jit.returncode == 2 and len(jit.stderr.strip().splitlines()) == 1, jit.stderr
+            assert "needs netem (sch_netem), which this kernel lacks" in jit.stderr and "modprobe" in jit.stderr
+            assert (ab["jitter_ms"], ab["jitter_stage"], ab["delay_ms"]) == (0, "none", lk["delay_ms"]), ab
     finally:
         down = pamdi("net", "down", "hands", env=env)
     assert down.returncode == 0, down.stderr

@@ -233,7 +233,7 @@ class DockerBackend(BackendTraits):
                 params = link.model_copy(update={"rate_mbit": p.rate_mbit / k, "delay_ms": p.delay_ms * k,
                                                  "loss": p.loss})
             self.link_params[link.key] = LinkParams(rate_mbit=params.rate_mbit, delay_ms=params.delay_ms,
-                                                    loss=params.loss)
+                                                    jitter_ms=params.jitter_ms, loss=params.loss)
             plan.append((net.name, subnet, link.key))
         for name, subnet, _ in plan:
             gateway = str(next(subnet.hosts()))
@@ -299,11 +299,11 @@ class DockerBackend(BackendTraits):
         for d in done:
             em = d["emulated"]
             if em["rate"] and em["loss"] and not em["delay"]:
-                # No netem in this kernel: the receiving agents apply the link's delay themselves.
+                # No netem in this kernel: the receiving agents apply the link's delay (and jitter).
                 peer = str(d["peer"])
                 self.agent_delayed_links.add((node, peer) if node < peer else (peer, node))
             elif not all(em.values()):
-                log.warning("%s-%s: loss not emulated (no netem in this kernel); rate and delay only", node, d["peer"])
+                log.warning("%s-%s: loss not emulated (no netem in this kernel), nor delay or jitter", node, d["peer"])
         return done
 
     def _wait_ready(self, node: str, since: int | None) -> None:
@@ -334,10 +334,18 @@ class DockerBackend(BackendTraits):
             "backend": "docker", "image": self.image, "token": self.token, "control_subnet": str(self.control),
             "nodes": {n: {"container": c.name, "control": self._control_ip(n), "links": self.shaped.get(n, [])}
                       for n, c in self.containers.items()},
-            "links": {f"{a}-{b}": {"network": net.name, "subnet": str(net.subnet)}
+            "links": {f"{a}-{b}": {"network": net.name, "subnet": str(net.subnet), **self._stages(a, b)}
                       for (a, b), net in self.links.items()},
         }
         write_topology(self.ctx.run_dir, topo)
+
+    def _stages(self, a: str, b: str) -> dict[str, object]:
+        """What applies the link's delay and jitter (netem in the containers, the agents, or nothing)."""
+        params = self.link_params[(a, b)]
+        netem = any(d.get("peer") == b and d["emulated"].get("delay") for d in self.shaped.get(a, []))
+        stage = "agent" if (a, b) in self.agent_delayed_links else "netem" if netem and params.delay_ms else "none"
+        return {"delay_ms": params.delay_ms, "delay_stage": stage, "jitter_ms": params.jitter_ms,
+                "jitter_stage": stage if params.jitter_ms > 0 else "none"}
 
     def _drive_scenarios(self, scenarios: Mapping[tuple[str, str], Any]) -> None:
         drive_scenarios(scenarios, self.set_link, self._stop, self.scenario_tick_s,

@@ -66,4 +66,4 @@ def used_subnets(cli: Any) -> list[str]:
 def link_shaping(net: LinkNet, peer: str, params: LinkParams) -> dict[str, Any]:
     """The shaper's link object (node_image/pamdi_node_entry.py) for one end of a link."""
     return {"peer": peer, "subnet": str(net.subnet), "rate_mbit": params.rate_mbit, "delay_ms": params.delay_ms,
-            "loss": params.loss}
+            "jitter_ms": params.jitter_ms, "loss": params.loss}

@@ -115,13 +115,14 @@ class NetnsBackend(BackendTraits):
                     k = ctx.time_scale
                     self.net.add_link(link.a, link.b, p0.rate_mbit / k, p0.delay_ms * k, p0.loss, delay_line=stage)
                 elif link.delay_ms > 0 and link.loss == 0 and not self.net.use_netem:
-                    # No netem here: a delay-only link is shaped for rate by tc and its delay is
-                    # applied by the receiving agents (a user-space forwarder per link would take
-                    # a large share of a small host's CPU from the agents it emulates).
+                    # No netem here: a delay-only link is shaped for rate by tc and its delay (and
+                    # jitter) is applied by the receiving agents (a user-space forwarder per link
+                    # would take a large share of a small host's CPU from the agents it emulates).
                     self.net.add_link(link.a, link.b, link.rate_mbit)
                     self.agent_delayed_links.add(link.key)
-                else:
-                    self.net.add_link(link.a, link.b, link.rate_mbit, link.delay_ms, link.loss)
+                else:  # (jitter with loss and no netem is refused here: the forwarder cannot jitter)
+                    self.net.add_link(link.a, link.b, link.rate_mbit, link.delay_ms, link.loss,
+                                      jitter_ms=link.jitter_ms)
             run_dir = Path(ctx.run_dir)
             (run_dir / "logs").mkdir(parents=True, exist_ok=True)
             (run_dir / "links").mkdir(parents=True, exist_ok=True)
@@ -153,7 +154,7 @@ class NetnsBackend(BackendTraits):
 
     def set_link(self, a: str, b: str, params: LinkParams) -> None:
         assert self.net is not None
-        self.net.set_link(a, b, params.rate_mbit, params.delay_ms, params.loss)
+        self.net.set_link(a, b, params.rate_mbit, params.delay_ms, params.loss, params.jitter_ms)
 
     def link_stats(self) -> list[dict[str, object]]:
         if self.net is None:
@@ -233,11 +234,16 @@ class NetnsBackend(BackendTraits):
     def _agent_delayed(self, lk: Any) -> bool:
         return ((lk.a, lk.b) if lk.a < lk.b else (lk.b, lk.a)) in self.agent_delayed_links
 
-    def _delay_ms(self, lk: Any) -> float:
+    def _delay_ms(self, lk: Any, field: str = "delay_ms") -> float:
+        """The link's delay (or jitter) in effect: the spec's where the agents apply it, else tc's."""
         if self._agent_delayed(lk) and self.spec is not None:
             link = self.spec.link(lk.a, lk.b)
-            return link.delay_ms if link is not None else 0.0
-        return lk.state.delay_ms
+            return float(getattr(link, field)) if link is not None else 0.0
+        return float(getattr(lk.state, field))
+
+    def _stage(self, lk: Any) -> str:
+        """What applies the link's delay (and jitter): netem, the forwarder, the agents or nothing."""
+        return "netem" if lk.netem else "forwarder" if lk.forwarder else "agent" if self._agent_delayed(lk) else "none"
 
     def _write_topology(self, run_dir: Path) -> None:
         assert self.net is not None
@@ -249,8 +255,8 @@ class NetnsBackend(BackendTraits):
                       for n, h in self.net.nodes.items()},
             "links": [{"a": lk.a, "b": lk.b, "if": lk.if_a, "addr_a": lk.addr_a, "addr_b": lk.addr_b,
                        "rate_mbit": lk.state.rate_mbit, "delay_ms": self._delay_ms(lk), "loss": lk.state.loss,
-                       "stage": "netem" if lk.netem else ("forwarder" if lk.forwarder else
-                                                          "agent" if self._agent_delayed(lk) else "none")}
+                       "stage": self._stage(lk), "jitter_ms": self._delay_ms(lk, "jitter_ms"),
+                       "jitter_stage": self._stage(lk) if self._delay_ms(lk, "jitter_ms") > 0 else "none"}
                       for lk in self.net.links.values()],
         }
         write_topology(run_dir, topo)

@@ -175,11 +175,11 @@ def _print_net(state: dict) -> None:  # type: ignore[type-arg]
         t.add_row(n, d["netns"], d["control"])
     console.print(t)
     t = Table(title="links (both directions shaped alike)")
-    for col in ("link", "if", "addresses", "Mbit/s", "delay ms", "loss", "state"):
+    for col in ("link", "if", "addresses", "Mbit/s", "delay ms", "jitter ms", "loss", "state"):
         t.add_column(col, no_wrap=True)
     for lk in state["links"]:
         t.add_row(f"{lk['a']}-{lk['b']}", lk["if"], f"{lk['addr_a']} / {lk['addr_b']}", f"{lk['rate_mbit']:g}",
-                  f"{lk['delay_ms']:g}", f"{lk['loss']:g}", "up" if lk["up"] else "DOWN")
+                  f"{lk['delay_ms']:g}", f"{lk.get('jitter_ms', 0):g}", f"{lk['loss']:g}", "up" if lk["up"] else "DOWN")
     console.print(t)
     console.print("tc in effect (to reproduce by hand):", markup=False)
     for lk in state["links"]:
@@ -209,7 +209,7 @@ def net_up(
         print_json(state)
     else:
         _print_net(state)
-        typer.echo(f"`pamdi net exec NODE -- CMD`, `pamdi net link A B --rate/--delay/--loss/--down`, "
+        typer.echo(f"`pamdi net exec NODE -- CMD`, `pamdi net link A B --rate/--delay/--jitter/--loss/--down`, "
                    f"`pamdi net down {state['name']}`")
 
 
@@ -234,17 +234,23 @@ def net_link(
     b: str = typer.Argument(..., help="the other end"),
     rate: float = typer.Option(None, "--rate", help="Mbit/s"),
     delay: float = typer.Option(None, "--delay", help="one-way delay, ms"),
+    jitter: float = typer.Option(None, "--jitter", help="delay spread, ms: uniform in delay ± jitter, in order "
+                                 "(netem only)"),
     loss: float = typer.Option(None, "--loss", help="loss probability, 0..1"),
     down: bool = typer.Option(None, "--down/--up", help="take the link down (both ends) or bring it back"),
     name: str = NameOpt,
     as_json: bool = typer.Option(False, "--json", help="print the link as JSON"),
 ) -> None:
     """Change a link of the kept network in place (as a radio scenario would)."""
-    from orchestrator.netem.handson import HandsOnError, request
+    from orchestrator.netem.handson import HandsOnError, read_state, request
 
-    body = {"op": "link", "a": a, "b": b, "rate_mbit": rate, "delay_ms": delay, "loss": loss,
+    body = {"op": "link", "a": a, "b": b, "rate_mbit": rate, "delay_ms": delay, "jitter_ms": jitter, "loss": loss,
             "up": None if down is None else not down}
     try:
+        if jitter and not read_state(_name(name))["netem"]:
+            # Agents apply jitter where netem is missing, but a hands-on link has no agents.
+            raise fail(f"net link {a} {b}: --jitter needs netem (sch_netem), which this kernel lacks, and a "
+                       "hands-on link has no agents to apply it; load netem (modprobe sch_netem) or leave --jitter out")
         state = request(_name(name), body)
     except HandsOnError as err:
         raise fail(f"net link {a} {b}: {err}") from None
@@ -252,7 +258,8 @@ def net_link(
     if as_json:
         print_json(lk)
         return
-    typer.echo(f"{lk['a']}-{lk['b']}: {lk['rate_mbit']:g} Mbit/s, {lk['delay_ms']:g} ms, loss {lk['loss']:g}, "
+    spread = f" ± {lk['jitter_ms']:g}" if lk.get("jitter_ms") else ""
+    typer.echo(f"{lk['a']}-{lk['b']}: {lk['rate_mbit']:g} Mbit/s, {lk['delay_ms']:g}{spread} ms, loss {lk['loss']:g}, "
                f"{'up' if lk['up'] else 'DOWN'}")
 
 

@@ -45,7 +45,8 @@ def lab_topology(spec: ExperimentSpec, hosts: Mapping[str, Host], facts: Mapping
                  shaped: Mapping[str, Mapping[str, object]], agent_delayed: set[tuple[str, str]],
                  workdirs: Mapping[str, str]) -> dict[str, Any]:
     links = [{"a": lk.a, "b": lk.b, "rate_mbit": lk.rate_mbit, "delay_ms": lk.delay_ms, "scenario": lk.scenario,
-              "delay_stage": "agent" if lk.key in agent_delayed else "none",
+              "delay_stage": "agent" if lk.key in agent_delayed else "none", "jitter_ms": lk.jitter_ms,
+              "jitter_stage": "agent" if lk.key in agent_delayed and lk.jitter_ms > 0 else "none",
               "shaped_a_to_b": lk.b in shaped.get(lk.a, {}), "shaped_b_to_a": lk.a in shaped.get(lk.b, {})}
              for lk in spec.resolved_links()]
     nodes = {n: {"host": h.name, "ssh": h.ssh_address, "proxy_jump": h.proxy_jump, "device": h.device,

@@ -10,7 +10,9 @@ record (its pid and start time), so no other run's sweep takes it away while it 
 killed, the next run or ``pamdi cleanup`` removes what it left, as for any dead run.
 
 Every link gets a delay stage (netem, or the user-space forwarder where this kernel has no netem)
-so that ``net link --delay/--loss`` works on any link later.
+so that ``net link --delay/--loss`` works on any link later. Jitter (``--jitter``, a spec link's
+``jitter_ms``) needs netem: the forwarder has none and a hands-on link has no agents to apply it, so
+without netem it is refused, in one line, rather than pretended.
 """
 
 from __future__ import annotations
@@ -159,12 +161,14 @@ def _describe(net: Any, spec: Any, name: str, up_state: dict[tuple[str, str], bo
         cmds = [f"ip netns exec {ns} tc qdisc replace dev {lk.if_a} root handle 1: tbf rate "
                 f"{tc.rate_arg(st.rate_mbit)} burst {tc.burst_bytes(st.rate_mbit)} limit {tc.QUEUE_LIMIT_BYTES}"
                 for ns in (ns_a, ns_b)]
+        jitter = f" {st.jitter_ms:g}ms rate {tc.NETEM_ORDER_RATE}" if st.jitter_ms > 0 else ""
         if lk.netem:
             cmds += [f"ip netns exec {ns} tc qdisc replace dev {lk.if_a} parent 1:1 handle 10: netem delay "
-                     f"{st.delay_ms:g}ms loss {st.loss * 100:g}%" for ns in (ns_a, ns_b)]
+                     f"{st.delay_ms:g}ms{jitter} loss {st.loss * 100:g}%" for ns in (ns_a, ns_b)]
         links.append({"a": lk.a, "b": lk.b, "if": lk.if_a, "addr_a": lk.addr_a, "addr_b": lk.addr_b,
                       "netns_a": ns_a, "netns_b": ns_b, "rate_mbit": st.rate_mbit, "delay_ms": st.delay_ms,
-                      "loss": st.loss, "up": up_state.get((a, b), True), "delay_stage": stage,
+                      "jitter_ms": st.jitter_ms, "loss": st.loss, "up": up_state.get((a, b), True),
+                      "delay_stage": stage, "jitter_stage": stage if st.jitter_ms > 0 else "none",
                       "middle_netns": lk.middle, "tc": cmds})
     return {"name": name, "spec": spec.name, "token": net.token, "pid": os.getpid(),
             "pid_start": names.process_start_time(os.getpid()),
@@ -214,7 +218,7 @@ def serve(spec_path: str, name: str) -> int:
         for node in spec.nodes:
             net.add_node(node.name)
         for lk in spec.resolved_links():
-            net.add_link(lk.a, lk.b, lk.rate_mbit, lk.delay_ms, lk.loss, delay_line=True)
+            net.add_link(lk.a, lk.b, lk.rate_mbit, lk.delay_ms, lk.loss, delay_line=True, jitter_ms=lk.jitter_ms)
         sock.bind(socket_url(name))
         state = _describe(net, spec, name, up_state)
         _publish(name, state)
@@ -237,9 +241,10 @@ def serve(spec_path: str, name: str) -> int:
                     rate = float(req["rate_mbit"]) if req.get("rate_mbit") is not None else st.rate_mbit
                     delay = float(req["delay_ms"]) if req.get("delay_ms") is not None else st.delay_ms
                     loss = float(req["loss"]) if req.get("loss") is not None else st.loss
-                    if not (rate > 0 and delay >= 0 and 0 <= loss <= 1):
-                        raise ValueError(f"link {a}-{b}: need rate > 0, delay >= 0, 0 <= loss <= 1")
-                    net.set_link(a, b, rate, delay, loss)
+                    jitter = float(req["jitter_ms"]) if req.get("jitter_ms") is not None else st.jitter_ms
+                    if not (rate > 0 and 0 <= jitter <= delay and 0 <= loss <= 1):
+                        raise ValueError(f"link {a}-{b}: need rate > 0, 0 <= jitter <= delay, 0 <= loss <= 1")
+                    net.set_link(a, b, rate, delay, loss, jitter)
                     if req.get("up") is not None:
                         _set_state(net, a, b, bool(req["up"]))
                         up_state[(lk.a, lk.b)] = bool(req["up"])

@@ -51,6 +51,7 @@ class LinkState:
     rate_mbit: float
     delay_ms: float = 0.0
     loss: float = 0.0
+    jitter_ms: float = 0.0
 
 
 @dataclass
@@ -170,13 +171,15 @@ class EmulatedNetwork:
     # ------------------------------------------------------------------ links
     def add_link(
         self, a: str, b: str, rate_mbit: float, delay_ms: float = 0.0, loss: float = 0.0,
-        *, delay_line: bool = False,
+        *, delay_line: bool = False, jitter_ms: float = 0.0,
     ) -> LinkHandle:
         """Join nodes a and b. ``delay_line`` forces a delay/loss stage even if both start at 0
-        (needed when a scenario will add delay or loss later)."""
+        (needed when a scenario will add delay or loss later). Jitter needs netem (the forwarder
+        has none); without it the agents apply delay and jitter (the caller leaves them out here)."""
         for n in (a, b):
             if n not in self.nodes:
                 raise NetworkError(f"link {a}-{b}: unknown node {n!r}")
+        self._check_jitter(a, b, jitter_ms)
         key = (a, b) if a < b else (b, a)
         if key in self.links:
             raise NetworkError(f"link {a}-{b} added twice")
@@ -206,9 +209,9 @@ class EmulatedNetwork:
                 h.addr("add", index=idx, address=addr, prefixlen=24)
         netem = want_stage and self.use_netem
         for ns in (ns_a, ns_b):
-            tc.shape(ns, if_name, rate_mbit, delay_ms=delay_ms, loss=loss, with_netem=netem)
-        link = LinkHandle(i, a, b, if_name, if_name, addr_a, addr_b, LinkState(rate_mbit, delay_ms, loss),
-                          middle=middle, netem=netem)
+            tc.shape(ns, if_name, rate_mbit, delay_ms=delay_ms, loss=loss, jitter_ms=jitter_ms, with_netem=netem)
+        link = LinkHandle(i, a, b, if_name, if_name, addr_a, addr_b,
+                          LinkState(rate_mbit, delay_ms, loss, jitter_ms), middle=middle, netem=netem)
         if middle is not None:
             link.forwarder = self._start_forwarder(link, mid_a, mid_b)
         self.links[key] = link
@@ -237,17 +240,25 @@ class EmulatedNetwork:
         except KeyError:
             raise NetworkError(f"no link {a}-{b}") from None
 
-    def set_link(self, a: str, b: str, rate_mbit: float, delay_ms: float = 0.0, loss: float = 0.0) -> None:
+    def _check_jitter(self, a: str, b: str, jitter_ms: float) -> None:
+        if jitter_ms > 0 and not self.use_netem:
+            raise NetworkError(f"link {a}-{b}: jitter {jitter_ms:g} ms needs netem (sch_netem), which this kernel "
+                               "lacks, and the user-space forwarder does not jitter; drop the jitter or use a "
+                               "kernel with netem (modprobe sch_netem)")
+
+    def set_link(self, a: str, b: str, rate_mbit: float, delay_ms: float = 0.0, loss: float = 0.0,
+                 jitter_ms: float = 0.0) -> None:
         """Change a link in place: tbf rate, netem child or forwarder delay line."""
         link = self.link(a, b)
+        self._check_jitter(a, b, jitter_ms)
         with link.lock:
             if rate_mbit != link.state.rate_mbit:
                 for node in (link.a, link.b):
                     tc.change_rate(self.nodes[node].netns, link.if_a, rate_mbit)
-            if (delay_ms, loss) != (link.state.delay_ms, link.state.loss):
+            if (delay_ms, loss, jitter_ms) != (link.state.delay_ms, link.state.loss, link.state.jitter_ms):
                 if link.netem:
                     for node in (link.a, link.b):
-                        tc.change_netem(self.nodes[node].netns, link.if_a, delay_ms, loss)
+                        tc.change_netem(self.nodes[node].netns, link.if_a, delay_ms, loss, jitter_ms)
                 elif link.forwarder is not None:
                     assert link.forwarder.stdin is not None
                     link.forwarder.stdin.write((json.dumps({"delay_ms": delay_ms, "loss": loss}) + "\n").encode())
@@ -257,7 +268,7 @@ class EmulatedNetwork:
                         f"link {a}-{b} was built without a delay/loss stage; give it delay, loss or a "
                         "scenario at start to change them during the run"
                     )
-            link.state = LinkState(rate_mbit, delay_ms, loss)
+            link.state = LinkState(rate_mbit, delay_ms, loss, jitter_ms)
 
     def link_stats(self) -> list[dict[str, object]]:
         """One sample per link and direction: tc counters of the sending end, forwarder losses."""
@@ -267,7 +278,7 @@ class EmulatedNetwork:
             for src, dst, fkey in ((link.a, link.b, "a_to_b"), (link.b, link.a, "b_to_a")):
                 row: dict[str, object] = {"link": f"{link.a}-{link.b}", "src": src, "dst": dst,
                                           "rate_mbit": link.state.rate_mbit, "delay_ms": link.state.delay_ms,
-                                          "loss": link.state.loss}
+                                          "jitter_ms": link.state.jitter_ms, "loss": link.state.loss}
                 try:
                     row.update(tc.stats(self.nodes[src].netns, link.if_a))
                 except Exception as err:  # a namespace going away during teardown

@@ -4,7 +4,13 @@ Each end of a link shapes its own egress, so both directions are shaped and no i
 redirection is needed:
 
     root tbf 1: rate R burst B limit L -> child: bfifo (kernel default),
-                                          or netem 10: (delay, loss) when present
+                                          or netem 10: (delay [jitter], loss) when present
+
+Jitter: netem ``delay D J`` with no distribution table (the kernel then draws uniformly in D ± J,
+the model of ``pamdi_node.jitter``), plus a netem ``rate`` of ``NETEM_ORDER_RATE`` only to keep the
+link in order: with a rate set, netem times each packet from the last one queued, never before it,
+so jitter does not reorder (TCP would see reordering as loss). netem jitters per packet, the agents'
+delay line per message: a message of many packets arrives with the latest draw among them.
 
 Why tbf and not htb: on this kernel an htb class let any message of up to ~64 KB through at line
 rate after the link had been idle (measured: 12-65 KB in 0.3-0.5 ms at 3.3 Mbit/s, where the rate
@@ -39,7 +45,19 @@ QUEUE_LIMIT_BYTES = 1000 * 1514
 # over a 1514-byte frame. Measured 0.956 on this kind of host.
 TCP_GOODPUT_FACTOR = 1448 / 1514
 
+# netem's own rate on a jittered link, set only for in-order release (module doc): 32 Gbit/s is under
+# the ceiling of its 32-bit byte rate and adds 0.4 µs per full frame, far below any shaped rate.
+NETEM_ORDER_RATE = "32gbit"
+
 _netem_cache: bool | None = None
+
+
+def netem_params(delay_ms: float, jitter_ms: float, loss: float) -> dict[str, object]:
+    """pyroute2's netem options (delay and jitter in µs, loss in %) for one link end."""
+    params: dict[str, object] = {"delay": int(delay_ms * 1000), "loss": loss * 100, "limit": 10_000}
+    if jitter_ms > 0:
+        params.update(jitter=int(jitter_ms * 1000), rate=NETEM_ORDER_RATE)
+    return params
 
 
 def rate_arg(rate_mbit: float) -> str:
@@ -86,6 +104,7 @@ def shape(
     *,
     delay_ms: float = 0.0,
     loss: float = 0.0,
+    jitter_ms: float = 0.0,
     with_netem: bool = False,
 ) -> None:
     """Install tbf (and a netem child when ``with_netem``) on the egress of ``ifname`` in ``ns``."""
@@ -94,10 +113,8 @@ def shape(
         h.tc("add", "tbf", index=idx, handle=ROOT_HANDLE, rate=rate_arg(rate_mbit), burst=burst_bytes(rate_mbit),
              limit=QUEUE_LIMIT_BYTES)
         if with_netem:
-            h.tc(
-                "add", "netem", index=idx, handle=NETEM_HANDLE, parent=CHILD_PARENT,
-                delay=int(delay_ms * 1000), loss=loss * 100, limit=10_000,
-            )
+            h.tc("add", "netem", index=idx, handle=NETEM_HANDLE, parent=CHILD_PARENT,
+                 **netem_params(delay_ms, jitter_ms, loss))
 
 
 def change_rate(ns: str | None, ifname: str, rate_mbit: float) -> None:
@@ -108,13 +125,11 @@ def change_rate(ns: str | None, ifname: str, rate_mbit: float) -> None:
              burst=burst_bytes(rate_mbit), limit=QUEUE_LIMIT_BYTES)
 
 
-def change_netem(ns: str | None, ifname: str, delay_ms: float, loss: float) -> None:
+def change_netem(ns: str | None, ifname: str, delay_ms: float, loss: float, jitter_ms: float = 0.0) -> None:
     with ns_handle(ns) as h:
         idx = h.link_lookup(ifname=ifname)[0]
-        h.tc(
-            "change", "netem", index=idx, handle=NETEM_HANDLE, parent=CHILD_PARENT,
-            delay=int(delay_ms * 1000), loss=loss * 100, limit=10_000,
-        )
+        h.tc("change", "netem", index=idx, handle=NETEM_HANDLE, parent=CHILD_PARENT,
+             **netem_params(delay_ms, jitter_ms, loss))
 
 
 def unshape(ns: str | None, ifname: str) -> None:
