@@ -128,3 +128,22 @@ def test_simulated_latency_spreads_as_two_uniform_hops(jitter_ms: float) -> None
     assert statistics.fmean(extra) == pytest.approx(0.0, abs=4 * sd / math.sqrt(len(extra)) + 1e-9)
     assert statistics.pstdev(extra) == pytest.approx(sd, rel=0.08, abs=1e-9)
     assert [r.latency_s for r in simulate(s, "ar-mdi", profiles=PROFILE).records] == [r.latency_s for r in res.records]
+
+
+def test_netem_options_carry_jitter_and_the_ordering_rate() -> None:
+    # Where netem exists: pyroute2's netem encoder (the netns shaper) and tc's arguments (the node
+    # image) both get delay D, jitter J (no distribution table: uniform) and the in-order rate.
+    from pyroute2.netlink.rtnl.tcmsg import sched_netem
+    from pyroute2.netlink.rtnl.tcmsg.common import time2tick
+
+    from node_image.pamdi_node_entry import netem_args
+    from orchestrator.netem.tc import NETEM_ORDER_RATE, netem_params
+
+    opts = sched_netem.get_parameters(netem_params(40.0, 7.5, 0.01))
+    assert (opts["delay"], opts["jitter"]) == (time2tick(40_000), time2tick(7_500))  # µs, in the kernel's ticks
+    (rate,) = [v for k, v in opts["attrs"] if k == "TCA_NETEM_RATE"]
+    assert rate["rate"] == 32e9 / 8 < 2**32  # bytes/s, in netem's 32-bit field
+    assert "jitter" not in netem_params(40.0, 0.0, 0.0) and "rate" not in netem_params(40.0, 0.0, 0.0)
+    args = netem_args(40.0, 7.5, 0.01)
+    assert args[:6] == ["netem", "delay", "40.0ms", "7.5ms", "rate", NETEM_ORDER_RATE] and "distribution" not in args
+    assert netem_args(40.0, 0.0, 0.0)[:4] == ["netem", "delay", "40.0ms", "loss"]

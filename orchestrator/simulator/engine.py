@@ -30,7 +30,9 @@ Model (all times in seconds):
 - Jitter (``LinkConfig.jitter_s``, constant links only): every message on the direction (data,
   result, control, beacon) waits delay ± jitter (uniform) after its last bit, never before the
   message ahead of it: the agents' delay line and netem's model (``pamdi_node.jitter``), seeded per
-  direction as the agents seed theirs.
+  direction as the agents seed theirs. The receiver's ACK of each task/result hop is sent back on
+  such a link (a draw, and the next message that way waits behind it); RELEASEs, which follow a
+  task's end, are not.
 - Beacons: every worker snapshots (queue seconds, residual, per-weight queue) every period, with a
   seeded random phase. Queue seconds count what the tasks present still need to finish their
   models there (queued job + the rest of the model, at the worker's speed): with per-partition
@@ -275,9 +277,10 @@ class Simulator(LinkModel, ViewModel, HandshakeModel, FailureModel):
     def _transfer(self, task: _Task, here: str, dest: str, start: int, end: int, grant: int = 0) -> None:
         task.hops += 1
         arrival = self._send_bytes(here, dest, task.view.bytes_into(start)) + self.opt.message_cost_s
-        self.at(arrival, self._on_arrive, task, dest, start, end, task.attempt, grant)
+        self.at(arrival, self._on_arrive, task, dest, start, end, task.attempt, grant, here)
 
-    def _on_arrive(self, task: _Task, dest: str, start: int, end: int, attempt: int, grant: int = 0) -> None:
+    def _on_arrive(self, task: _Task, dest: str, start: int, end: int, attempt: int, grant: int = 0,
+                   sender: str = "") -> None:
         if grant:
             self.nodes[dest].reserved.pop(grant, None)  # the granted work is here: queued, not reserved
         if task.attempt != attempt:
@@ -285,6 +288,7 @@ class Simulator(LinkModel, ViewModel, HandshakeModel, FailureModel):
         if not self.nodes[dest].alive:
             self._lost(task, f"worker {dest} failed")
             return
+        self._acknowledge(dest, sender)
         if start == end:
             task.placements.append((dest, start, end))
             self._decide(task, dest)
@@ -364,6 +368,8 @@ class Simulator(LinkModel, ViewModel, HandshakeModel, FailureModel):
         if not self.nodes[here].alive:
             self._lost(task, f"worker {here} failed (result lost)")
             return
+        if i > 0:
+            self._acknowledge(here, path[i - 1])
         if i == len(path) - 1:
             self._finish(task, COMPLETED, "")
             return

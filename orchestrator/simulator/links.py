@@ -46,6 +46,13 @@ class LinkModel:
         """Seconds until a control message (RTC, CTC, DENY) sent now from a reaches b."""
         return self._small_arrival(a, b, CTRL_BYTES) - self.now
 
+    def _acknowledge(self, receiver: str, sender: str) -> None:
+        """The receiver's ACK of a task or result hop (the agents send one for each). On a constant
+        link it changes nothing; on a jittered one it takes a draw, and what the receiver sends back
+        next (the result, after its compute) is released in order behind it, as in the delay line."""
+        if self.jitter and (receiver, sender) in self.jitter:
+            self._small_arrival(receiver, sender, CTRL_BYTES)
+
     def _small_arrival(self, a: str, b: str, nbytes: int) -> float:
         """When a small message (control, beacon) sent now from a reaches b. It shares the link with
         the activations and results a sends b (one connection, one shaper queue), so it waits behind
