@@ -83,3 +83,32 @@ def test_an_ensemble_is_the_mean_and_spread_of_its_draws() -> None:
     assert all(p.sd_s is None and p.mean_s == p.first_s for p in one.values())
     with pytest.raises(ValueError, match="replicas"):
         predict_ensemble(spec, ["ms-mdi"], profiles, costs, replicas=0)
+
+
+def test_simulate_replicas_gives_each_source_the_mean_and_sd_of_its_draws() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    result = CliRunner().invoke(app, ["simulate", "paper-5node-resnet56-loaded", "--policy", "ms-mdi",
+                                      "--replicas", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    spec = load_spec(resolve_spec("paper-5node-resnet56-loaded"))
+    prios = {s.name: s.priority for s in spec.sources}
+    means: dict[str, list[float]] = {}
+    for replica in range(3):
+        res = simulate(spec, "ms-mdi", options=SimOptions(beacon_period_s=spec.beacon_period_ms / 1000.0,
+                                                          replica=replica))
+        for src, st in summarize_run("ms-mdi", res.records, prios)["sources"].items():
+            means.setdefault(src, []).append(st["mean_s"])
+    for src, st in summary["runs"][0]["sources"].items():
+        assert st["mean_s"] == pytest.approx(means[src][0])  # draw 0: the plain simulation
+        assert st["replicas"]["n"] == 3
+        assert st["replicas"]["mean_s"] == pytest.approx(statistics.fmean(means[src]))
+        assert st["replicas"]["sd_s"] == pytest.approx(statistics.stdev(means[src]))
+    table = CliRunner(env={"COLUMNS": "140"}).invoke(app, ["simulate", "small", "--policy", "pa-mdi",
+                                                            "--replicas", "2"])
+    assert table.exit_code == 0 and "mean of 2 ± sd" in table.output, table.output
