@@ -1,13 +1,13 @@
 """The simulator's prediction of an emulated run, and the gap between the two.
 
-An emulation under the ``profile`` device-time model and the simulator share the block times
-(the run's own profiles, divided by each node's speed), the links (goodput and delay) and the
-arrival schedule (same seed). What the simulator cannot know by itself is what the agents' own
-software costs: the decision at every partition boundary (the executor holds the worker meanwhile)
-and the serialisation of every message. ``runtime_costs`` measures both from the run's own spans
-(already on the nominal time line: divided by the stretch factor), ``predict`` charges them
-(``SimOptions.decision_cost_s`` / ``message_cost_s``) and ``compare`` lines the two up per policy
-and source.
+An emulation under the ``profile`` device-time model and the simulator share the block times (the
+run's own profiles, divided by each node's speed), the links (goodput and delay), the arrival
+schedule and the nodes' beacon phases (same seed). What the simulator cannot know by itself is what
+the agents' own software costs: the decision at every partition boundary (the executor holds the
+worker meanwhile) and the serialisation of every message. ``runtime_costs`` measures both from the
+run's own spans (already on the nominal time line: divided by the stretch factor),
+``predict_ensemble`` charges them (``SimOptions.decision_cost_s`` / ``message_cost_s``) over several
+beacon-phase draws and ``compare`` lines the two up per policy and source.
 """
 
 from __future__ import annotations
@@ -187,14 +187,6 @@ def predict_ensemble(spec: ExperimentSpec, policies: Sequence[str], profiles: Ma
             sd = statistics.stdev(known) if mean is not None and len(known) > 1 else None
             out[(policy, src)] = Prediction(mean, sd, len(means), means[0])
     return out
-
-
-def predict(spec: ExperimentSpec, policies: Sequence[str], profiles: Mapping[str, ModelProfile],
-            costs: Mapping[str, RuntimeCosts] | None = None, shaper_stretch: float | None = None,
-            replicas: int = 1) -> dict[tuple[str, str], float | None]:
-    """The predicted mean per (policy, source) (``predict_ensemble``); one draw by default."""
-    return {key: p.mean_s for key, p in predict_ensemble(spec, policies, profiles, costs, shaper_stretch,
-                                                         replicas).items()}
 
 
 def compare(emulated: Mapping[str, Any], predicted: Mapping[tuple[str, str], Prediction]) -> list[dict[str, Any]]:
