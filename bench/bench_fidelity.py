@@ -8,12 +8,12 @@ predicts the same schedule with the run's own profiles and measured runtime cost
 
 The prediction is the mean over ``--replicas`` beacon-phase draws of the same schedule
 (``orchestrator.predict.predict_ensemble``): near saturation (the ``-loaded`` specs under the FIFO
-multi-path policies) one draw's mean moves by up to 25% with the phases alone, so one draw predicts a
-draw, not the run. Each row gives the draws' spread (``sim sd``) and the gap in those units (``z``):
-a run with |z| <= 2 is as far from the prediction as another draw of the simulator would be.
-``--seeds N`` runs each spec with seeds 1..N and compares the means over seeds. ``bench/specs/`` holds
-two specs no fidelity work was tuned on (heterogeneous speeds 0.25-1.0,
-ResNet-56 full mesh and ResNet-50 partial mesh).
+multi-path policies) one draw's mean moves by up to 25% with the phases alone, so one draw predicts
+a draw, not the run. Each row gives the draws' spread (``sim sd``) and the gap in those units
+(``z``): a run with |z| <= 2 is as far from the prediction as another draw of the simulator would
+be. ``--seeds N`` runs each spec with seeds 1..N and compares the means over seeds. ``bench/specs/``
+holds two specs no fidelity work was tuned on (heterogeneous speeds 0.25-1.0, ResNet-56 full mesh
+and ResNet-50 partial mesh).
 
 Writes ``bench/out/bench_fidelity.json`` and prints a table. Usage:
 ``python bench/bench_fidelity.py [SPEC ...] [--backend netns|local|docker] [--max-seconds 60] [--seeds N]
