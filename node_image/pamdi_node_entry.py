@@ -237,14 +237,12 @@ def follow(config: dict[str, Any], agent_pid: int, started_unix: float) -> None:
     have_netem = any(float(p.get("delay_ms") or 0) or float(p.get("loss") or 0)
                      for link in links for p in link["schedule"]["points"]) and netem_available()
 
-    def alive() -> bool:
+    def alive() -> bool:  # a zombie (exited, not yet reaped) counts as ended
         try:
-            os.kill(agent_pid, 0)
-        except ProcessLookupError:
+            with open(f"/proc/{agent_pid}/stat") as fh:
+                return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except (OSError, IndexError):
             return False
-        except PermissionError:
-            pass
-        return True
 
     def record(row: dict[str, Any]) -> None:
         line = json.dumps({"node": node, "unix": time.time(), **row})

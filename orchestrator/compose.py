@@ -152,6 +152,10 @@ def render_compose(
     k = float(time_stretch or 1.0)
     schedules = link_schedules(spec, k)  # every scenario checked (and stretched) before anything is written
     spec = stretch_spec(spec, k)  # what the node containers shape
+    for (a, b), sched in schedules.items():
+        if any(p["delay_ms"] or p["loss"] for p in sched["points"]) and not _host_has_netem():
+            log.warning("%s-%s: scenario %s's delay and loss changes not emulated (no netem in this kernel); "
+                        "rate only (each change says so in traces/scenarios/)", a, b, sched["scenario"])
     for node in spec.nodes:
         _service_name(node.name)
     if taken_subnets is None:

@@ -119,3 +119,38 @@ def test_clock_started_by_the_coordinator_backend(tmp_path: Path) -> None:
     assert entry._read_clock(str(clock), before) == t0
     assert entry._read_clock(str(clock), t0 + 1.0) is None  # a previous run's file
     assert entry._read_clock(str(tmp_path / "missing.json"), 0.0) is None
+
+
+def test_failing_change_is_logged_not_fatal(tmp_path: Path) -> None:
+    """A tc change that fails (here: no interface on the link's subnet) is logged and the follower
+    goes on until the agent ends, then ends too."""
+    import subprocess
+
+    entry = entry_script()
+    # A subnet no interface of this host has (checked: a match would shape a real interface).
+    subnet = next(net for net in ("198.51.100.0/30", "203.0.113.0/30", "100.127.255.252/30")
+                  if not _has_interface(entry, net))
+    agent = subprocess.Popen(["sleep", "1.2"])  # stands for the agent: the follower watches its pid
+    log_path = tmp_path / "scenarios" / "n.jsonl"
+    started = time.time()
+    (tmp_path / "clock.json").write_text(json.dumps({"t0_unix": time.time()}))
+    sched = {"scenario": "x", "period_s": 0.0, "points": [{"t_s": 0.0, "rate_mbit": 5.0},
+                                                          {"t_s": 0.2, "rate_mbit": 1.0}]}
+    config = {"node": "n", "links": [{"peer": "m", "subnet": subnet, "rate_mbit": 5.0, "schedule": sched}],
+              "scenario_clock": str(tmp_path / "clock.json"), "scenario_log": str(log_path), "scenario_tick_s": 0.02}
+    try:
+        entry.follow(config, agent.pid, started - 1.0)
+    finally:
+        agent.wait()
+    assert time.time() - started < 3.0  # it ended with the "agent"
+    rows = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [r["event"] for r in rows] == ["clock", "change"]
+    assert rows[1]["t_s"] == pytest.approx(0.2, abs=0.1) and "no interface has an address" in rows[1]["error"]
+
+
+def _has_interface(entry: ModuleType, subnet: str) -> bool:
+    try:
+        entry.interface_for_subnet(subnet)
+    except RuntimeError:
+        return False
+    return True
