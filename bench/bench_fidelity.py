@@ -6,15 +6,18 @@ under the ``profile`` device-time model, with the stretch factor the host needs,
 predicts the same schedule with the run's own profiles and measured runtime costs
 (``orchestrator.predict``). The gap is (emulated - simulated) / simulated per (spec, policy, source).
 
-``--seeds N`` runs each spec with seeds 1..N and compares the means over seeds: near saturation (the
-``-loaded`` specs under the FIFO multi-path policies) one run's mean swings by more than 2x with the
-exact schedule, in the simulator and the emulation alike, so one seed measures the chaos, not the
-model. ``bench/specs/`` holds two specs no fidelity work was tuned on (heterogeneous speeds 0.25-1.0,
-ResNet-56 full mesh and ResNet-50 partial mesh).
+The prediction is the mean over ``--replicas`` beacon-phase draws of the same schedule
+(``orchestrator.predict.predict_ensemble``): near saturation (the ``-loaded`` specs under the FIFO
+multi-path policies) one draw's mean moves by up to 25% with the phases alone, so one draw predicts
+a draw, not the run. Each row gives the draws' spread (``sim sd``) and the gap in those units
+(``z``): a run with |z| <= 2 is as far from the prediction as another draw of the simulator would
+be. ``--seeds N`` runs each spec with seeds 1..N and compares the means over seeds. ``bench/specs/``
+holds two specs no fidelity work was tuned on (heterogeneous speeds 0.25-1.0, ResNet-56 full mesh
+and ResNet-50 partial mesh).
 
 Writes ``bench/out/bench_fidelity.json`` and prints a table. Usage:
 ``python bench/bench_fidelity.py [SPEC ...] [--backend netns|local|docker] [--max-seconds 60] [--seeds N]
-[--policy P ...] [--device-time profile|quota] [--out FILE]``. Run it with nothing else on the
+[--policy P ...] [--device-time profile|quota] [--replicas R] [--out FILE]``. Run it with nothing else on the
 machine: the agents need the host's CPU.
 """
 
@@ -32,11 +35,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 TARGET_GAP = 0.10  # the issue's acceptance: within 10% on netns
+PLAUSIBLE_Z = 2.0  # |gap| in the simulated draws' sd: within this, the run is like another draw
 
 
 def main() -> int:
     from orchestrator.backends import get_backend
-    from orchestrator.predict import run_and_compare, shorten
+    from orchestrator.predict import DEFAULT_REPLICAS, run_and_compare, shorten
     from orchestrator.runner import RunOptions
     from orchestrator.spec import DEFAULT_POLICIES, load_spec
     from orchestrator.specs import resolve_spec, shipped_specs
@@ -52,6 +56,8 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=1,
                     help="run each spec with seeds 1..N and compare the means over seeds (near saturation a "
                          "single run's mean is chaotic: both sides move with the exact schedule)")
+    ap.add_argument("--replicas", type=int, default=DEFAULT_REPLICAS,
+                    help="beacon-phase draws the prediction averages (1: the seed's own draw only)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "bench_fidelity.json")
     args = ap.parse_args()
     names = args.specs or shipped_specs()
@@ -68,7 +74,8 @@ def main() -> int:
             with tempfile.TemporaryDirectory(prefix="pamdi-fidelity-") as tmp:
                 summary, spec_rows = run_and_compare(
                     spec.model_copy(update={"seed": seed}), get_backend(args.backend), Path(tmp) / "run",
-                    RunOptions(policies=policies, device_time=args.device_time), base_dir=path.parent)
+                    RunOptions(policies=policies, device_time=args.device_time), base_dir=path.parent,
+                    replicas=args.replicas)
             per_seed.append(spec_rows)
             if args.seeds > 1:
                 _print(spec_rows, f"{spec.name} seed {seed}", summary.get("time_stretch"))
@@ -82,15 +89,19 @@ def main() -> int:
         _print(rows[-len(spec_rows):], title, summary.get("time_stretch"))
     worst = max((abs(r["gap"]) for r in rows if r["gap"] is not None), default=None)
     within = sum(1 for r in rows if r["gap"] is not None and abs(r["gap"]) <= TARGET_GAP)
+    plausible = sum(1 for r in rows if r["gap"] is not None and (abs(r["gap"]) <= TARGET_GAP or (
+        r.get("z") is not None and abs(r["z"]) <= PLAUSIBLE_Z)))
     result = {"backend": args.backend, "device_time": args.device_time, "max_seconds": args.max_seconds,
-              "policies": policies,
-              "target_gap": TARGET_GAP, "rows": rows, "specs": runs, "worst_gap": worst,
-              "within_target": within, "compared": sum(1 for r in rows if r["gap"] is not None),
+              "policies": policies, "replicas": args.replicas,
+              "target_gap": TARGET_GAP, "plausible_z": PLAUSIBLE_Z, "rows": rows, "specs": runs, "worst_gap": worst,
+              "within_target": within, "within_target_or_plausible": plausible,
+              "compared": sum(1 for r in rows if r["gap"] is not None),
               "wall_s": round(time.time() - t_all, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\n{within}/{result['compared']} (spec, policy, source) means within {TARGET_GAP:.0%}; "
-          f"worst gap {worst if worst is None else f'{worst:+.1%}'}; {result['wall_s']:.0f} s; -> {args.out}")
+          f"worst gap {worst if worst is None else f'{worst:+.1%}'}; {plausible}/{result['compared']} within "
+          f"{TARGET_GAP:.0%} or |z| <= {PLAUSIBLE_Z:g}; {result['wall_s']:.0f} s; -> {args.out}")
     return 0
 
 
@@ -106,8 +117,12 @@ def _over_seeds(per_seed: list[list[dict]]) -> list[dict]:
         sim = [r["sim_mean_s"] for r in rows if r["sim_mean_s"] is not None]
         e = statistics.fmean(emu) if len(emu) == len(rows) else None
         s = statistics.fmean(sim) if len(sim) == len(rows) else None
-        out.append({**first, "emulated_mean_s": e, "sim_mean_s": s,
+        sds = [r.get("sim_sd_s") for r in rows]
+        # The sd of the mean of independent draws, one per seed.
+        sd = (sum(x * x for x in sds) ** 0.5 / len(sds)) if all(x is not None for x in sds) else None
+        out.append({**first, "emulated_mean_s": e, "sim_mean_s": s, "sim_sd_s": sd,
                     "gap": (e - s) / s if e is not None and s else None,
+                    "z": (e - s) / sd if e is not None and s is not None and sd else None,
                     "completed": sum(r["completed"] or 0 for r in rows), "failed": sum(r["failed"] or 0 for r in rows),
                     "overrun_fraction": max((r.get("overrun_fraction") or 0.0) for r in rows),
                     "seed_gaps": [r["gap"] for r in rows],
@@ -121,14 +136,15 @@ def _print(rows: list[dict], name: str, stretch: float | None) -> None:
         return "-" if x is None else f"{x * 1000:.1f}"
 
     print(f"\n{name} (stretch {stretch})")
-    print(f"{'policy':8s} {'source':7s} {'done':>5s} {'fail':>4s} {'emulated':>9s} {'simulated':>9s} {'gap':>7s} "
-          f"{'overrun':>7s} {'decide ms':>9s}")
+    print(f"{'policy':8s} {'source':7s} {'done':>5s} {'fail':>4s} {'emulated':>9s} {'simulated':>9s} {'sim sd':>7s} "
+          f"{'gap':>7s} {'z':>5s} {'overrun':>7s} {'decide ms':>9s}")
     for r in rows:
         gap = "-" if r["gap"] is None else f"{r['gap']:+.1%}"
+        z = "-" if r.get("z") is None else f"{r['z']:+.1f}"
         over = "-" if r.get("overrun_fraction") is None else f"{r['overrun_fraction']:.1%}"
         print(f"{r['policy']:8s} {r['source']:7s} {r['completed']!s:>5s} {r['failed']!s:>4s} "
-              f"{ms(r['emulated_mean_s']):>9s} {ms(r['sim_mean_s']):>9s} {gap:>7s} {over:>7s} "
-              f"{r['costs']['decision_s'] * 1000:9.2f}")
+              f"{ms(r['emulated_mean_s']):>9s} {ms(r['sim_mean_s']):>9s} {ms(r.get('sim_sd_s')):>7s} {gap:>7s} {z:>5s} "
+              f"{over:>7s} {r['costs']['decision_s'] * 1000:9.2f}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ Standard library only: it runs before (and beside) the agent, inside the contain
   pamdi-node-entry [ARGS...]
       Start the agent: ``exec pamdi node ARGS``. When the environment variable
       PAMDI_NODE_CONFIG names a node config file (what ``pamdi compose`` renders), this node's
-      links are shaped from it first and its ``agent_args`` come before ARGS.
+      links are shaped from it first and its ``agent_args`` come before ARGS. When some of its
+      links carry a ``schedule`` (a radio scenario), a follower process is left beside the agent
+      that re-shapes them in place at every step (below).
   pamdi-node-entry shape JSON
       Shape links (a JSON list of link objects, below); prints what was done as JSON.
       The docker backend runs this through ``docker exec`` so both paths share one shaper.
@@ -25,6 +27,20 @@ through at line rate after an idle spell on this kernel). Delay and loss: a nete
 kernel has netem; otherwise they are reported as not emulated (the agents then apply the delay).
 Jitter: netem ``delay D J`` (uniform, no distribution table) with a netem ``rate`` far above the
 link's, which keeps netem's queue in order (orchestrator/netem/tc.py); without netem, like delay.
+
+A link's ``schedule``: ``{"scenario": name, "points": [{"t_s", "rate_mbit", "delay_ms", "loss"},
+...], "period_s": P}``, already on the run's stretched time line (``pamdi compose`` renders it:
+times and delays x k, rates / k), repeating every ``period_s`` when that is > 0. The link starts at
+its first point. The scenario clock starts when the coordinator's backend comes up (all agents
+healthy), as the docker backend starts it when its agents are up: the coordinator writes
+``{"t0_unix": ...}`` to the config's ``scenario_clock`` file (on the shared /traces mount; every
+container reads the host's one wall clock). The follower waits for that file (one older than this
+container is a previous run's and ignored), then applies each step at ``t0 + t_s`` with
+``tc qdisc change`` (the queue and its backlog stay), and writes one JSON line per change, with
+what the kernel then reports, to stderr and to the config's ``scenario_log`` (under /traces). A
+failing change is logged and the follower goes on; it never touches the agent, and it ends when
+the agent does (or with the container). Delay and loss changes without netem are logged as not
+emulated.
 """
 
 from __future__ import annotations
@@ -94,7 +110,9 @@ def shape_link(link: dict[str, Any], have_netem: bool) -> dict[str, Any]:
     else:
         _run(["tc", "qdisc", "replace", "dev", dev, "root", "handle", "1:", "tbf", *_rate_args(rate)])
     emulated: dict[str, bool] = {"rate": True, "delay": delay_ms == 0, "jitter": jitter_ms == 0, "loss": loss == 0}
-    if (delay_ms or loss) and have_netem:
+    # A netem child already there is updated even to zero: a scenario step back to no delay must
+    # not leave the previous step's delay in place.
+    if have_netem and (delay_ms or loss or re.search(r"^qdisc netem 10: ", existing, re.M)):
         _run(["tc", "qdisc", "replace", "dev", dev, "parent", "1:1", "handle", "10:",
               *netem_args(delay_ms, jitter_ms, loss)])
         emulated = {"rate": True, "delay": True, "jitter": True, "loss": True}
@@ -178,6 +196,126 @@ def tcp_source(host: str, port: int, seconds: float) -> None:
                 break
 
 
+def point_at(schedule: dict[str, Any], t: float) -> int:
+    """Index of the schedule's point in force ``t`` seconds after the scenario clock started."""
+    points, period = schedule["points"], float(schedule.get("period_s") or 0.0)
+    if period > 0:
+        t %= period
+    index = 0
+    for i, p in enumerate(points):
+        if float(p["t_s"]) <= t:
+            index = i
+    return index
+
+
+def next_step(schedule: dict[str, Any], t: float) -> float:
+    """The first scenario time after ``t`` at which the point in force changes (inf: never)."""
+    points, period = schedule["points"], float(schedule.get("period_s") or 0.0)
+    base, local = (t - t % period, t % period) if period > 0 else (0.0, t)
+    later = [float(p["t_s"]) for p in points if float(p["t_s"]) > local]
+    if later:
+        return base + later[0]
+    return base + period if period > 0 and len(points) > 1 else float("inf")
+
+
+def _tc_readback(dev: str) -> dict[str, Any]:
+    """What the kernel's root tbf says now: its rate as tc prints it, and its counters."""
+    out = _run(["tc", "-s", "qdisc", "show", "dev", dev], check=False).stdout
+    rate = re.search(r"^qdisc tbf 1: root .*?\brate (\S+)", out, re.M)
+    sent = _SENT.search(out)
+    return {"tc_rate": rate[1] if rate else None, "tx_bytes": int(sent[1]) if sent else None}
+
+
+def _read_clock(path: str, not_before: float) -> float | None:
+    try:
+        with open(path) as fh:
+            t0 = float(json.load(fh)["t0_unix"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return t0 if t0 >= not_before else None  # older: a previous run's file in the same folder
+
+
+def follow(config: dict[str, Any], agent_pid: int, started_unix: float) -> None:
+    """Follow the links' schedules until the agent ends (module doc). Never raises on a tc error."""
+    import time
+
+    node = config.get("node")
+    links = [link for link in config.get("links", []) if link.get("schedule")]
+    tick = float(config.get("scenario_tick_s", 0.05))
+    log_path = config.get("scenario_log")
+    have_netem = any(float(p.get("delay_ms") or 0) or float(p.get("loss") or 0)
+                     for link in links for p in link["schedule"]["points"]) and netem_available()
+
+    def alive() -> bool:  # a zombie (exited, not yet reaped) counts as ended
+        try:
+            with open(f"/proc/{agent_pid}/stat") as fh:
+                return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except (OSError, IndexError):
+            return False
+
+    def record(row: dict[str, Any]) -> None:
+        line = json.dumps({"node": node, "unix": time.time(), **row})
+        print(f"pamdi-scenario {line}", file=sys.stderr, flush=True)
+        if log_path:
+            try:
+                os.makedirs(os.path.dirname(log_path), exist_ok=True)
+                with open(log_path, "a") as fh:
+                    fh.write(line + "\n")
+            except OSError as err:
+                print(f"pamdi-scenario: cannot write {log_path}: {err}", file=sys.stderr, flush=True)
+
+    t0 = None
+    while t0 is None:
+        if not alive():
+            return
+        t0 = _read_clock(str(config["scenario_clock"]), started_unix)
+        if t0 is None:
+            time.sleep(tick)
+    record({"event": "clock", "t0_unix": t0,
+            "links": {link["peer"]: link["schedule"]["scenario"] for link in links}})
+    current = {link["peer"]: 0 for link in links}  # shaped at start with the first point
+    while alive():
+        t = time.time() - t0
+        for link in links:
+            sched, peer = link["schedule"], link["peer"]
+            index = point_at(sched, t)
+            if index == current[peer]:
+                continue
+            current[peer] = index  # a failed change is not retried every tick: it is logged once
+            p = sched["points"][index]
+            row: dict[str, Any] = {"event": "change", "peer": peer, "scenario": sched["scenario"], "t_s": t,
+                                   "step_t_s": float(p["t_s"]), "rate_mbit": float(p["rate_mbit"]),
+                                   "delay_ms": float(p.get("delay_ms") or 0), "loss": float(p.get("loss") or 0)}
+            try:
+                done = shape_link({**link, **p}, have_netem)
+                row.update(dev=done["dev"], emulated=done["emulated"], **_tc_readback(done["dev"]))
+                missing = [k for k in ("delay", "loss") if not done["emulated"][k]]
+                if missing:
+                    row["warning"] = f"{' and '.join(missing)} not emulated (no netem in this kernel); rate only"
+            except Exception as err:  # the agent goes on with the previous shaping
+                row["error"] = f"{type(err).__name__}: {err}"
+            record(row)
+        wake = min(next_step(link["schedule"], t) for link in links)
+        time.sleep(max(0.0, min(wake - (time.time() - t0), 0.5)))  # 0.5 s at most: notice the agent end
+
+
+def start_follower(config: dict[str, Any], started_unix: float) -> None:
+    """Fork the follower off (twice: it is then the init's child, reaped by it, not the agent's)."""
+    agent_pid = os.getpid()  # exec keeps the pid: the agent's
+    first = os.fork()
+    if first:
+        os.waitpid(first, 0)
+        return
+    try:
+        if os.fork() == 0:
+            try:
+                follow(config, agent_pid, started_unix)
+            except BaseException as err:  # the follower's end is never the agent's
+                print(f"pamdi-scenario: follower stopped: {err!r}", file=sys.stderr, flush=True)
+    finally:
+        os._exit(0)
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["tcp-sink"] and len(argv) == 3:
         print(json.dumps(tcp_sink(int(argv[1]), float(argv[2]))))
@@ -197,10 +335,15 @@ def main(argv: list[str]) -> int:
     agent_args: list[str] = []
     config_path = os.environ.get("PAMDI_NODE_CONFIG")
     if config_path:
+        import time
+
+        started = time.time()
         with open(config_path) as fh:
             config = json.load(fh)
         done = shape(list(config.get("links", [])))
         print(json.dumps({"node": config.get("node"), "shaped": done}), file=sys.stderr, flush=True)
+        if config.get("scenario_clock") and any(link.get("schedule") for link in config.get("links", [])):
+            start_follower(config, started)
         agent_args = [str(a) for a in config.get("agent_args", [])]
     os.execvp("pamdi", ["pamdi", "node", *agent_args, *argv])
     return 127  # pragma: no cover - execvp does not return

@@ -10,10 +10,12 @@ Rendered files (paths relative to DIR, so the folder can be moved or copied to a
     pamdi/profiles/           the profiles the run predicts and holds with (this host's own unless
                               the spec names a folder), so the coordinator measures nothing
     pamdi/nodes/<node>.json   what a node's entry script reads at start (PAMDI_NODE_CONFIG):
-                              its links (subnet, rate, delay, loss) and its agent arguments
+                              its links (subnet, rate, delay, loss; a scenario link's stretched
+                              points as its ``schedule``) and its agent arguments
     pamdi/run.json            the coordinator's job: endpoints, policies, run options
     traces/                   mounted at /traces everywhere: agents' traces, per-policy records,
-                              summary.json
+                              summary.json; with radio scenarios scenario_clock.json and
+                              scenarios/<node>.jsonl (every link change, when, what tc reports)
     keys/                     the run's CurveZMQ keys (0700; never under traces/): keys/nodes/<node>
                               (every public key, its own secret) mounted read-only into that node,
                               keys/coordinator (the orchestrator's secret) into the coordinator.
@@ -24,7 +26,10 @@ Start it with ``docker compose up --abort-on-container-exit --exit-code-from coo
 kernel has it) and starts ``pamdi node``; the coordinator (same image, ``pamdi compose-run``)
 runs the same ``orchestrator.runner.Runner`` as ``pamdi emulate`` over fixed endpoints, writes
 the results under ``traces/`` and exits, which stops the nodes (they flush their traces on
-SIGTERM). Remove everything with ``docker compose down``.
+SIGTERM). Remove everything with ``docker compose down``. A link that names a radio scenario
+follows it over time inside its two containers (``orchestrator/compose_scenarios.py``: the clock,
+the stretch, the log). ``pamdi compose --up`` does all of it from the host and writes the report
+(``orchestrator/compose_up.py``).
 
 Addresses are fixed at render time: the subnets are picked from ``subnet_pool`` avoiding the
 Docker networks and routes of the rendering host.
@@ -56,8 +61,9 @@ from orchestrator.backends.dockernet import (
     used_subnets,
 )
 from orchestrator.backends.static import StaticBackend
+from orchestrator.compose_scenarios import SCENARIO_CLOCK, first_point, follower_config, link_schedules
 from orchestrator.netem.docker_cleanup import PROJECT_LABEL, RUN_LABEL
-from orchestrator.spec import ExperimentSpec, LinkParams
+from orchestrator.spec import ExperimentSpec
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +150,12 @@ def render_compose(
     if device_time == "profile" and time_stretch is None:
         time_stretch = estimate_headroom(spec, run_policies, profiles).stretch
     k = float(time_stretch or 1.0)
+    schedules = link_schedules(spec, k)  # every scenario checked (and stretched) before anything is written
     spec = stretch_spec(spec, k)  # what the node containers shape
+    for (a, b), sched in schedules.items():
+        if any(p["delay_ms"] or p["loss"] for p in sched["points"]) and not _host_has_netem():
+            log.warning("%s-%s: scenario %s's delay and loss changes not emulated (no netem in this kernel); "
+                        "rate only (each change says so in traces/scenarios/)", a, b, sched["scenario"])
     for node in spec.nodes:
         _service_name(node.name)
     if taken_subnets is None:
@@ -183,10 +194,16 @@ def render_compose(
             net = link_of(n, peer)
             link = spec.link(n, peer)
             assert link is not None
-            shaping.append(link_shaping(net, peer, _initial_params(link)))
+            schedule = schedules.get((net.a, net.b))
+            if schedule is None:
+                shaping.append(link_shaping(net, peer, link))
+            else:  # starts at its first point; the node's follower takes it from there
+                shaping.append({**link_shaping(net, peer, first_point(schedule)), "schedule": schedule})
         args = agent_argv(n, f"tcp://0.0.0.0:{AGENT_PORT}", threads=threads, trace_dir=f"{TRACE_MOUNT}/agents",
                           keys_dir=None if keys_dir is None else KEYS_MOUNT, insecure=keys_dir is None)[3:]
-        node_config = {"node": n, "links": shaping, "agent_args": args}
+        node_config: dict[str, Any] = {"node": n, "links": shaping, "agent_args": args}
+        if any("schedule" in sh for sh in shaping):
+            node_config.update(follower_config(n))
         (out_dir / "pamdi" / "nodes" / f"{n}.json").write_text(json.dumps(node_config, indent=2) + "\n")
         networks: dict[str, Any] = {"ctl": {"ipv4_address": control_ip[n]}}
         for peer in neighbours[n]:
@@ -237,6 +254,8 @@ def render_compose(
         "profiles": choice.as_dict(),
         "keys": None if keys_dir is None else KEYS_MOUNT,
         "project": project,
+        # Where the coordinator starts the nodes' scenario clock (none: no scenario link).
+        "scenario_clock": SCENARIO_CLOCK if schedules else None,
     }
     (out_dir / "pamdi" / "run.json").write_text(json.dumps(run_job, indent=2) + "\n")
     (out_dir / "pamdi" / "spec.yaml").write_text(
@@ -281,17 +300,6 @@ def _host_has_netem() -> bool:
         return netem_available()
     except Exception:
         return False
-
-
-def _initial_params(link: LinkParams) -> LinkParams:
-    if link.scenario is None:
-        return link
-    import radio_scenarios
-
-    p = radio_scenarios.get(link.scenario).at(0.0)
-    log.warning("compose: link scenario %r is applied as its first point only (%s Mbit/s)", link.scenario,
-                p.rate_mbit)
-    return LinkParams(rate_mbit=p.rate_mbit, delay_ms=p.delay_ms, loss=p.loss)
 
 
 def _network(subnet: Any, labels: Mapping[str, str]) -> dict[str, Any]:
@@ -343,7 +351,9 @@ def run_from_config(path: Path) -> dict[str, Any]:
                       task_timeout_s=float(job.get("task_timeout_s", 60.0)), run_timeout_s=job.get("run_timeout_s"))
 
     can_report = all(importlib.util.find_spec(m) is not None for m in ("pandas", "pyarrow", "matplotlib"))
-    exp = run_experiment(spec, StaticBackend(job["endpoints"], job.get("agent_delayed_links", ())),
+    backend = StaticBackend(job["endpoints"], job.get("agent_delayed_links", ()),
+                            scenario_clock=job.get("scenario_clock"))
+    exp = run_experiment(spec, backend,
                          Path(job["run_dir"]), opts, write_report=can_report,
                          manifest_extra={"compose": {"project": job.get("project")}})
     if opts.keep_outputs:

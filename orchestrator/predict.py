@@ -1,13 +1,13 @@
 """The simulator's prediction of an emulated run, and the gap between the two.
 
-An emulation under the ``profile`` device-time model and the simulator share the block times
-(the run's own profiles, divided by each node's speed), the links (goodput and delay) and the
-arrival schedule (same seed). What the simulator cannot know by itself is what the agents' own
-software costs: the decision at every partition boundary (the executor holds the worker meanwhile)
-and the serialisation of every message. ``runtime_costs`` measures both from the run's own spans
-(already on the nominal time line: divided by the stretch factor), ``predict`` charges them
-(``SimOptions.decision_cost_s`` / ``message_cost_s``) and ``compare`` lines the two up per policy
-and source.
+An emulation under the ``profile`` device-time model and the simulator share the block times (the
+run's own profiles, divided by each node's speed), the links (goodput and delay), the arrival
+schedule and the nodes' beacon phases (same seed). What the simulator cannot know by itself is what
+the agents' own software costs: the decision at every partition boundary (the executor holds the
+worker meanwhile) and the serialisation of every message. ``runtime_costs`` measures both from the
+run's own spans (already on the nominal time line: divided by the stretch factor),
+``predict_ensemble`` charges them (``SimOptions.decision_cost_s`` / ``message_cost_s``) over several
+beacon-phase draws and ``compare`` lines the two up per policy and source.
 """
 
 from __future__ import annotations
@@ -128,41 +128,82 @@ def read_spans(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def predict(spec: ExperimentSpec, policies: Sequence[str], profiles: Mapping[str, ModelProfile],
-            costs: Mapping[str, RuntimeCosts] | None = None, shaper_stretch: float | None = None
-            ) -> dict[tuple[str, str], float | None]:
-    """The simulator's mean per (policy, source) for ``spec`` with the run's profiles and costs;
-    ``shaper_stretch``: the run shaped its links with tbf at this stretch (its bucket is modelled).
-    The handshake window and timeout are the agents' defaults (``agent.config.RunConfig``)."""
+# Replicas of a prediction (beacon-phase draws, ``SimOptions.replica``): near saturation the FIFO
+# multi-path policies' mean moves by 25% of itself with the phases alone (paper-5node-resnet56-loaded,
+# MS-MDI: sd 5.4 ms on 22.6 over 20 draws), so one draw predicts a draw, not the run; PA-MDI's TS
+# moves by 1%. Eight draws cost a fraction of a second per policy on the shipped specs.
+DEFAULT_REPLICAS = 8
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The simulator's mean of one (policy, source) over ``replicas`` beacon-phase draws."""
+
+    mean_s: float | None  # the mean over the draws of each draw's mean
+    sd_s: float | None  # across the draws (None with one)
+    replicas: int
+    first_s: float | None  # the seed's own draw (replica 0): what a single simulation gives
+
+    @property
+    def cv(self) -> float | None:
+        """The draws' spread relative to their mean: how chaotic this (policy, source) is here."""
+        return None if self.sd_s is None or not self.mean_s else self.sd_s / self.mean_s
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mean_s": self.mean_s, "sd_s": self.sd_s, "replicas": self.replicas, "first_s": self.first_s}
+
+
+def predict_ensemble(spec: ExperimentSpec, policies: Sequence[str], profiles: Mapping[str, ModelProfile],
+                     costs: Mapping[str, RuntimeCosts] | None = None, shaper_stretch: float | None = None,
+                     replicas: int = DEFAULT_REPLICAS) -> dict[tuple[str, str], Prediction]:
+    """The simulator's prediction per (policy, source) for ``spec`` with the run's profiles and
+    costs, over ``replicas`` beacon-phase draws of the same arrival schedule. ``shaper_stretch``: the
+    run shaped its links with tbf at this stretch (its bucket is modelled). The handshake window and
+    timeout are the agents' defaults (``agent.config.RunConfig``)."""
     from orchestrator.metrics import summarize_run
     from orchestrator.simulator import SimOptions, SimulationError, simulate
 
+    if replicas < 1:
+        raise ValueError(f"replicas must be >= 1, got {replicas}")
     prios = {s.name: s.priority for s in spec.sources}
-    out: dict[tuple[str, str], float | None] = {}
+    out: dict[tuple[str, str], Prediction] = {}
     for policy in policies:
         c = (costs or {}).get(policy, RuntimeCosts())
-        opts = SimOptions(beacon_period_s=spec.beacon_period_ms / 1000.0, decision_cost_s=c.decision_s,
-                          message_cost_s=c.message_s, rtc_window_s=AGENT_DEFAULTS.grant_window_s,
-                          rtc_timeout_s=AGENT_DEFAULTS.rtc_timeout_s, shaper_stretch=shaper_stretch)
-        try:
-            res = simulate(spec, policy, profiles=dict(profiles), options=opts)
-        except SimulationError:
-            continue
-        summary = summarize_run(policy, res.records, prios)
-        for src, stats in summary["sources"].items():
-            out[(policy, src)] = stats.get("mean_s")
+        draws: dict[str, list[float | None]] = {}
+        for replica in range(replicas):
+            opts = SimOptions(beacon_period_s=spec.beacon_period_ms / 1000.0, decision_cost_s=c.decision_s,
+                              message_cost_s=c.message_s, rtc_window_s=AGENT_DEFAULTS.grant_window_s,
+                              rtc_timeout_s=AGENT_DEFAULTS.rtc_timeout_s, shaper_stretch=shaper_stretch,
+                              replica=replica)
+            try:
+                res = simulate(spec, policy, profiles=dict(profiles), options=opts)
+            except SimulationError:
+                break
+            for src, stats in summarize_run(policy, res.records, prios)["sources"].items():
+                draws.setdefault(src, []).append(stats.get("mean_s"))
+        for src, means in draws.items():
+            known = [m for m in means if m is not None]
+            mean = statistics.fmean(known) if known and len(known) == len(means) else None
+            sd = statistics.stdev(known) if mean is not None and len(known) > 1 else None
+            out[(policy, src)] = Prediction(mean, sd, len(means), means[0])
     return out
 
 
-def compare(emulated: Mapping[str, Any], predicted: Mapping[tuple[str, str], float | None]) -> list[dict[str, Any]]:
-    """One row per (policy, source): emulated and simulated means and the relative gap."""
+def compare(emulated: Mapping[str, Any], predicted: Mapping[tuple[str, str], Prediction]) -> list[dict[str, Any]]:
+    """One row per (policy, source): emulated and simulated means and the relative gap; ``z``: the
+    gap in the simulated draws' standard deviations (how plausible the run is as one more draw)."""
     rows = []
     for run in emulated.get("runs", []):
         for src, stats in run["sources"].items():
-            emu, sim = stats.get("mean_s"), predicted.get((run["policy"], src))
+            p = predicted.get((run["policy"], src))
+            emu, sim = stats.get("mean_s"), None if p is None else p.mean_s
             gap = (emu - sim) / sim if emu is not None and sim else None
+            sd = None if p is None else p.sd_s
             rows.append({"policy": run["policy"], "source": src, "completed": stats.get("completed"),
                          "failed": stats.get("failed"), "emulated_mean_s": emu, "sim_mean_s": sim, "gap": gap,
+                         "sim_sd_s": sd, "sim_replicas": None if p is None else p.replicas,
+                         "sim_first_s": None if p is None else p.first_s,
+                         "z": (emu - sim) / sd if emu is not None and sim is not None and sd else None,
                          "overrun_fraction": run.get("overrun_fraction"), "faithful": run.get("faithful")})
     return rows
 
@@ -182,10 +223,11 @@ def shorten(spec: ExperimentSpec, max_s: float) -> ExperimentSpec:
 
 
 def run_and_compare(spec: ExperimentSpec, backend: Any, run_dir: Path, options: Any, base_dir: Path | None = None,
-                    on_progress: Any = None, runner: Any = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                    on_progress: Any = None, runner: Any = None, replicas: int = DEFAULT_REPLICAS
+                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Emulate ``spec`` with ``backend`` (or with ``runner``, built already) and predict each (policy,
-    source) mean with the same profiles, charging each policy's measured runtime costs; returns
-    (emulated summary, ``compare`` rows)."""
+    source) mean with the same profiles, charging each policy's measured runtime costs, over
+    ``replicas`` beacon-phase draws; returns (emulated summary, ``compare`` rows)."""
     from orchestrator.runner import Runner
 
     if runner is None:
@@ -203,18 +245,18 @@ def run_and_compare(spec: ExperimentSpec, backend: Any, run_dir: Path, options: 
         # down depends on how many compute at once (the policy): where a policy's run computed enough
         # on a node, its speed is what that node achieved in that run; else the calibrated one.
         cal = runner.timing["quota_calibration"]
-        predicted: dict[tuple[str, str], float | None] = {}
+        predicted: dict[tuple[str, str], Prediction] = {}
         for r in runner.results:
             in_run = quota_speeds(r.spans, spec)
             cal.setdefault("in_run_speeds", {})[r.policy] = {n: round(v, 4) for n, v in in_run.items()}
             model = calibrated_spec(runner.nominal, {"nodes": {n: {"speed": in_run.get(n, e["speed"])}
                                                      for n, e in cal["nodes"].items()}})
-            predicted.update(predict(model, [r.policy], runner.profiles, costs, shaper_stretch=stretch))
+            predicted.update(predict_ensemble(model, [r.policy], runner.profiles, costs, stretch, replicas))
         _merge_manifest_quietly(Path(run_dir), {"emulation": runner.timing})  # with the in-run speeds
     else:
         # runner.nominal: the spec as run (GPU nodes' speeds from their profiles), unstretched.
-        predicted = predict(runner.nominal, [r.policy for r in runner.results], runner.profiles, costs,
-                            shaper_stretch=stretch)
+        predicted = predict_ensemble(runner.nominal, [r.policy for r in runner.results], runner.profiles, costs,
+                                     stretch, replicas)
     rows = compare(summary, predicted)
     for row in rows:
         row["costs"] = costs[row["policy"]].as_dict()
@@ -222,7 +264,10 @@ def run_and_compare(spec: ExperimentSpec, backend: Any, run_dir: Path, options: 
     for run in summary.get("runs", []):
         run["runtime_costs"] = costs[run["policy"]].as_dict() if run["policy"] in costs else None
         for src, stats in run["sources"].items():
-            stats["sim_mean_s"] = predicted.get((run["policy"], src))
+            p = predicted.get((run["policy"], src))
+            stats["sim_mean_s"] = None if p is None else p.mean_s
+            stats["sim_sd_s"] = None if p is None else p.sd_s
+            stats["sim_replicas"] = None if p is None else p.replicas
     with contextlib.suppress(OSError):
         (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary, rows

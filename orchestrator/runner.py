@@ -7,7 +7,8 @@ the runner then
 1. generates the run's Curve keys (when on) before ``up`` so the backend can hand ``--keys`` out,
 2. waits for every agent to answer a ping and estimates its clock offset NTP-style,
 3. per policy: sends each agent its run configuration (``build_configs``, with the run's device-time
-   model), waits until each has heard its neighbours, starts them (sources last), applies the spec's
+   model), waits until each has heard its neighbours, starts them (sources last; each beacons from
+   its own phase, the simulator's: ``pamdi_node.arrivals.beacon_phases``), applies the spec's
    ``failures`` (kill / restart through the backend), polls the source nodes until every task has
    completed or failed (or the run times out), collects records and spans from every agent, shifts
    spans onto the orchestrator clock, writes ``<run_dir>/<policy>/{tasks,spans}.jsonl``, ``agents.json``,
@@ -60,6 +61,7 @@ from orchestrator.runrecords import (
 from orchestrator.spec import DEFAULT_POLICIES, ExperimentSpec
 from orchestrator.workload import policy_params
 from pamdi_node.agent.client import AgentClient, AgentError
+from pamdi_node.arrivals import beacon_phases
 from pamdi_node.policies.types import SourceView
 from pamdi_node.records import COMPLETED, FAILED
 from results.trace import merge_manifest
@@ -104,17 +106,15 @@ class Runner:
         self._gone: set[str] = set()  # nodes the spec's failures killed with no recovery (this policy)
         self._killed: set[str] = set()  # nodes the spec's failures killed (this policy)
         self._views: Mapping[str, SourceView] = {}  # the policy's sources
+        self._beacon_at: dict[str, float] = {}  # each node's first beacon (orchestrator clock), this policy
 
     # ---------------------------------------------------------------------------------- helpers
     def policies(self) -> list[str]:
         pols = list(self.opts.policies or self.spec.policy)
-        if pols == ["all"]:
-            pols = list(DEFAULT_POLICIES)
-        return pols
+        return list(DEFAULT_POLICIES) if pols == ["all"] else pols
 
     def _client(self, node: str, ep: AgentEndpoint) -> AgentClient:
-        return AgentClient(ep.control, keys=str(self.keys_dir) if self.keys_dir else None, server=node,
-                           timeout_s=10.0)
+        return AgentClient(ep.control, keys=str(self.keys_dir) if self.keys_dir else None, server=node, timeout_s=10.0)
 
     def _wait_agents(self) -> None:
         deadline = time.time() + self.opts.agent_timeout_s
@@ -249,9 +249,8 @@ class Runner:
         params = policy_params(self.spec, policy, views)
         configs = build_configs(self.spec, policy, self.endpoints, views, run_id=self.run_id, options=self.opts,
                                 params=params, agent_delayed=self.backend.agent_delayed_links)
-        self._configs = configs
+        self._configs, self._views = configs, views
         self._gone, self._killed = set(), set()
-        self._views = views
         nodes = [n.name for n in self.spec.nodes]
         try:
             self._parallel(lambda n: self.clients[n].configure(configs[n], timeout_s=self.opts.agent_timeout_s), nodes)
@@ -262,8 +261,9 @@ class Runner:
             log.warning("policy %s: agent %s has not heard all its neighbours yet; starting anyway", policy, n)
         source_nodes = {v.node for v in views.values()}
         self._progress(policy, 0)
+        self._beacon_at = {n: time.time() + p for n, p in beacon_phases(self.spec.seed, nodes, beacon_s).items()}
         for n in sorted(nodes, key=lambda n: n in source_nodes):  # sources last
-            self.clients[n].start(offset_s=self.offsets.get(n, 0.0))
+            self.clients[n].start(offset_s=self.offsets.get(n, 0.0), beacon_at=self._beacon_at[n])
         t_start = self._t_start = time.time()
         failures = self._schedule_failures(t_start, views, policy)
         budget = self.opts.run_timeout_s
@@ -357,7 +357,7 @@ class Runner:
         client = self._client(node, self.backend.restart(node))  # type: ignore[attr-defined]
         try:
             client.configure(self._configs[node], timeout_s=self.opts.agent_timeout_s)
-            client.start(offset_s=self.offsets.get(node, 0.0), resume_from=self._t_start)
+            client.start(self.offsets.get(node, 0.0), resume_from=self._t_start, beacon_at=self._beacon_at.get(node))
         except AgentError as err:
             log.error("restarted agent %s could not rejoin: %s", node, err)
         with self._lock:  # the old client may be in use by the main thread: retire it

@@ -320,11 +320,18 @@ def _fidelity_lines(run_dir: Path) -> list[str]:
     runs = [r for r in runs if isinstance(r, dict) and "device_time" in r]
     if not runs:
         return []
-    lines = ["", "## Fidelity", "", "| policy | device time | stretch | overran | simulated mean (ms) | faithful |",
+    lines = ["", "## Fidelity", "", "Simulated: the mean over beacon-phase draws of the same schedule, +/- their sd "
+             "(near saturation a single draw's mean moves with the phases alone).", "",
+             "| policy | device time | stretch | overran | simulated mean (ms) | faithful |",
              "| --- | --- | ---: | ---: | --- | --- |"]
+
+    def sim_ms(v: dict[str, Any]) -> str:
+        sd = v.get("sim_sd_s")
+        return _ms(v.get("sim_mean_s")) + ("" if sd is None else f" +/- {_ms(sd)}")
+
     for r in runs:
         over = r.get("overrun_fraction")
-        sim = ", ".join(f"{s} {_ms(v.get('sim_mean_s'))}" for s, v in (r.get("sources") or {}).items()
+        sim = ", ".join(f"{s} {sim_ms(v)}" for s, v in (r.get("sources") or {}).items()
                         if v.get("sim_mean_s") is not None) or "-"
         lines.append(f"| {r.get('policy')} | {r['device_time']} | {r.get('time_stretch', 1.0):g} | "
                      f"{'-' if over is None else f'{over:.1%}'} | {sim} | "

@@ -12,7 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-NODE_TAG = "pamdi-node:test"
+# PAMDI_TEST_NODE_TAG: another tag, so that test sessions of two source trees on one engine do
+# not retag each other's image between a build and the containers that use it.
+NODE_TAG = os.environ.get("PAMDI_TEST_NODE_TAG", "pamdi-node:test")
 BASE_TAG = "pamdi-base:bookworm"
 # Every container/network a test creates carries this label, so leftovers are found.
 TEST_LABEL = "pamdi.test"

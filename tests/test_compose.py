@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,8 @@ import torch
 import yaml
 
 from orchestrator.compose import render_compose
+from orchestrator.compose_scenarios import read_changes
+from orchestrator.compose_up import up_project
 from orchestrator.spec import parse_spec
 from pamdi_node.agent.config import input_seed, task_id
 from pamdi_node.models import zoo
@@ -94,24 +96,38 @@ def test_reserved_service_name(tmp_path: Path) -> None:
         render_compose(parse_spec(spec), tmp_path, taken_subnets=[])
 
 
+# The docker run's b-c link (c's tasks go to b over it): a user scenario (only on this host: the
+# rendered project carries its points), 40 Mbit/s, then 4 Mbit/s from STEP_S on (nominal seconds;
+# the run stretches them). The step comes before the first task (the runner waits for three beacons
+# after the clock starts), so every activation c sends b crosses the stepped shaper.
+STEP_S = 0.1
+STEP = {"name": "pamdi-test-step", "description": "40 then 4 Mbit/s", "points": [
+    {"t_s": 0, "rate_mbit": 40}, {"t_s": STEP_S, "rate_mbit": 4}]}
+
+
+def _tc_mbit(rate: str) -> float:
+    """tc's printed rate (``4Mbit``, ``2500Kbit``, ``800bit``) in Mbit/s."""
+    value, unit = re.fullmatch(r"([\d.]+)([KMG]?)bit", rate).groups()  # type: ignore[union-attr]
+    return float(value) * {"": 1e-6, "K": 1e-3, "M": 1.0, "G": 1e3}[unit]
+
+
 @pytest.mark.docker
-def test_compose_project_runs_with_docker_compose(docker_cli, node_image, tmp_path: Path) -> None:  # noqa: F811
+def test_compose_project_runs_with_docker_compose(docker_cli, node_image, tmp_path: Path,  # noqa: F811
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     compose_bin = shutil.which("docker-compose")
     assert compose_bin, "docker-compose missing: scripts/bootstrap.d/docker.sh installs it"
-    spec = parse_spec(SPEC)
+    (tmp_path / "scenarios").mkdir()
+    (tmp_path / "scenarios" / "step.yaml").write_text(yaml.safe_dump(STEP))
+    monkeypatch.setenv("PAMDI_SCENARIOS_DIR", str(tmp_path / "scenarios"))
+    spec = parse_spec({**SPEC, "links": [*SPEC["links"], {"a": "b", "b": "c", "rate_mbit": 40,
+                                                          "scenario": STEP["name"]}]})
     out = tmp_path / "proj"
     project = render_compose(spec, out, image=node_image, keep_outputs=True)
     name = f"pamditest{tmp_path.name[-8:].lower().replace('_', '')}"
-    base = [compose_bin, "-p", name, "-f", str(project.compose_file)]
-    try:
-        up = subprocess.run([*base, "up", "--abort-on-container-exit", "--exit-code-from", "coordinator"],
-                            capture_output=True, text=True, timeout=300)
-        logs = subprocess.run([*base, "logs", "--no-color", "a", "c"], capture_output=True, text=True,
-                              timeout=60).stdout
-    finally:
-        down = subprocess.run([*base, "down", "--remove-orphans"], capture_output=True, text=True, timeout=120)
-    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-    assert down.returncode == 0, down.stderr
+    # From the host, as `pamdi compose --up`: up, every container's log saved, down, the report.
+    done = up_project(out, cli=[compose_bin], project_name=name, capture=True, timeout_s=300)
+    assert done.returncode == 0, done.output[-3000:]
+    logs = "".join((out / "traces" / "logs" / f"{n}.log").read_text() for n in ("a", "c"))
     # The nodes shaped their own links from their config at start.
     shaped = [json.loads(line.split("|", 1)[1]) for line in logs.splitlines() if '"shaped"' in line]
     rates = {(s["node"], link["peer"]): link["rate_mbit"] for s in shaped for link in s["shaped"]}
@@ -137,13 +153,42 @@ def test_compose_project_runs_with_docker_compose(docker_cli, node_image, tmp_pa
                 ref = model(x).numpy()
             np.testing.assert_allclose(np.asarray(outputs[task_id(src.name, i)]).reshape(ref.shape), ref,
                                        rtol=1e-4, atol=1e-5)
-    # The coordinator ran the one experiment lifecycle (a manifest); the report is written here.
+    # The coordinator ran the one experiment lifecycle (a manifest); the report was written here.
     assert json.loads((traces / "manifest.json").read_text())["compose"]["project"] == "pamdi-compose3"
-    from results.report import report
-
-    rep = report(traces)
-    assert Path(rep["report"]).is_file() and all(Path(p).is_file() for p in rep["svg"])
+    assert done.report is not None, done.report_error
+    assert Path(done.report["report"]).is_file() and all(Path(p).is_file() for p in done.report["svg"])
+    assert (traces / "report.md").is_file() and list(traces.glob("*.parquet"))
+    _check_scenario_followed(traces, k)
     # Nothing of the project is left.
     left = [c.name for c in docker_cli.containers.list(all=True, filters={"label": f"pamdi.run={project.run_id}"})]
     left += [n.name for n in docker_cli.networks.list(filters={"label": f"pamdi.run={project.run_id}"})]
     assert left == []
+
+
+def _check_scenario_followed(traces: Path, k: float) -> None:
+    """Both ends of b-c switched their tbf to 4/k Mbit/s at STEP_S x k after the coordinator's clock
+    started (what the kernel reported then), in the containers, logged it under traces/, and the
+    activations c sent b afterwards went at that rate, not at the 40/k it started with."""
+    t0 = json.loads((traces / "scenario_clock.json").read_text())["t0_unix"]
+    rows = read_changes(traces)
+    print("scenario log:", json.dumps(rows, indent=1))
+    assert {(r["node"], r["t0_unix"]) for r in rows if r["event"] == "clock"} == {("b", t0), ("c", t0)}
+    changes = [r for r in rows if r["event"] == "change"]
+    assert {(r["node"], r["peer"]) for r in changes} == {("b", "c"), ("c", "b")}
+    for r in changes:
+        assert "error" not in r, r
+        assert r["step_t_s"] == pytest.approx(STEP_S * k)
+        assert r["t_s"] == pytest.approx(STEP_S * k, abs=0.1)  # applied at its time (slept to, not polled)
+        assert r["unix"] - t0 == pytest.approx(STEP_S * k, abs=0.15)
+        assert _tc_mbit(r["tc_rate"]) == pytest.approx(4.0 / k, rel=0.02)  # the kernel's tbf, read back
+    # Measured: c -> b transfers (c's serialize to b's receipt, queueing included) after the step.
+    # A lone message can beat the rate by its token bucket (2 ms of traffic or two frames).
+    spans = [json.loads(line) for line in (traces / "agents" / "b.spans.jsonl").read_text().splitlines()]
+    moves = [s for s in spans if s["kind"] == "transfer" and s["peer"] == "c"]
+    step_at = max(r["unix"] for r in changes)
+    assert moves and all(s["start"] > step_at for s in moves)
+    goodput = sorted(s["bytes"] * 8 / (s["end"] - s["start"]) / 1e6 for s in moves)
+    print(f"k {k:.2f}: c->b goodput median {goodput[len(goodput) // 2]:.3f} Mbit/s, max {goodput[-1]:.3f}; "
+          f"shaped {4 / k:.3f} (was {40 / k:.3f})")
+    assert 0.3 * 4 / k < goodput[len(goodput) // 2] < 1.5 * 4 / k
+    assert goodput[-1] < 0.2 * 40 / k

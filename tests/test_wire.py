@@ -60,7 +60,7 @@ def test_torch_tensors_are_accepted() -> None:
 @pytest.mark.parametrize(
     ("mutate", "needle"),
     [
-        (lambda f: _with(f, v=2), "field 'v': protocol version 2"),
+        (lambda f: _with(f, v=wire.PROTOCOL_VERSION + 1), f"field 'v': protocol version {wire.PROTOCOL_VERSION + 1}"),
         (lambda f: _with(f, t="explode"), "field 't': unknown message type 'explode'"),
         (lambda f: _with(f, src=""), "field 'src'"),
         (lambda f: _with(f, src="x" * 65), "field 'src'"),
@@ -129,14 +129,15 @@ json_tree = st.recursive(json_leaf, lambda c: st.lists(c, max_size=4) | st.dicti
 @given(st.sampled_from(sorted(wire.MSG_TYPES)), st.dictionaries(st.text(max_size=10), json_tree, max_size=6),
        json_tree)
 def test_random_headers_only_ever_raise_wire_error(msg_type: str, body: dict, tensors: object) -> None:
-    header = {"v": 1, "t": msg_type, "src": "a", "id": "x", "ts": 1.0, "body": body, "tensors": tensors}
+    header = {"v": wire.PROTOCOL_VERSION, "t": msg_type, "src": "a", "id": "x", "ts": 1.0, "body": body,
+              "tensors": tensors}
     with contextlib.suppress(wire.WireError):
         wire.decode([msgpack.packb(header), b"\x00" * 16])
 
 
 # ------------------------------------------------------------------------------ hostile headers
 def _ping_header(**changes: object) -> dict:
-    header = {"v": 1, "t": wire.PING, "src": "a", "id": "x", "ts": 1.0, "body": {}, "tensors": []}
+    header = {"v": wire.PROTOCOL_VERSION, "t": wire.PING, "src": "a", "id": "x", "ts": 1.0, "body": {}, "tensors": []}
     header.update(changes)
     return header
 

@@ -26,6 +26,8 @@ def register(app: typer.Typer) -> None:
         task_timeout: float = typer.Option(60.0, help="seconds before a task counts as failed"),
         insecure: bool = typer.Option(False, "--insecure",
                                       help="plaintext ZeroMQ, no keys/ (any container on the networks may steer)"),
+        up: bool = typer.Option(False, "--up", help="then run it here (compose up), save every container's log "
+                                                    "under traces/logs/, take it down and write the report"),
         as_json: bool = JsonOpt,
     ) -> None:
         """Render a docker-compose project that runs SPEC by itself (docker-compose up)."""
@@ -44,12 +46,22 @@ def register(app: typer.Typer) -> None:
                                      insecure=insecure)
         except (ValueError, RuntimeError) as err:
             raise fail(f"compose: {err}") from None
-        emit({"compose_file": str(project.compose_file), "services": list(project.services),
-              "networks": list(project.networks),
-              "run": f"cd {out} && {' '.join(compose_cli())} up --abort-on-container-exit --exit-code-from coordinator",
-              "traces": str(out / "traces"), "report": f"pamdi report {out / 'traces'}",
-              "keys": None if insecure else f"{out / 'keys'} (the run's private keys: delete with the project)"},
-             as_json)
+        rendered = {"compose_file": str(project.compose_file), "services": list(project.services),
+                    "networks": list(project.networks),
+                    "run": f"cd {out} && {' '.join(compose_cli())} up --abort-on-container-exit "
+                           "--exit-code-from coordinator",
+                    "traces": str(out / "traces"), "report": f"pamdi report {out / 'traces'}",
+                    "keys": None if insecure else f"{out / 'keys'} (the run's private keys: delete with the project)"}
+        if not up:
+            emit(rendered, as_json)
+            return
+        from orchestrator.compose_up import up_project
+
+        run = up_project(out)
+        emit({**rendered, "returncode": run.returncode, "logs": str(run.traces / "logs"),
+              "report": run.report["report"] if run.report else run.report_error}, as_json)
+        if run.returncode != 0:
+            raise typer.Exit(run.returncode)
 
     @app.command("compose-run", hidden=True)
     def compose_run(job: Path = typer.Argument(..., help="run.json rendered by pamdi compose")) -> None:

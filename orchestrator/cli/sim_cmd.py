@@ -34,14 +34,21 @@ def _print_table(spec: Any, summary: dict[str, Any]) -> None:
 
     console = Console()
     table = Table(title=f"{spec.name}: simulated inference time per source (ms)")
-    for col in ("policy", "source", "γ", "done", "failed", "mean", "p50", "p95", "max"):
+    draws = next((s["replicas"]["n"] for r in summary["runs"] for s in r["sources"].values() if "replicas" in s), 0)
+    cols = ["policy", "source", "γ", "done", "failed", "mean", "p50", "p95", "max"]
+    if draws:
+        cols.append(f"mean of {draws} ± sd")
+    for col in cols:
         table.add_column(col, justify="left" if col in ("policy", "source") else "right")
     for run in summary["runs"]:
         for i, (name, s) in enumerate(run["sources"].items()):
+            rep = s.get("replicas") or {}
+            extra = [f"{_fmt(rep.get('mean_s'))} ± {_fmt(rep.get('sd_s'))}"] if draws else []
             table.add_row(run["policy"] if i == 0 else "", name, f"{s['priority']:g}", str(s["completed"]),
-                          str(s["failed"]), _fmt(s["mean_s"]), _fmt(s["p50_s"]), _fmt(s["p95_s"]), _fmt(s["max_s"]))
+                          str(s["failed"]), _fmt(s["mean_s"]), _fmt(s["p50_s"]), _fmt(s["p95_s"]), _fmt(s["max_s"]),
+                          *extra)
         table.add_row("", "[dim]weighted[/dim]", "", "", "", _fmt(run["weighted_mean_s"]), "", "", "",
-                      end_section=True)
+                      *([""] if draws else []), end_section=True)
     console.print(table)
     cmp = compare(summary, "pa-mdi")
     if cmp:
@@ -61,6 +68,30 @@ def _print_table(spec: Any, summary: dict[str, Any]) -> None:
         console.print(f"[yellow]{pol}/{src} failures:[/yellow] {json.dumps(reasons)}")
 
 
+def _add_replicas(spec: Any, policies: list[str], summary: dict[str, Any], seed: int | None, base_dir: Path,
+                  replicas: int) -> None:
+    """Each source's mean over ``replicas`` beacon-phase draws (draw 0 is the run above) into its
+    summary entry as ``replicas: {n, mean_s, sd_s}``."""
+    import statistics
+
+    from orchestrator.simulator import SimOptions, run_policies
+
+    means: dict[tuple[str, str], list[float | None]] = {
+        (r["policy"], n): [st["mean_s"]] for r in summary["runs"] for n, st in r["sources"].items()}
+    for replica in range(1, replicas):
+        opts = SimOptions(beacon_period_s=spec.beacon_period_ms / 1000.0, replica=replica)
+        other, _ = run_policies(spec, policies, seed=seed, base_dir=base_dir, options=opts)
+        for r in other["runs"]:
+            for n, st in r["sources"].items():
+                means[(r["policy"], n)].append(st["mean_s"])
+    for r in summary["runs"]:
+        for n, st in r["sources"].items():
+            known = [m for m in means[(r["policy"], n)] if m is not None]
+            full = len(known) == replicas
+            st["replicas"] = {"n": replicas, "mean_s": statistics.fmean(known) if full else None,
+                              "sd_s": statistics.stdev(known) if full else None}
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def simulate(
@@ -69,6 +100,10 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(None, "--seed", help="random seed (default: the spec's)"),
         as_json: bool = typer.Option(False, "--json", help="print the summary JSON"),
         records: Path = typer.Option(None, "--records", help="write per-task records (JSON lines) here"),
+        replicas: int = typer.Option(1, "--replicas", min=1,
+                                     help="also simulate this many draws of the nodes' beacon phases (same "
+                                          "arrivals) and give each source's mean over them ± their sd: near "
+                                          "saturation one draw's mean moves with the phases alone"),
     ) -> None:
         """Simulate a spec under one or all policies (discrete-event, profiled block times)."""
         from orchestrator.simulator import SimulationError, run_policies
@@ -77,6 +112,8 @@ def register(app: typer.Typer) -> None:
         policies = select_policies(policy, s)
         try:
             summary, results = run_policies(s, policies, seed=seed, base_dir=path.parent)
+            if replicas > 1:
+                _add_replicas(s, policies, summary, seed, path.parent, replicas)
         except SimulationError as err:
             raise fail(f"{path}: {err}") from None
         for run in summary["runs"]:

@@ -33,21 +33,22 @@ Model (all times in seconds):
   direction as the agents seed theirs. The receiver's ACK of each task/result hop is sent back on
   such a link (a draw, and the next message that way waits behind it); RELEASEs, which follow a
   task's end, are not.
-- Beacons: every worker snapshots (queue seconds, residual, per-weight queue) every period, with a
-  seeded random phase. Queue seconds count what the tasks present still need to finish their
-  models there (queued job + the rest of the model, at the worker's speed): with per-partition
-  jobs a task that has landed on a worker mostly stays, so counting only the queued partition
-  would hide most of the committed work. The residual is only what is left of the partition in
-  service (all a waiting task of higher priority sits out); the rest of that task's model counts
-  in its weight's queue. Every worker also knows the graph's link rates and delays
-  (``WorldView.links``, from the run configuration) for planners. Rates, delays and success
-  probabilities in the policies' view (``WorldView.links``, ``PeerView.rate_bps/delay_s/success``)
-  are the configured ones even on scenario links, because that is all the agents get: the
-  orchestrator sends them the spec link's ``rate_mbit/delay_ms/loss`` once in the run config
-  (``runner.build_configs``) and the netns backend changes tc in place without telling them. The
-  sender's link backlog estimate likewise counts what it queued at the configured rate (the
-  agent's ``PeerTable.on_sent``). A neighbour sees the latest snapshot older than the
-  link delay (stale views); no snapshot for ``base.dead_after_s`` = dead (not a candidate).
+- Beacons: every worker snapshots (queue seconds, residual, per-weight queue) every period, from the
+  phase its agent gets for the seed (``pamdi_node.arrivals.beacon_phases``). Queue seconds count
+  what the tasks present still need to finish their models there (queued job + the rest of the
+  model, at the worker's speed): with per-partition jobs a task that has landed on a worker mostly
+  stays, so counting only the queued partition would hide most of the committed work. The residual
+  is only what is left of the partition in service (all a waiting task of higher priority sits out);
+  the rest of that task's model counts in its weight's queue. Every worker also knows the graph's
+  link rates and delays (``WorldView.links``, from the run configuration) for planners. Rates,
+  delays and success probabilities in the policies' view (``WorldView.links``,
+  ``PeerView.rate_bps/delay_s/success``) are the configured ones even on scenario links, because
+  that is all the agents get: the orchestrator sends them the spec link's
+  ``rate_mbit/delay_ms/loss`` once in the run config (``runner.build_configs``) and the netns
+  backend changes tc in place without telling them. The sender's link backlog estimate likewise
+  counts what it queued at the configured rate (the agent's ``PeerTable.on_sent``). A neighbour sees
+  the latest snapshot older than the link delay (stale views); no snapshot for ``base.dead_after_s``
+  = dead (not a candidate).
 - At every boundary the holder asks ``policy.rank``; it tries placements in order: itself (queue
   locally), or a neighbour (after an RTC/CTC round trip when ``policy.handshake``, or per task
   ``policy.needs_handshake``; a DENY or a timeout moves on to the next placement; exhausting the
@@ -72,7 +73,6 @@ Model (all times in seconds):
 from __future__ import annotations
 
 import heapq
-import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -93,7 +93,7 @@ from orchestrator.simulator.inputs import (
 from orchestrator.simulator.links import LinkModel
 from orchestrator.simulator.state import _Job, _live, _Node, _Task
 from orchestrator.simulator.views import ViewModel
-from pamdi_node.arrivals import arrival_offsets
+from pamdi_node.arrivals import arrival_offsets, beacon_phases
 from pamdi_node.jitter import JitteredRelease, jitter_problem, link_seed
 from pamdi_node.policies.partition import partition_end
 from pamdi_node.policies.types import (
@@ -136,7 +136,6 @@ class Simulator(LinkModel, ViewModel, HandshakeModel, FailureModel):
         # List each worker's own queue task by task in its self view only for policies that use it
         # (it costs O(queue) per decision, and unstable baselines grow long queues).
         self._list_waiting = bool(policy.uses_waiting)
-        self.rng = random.Random(seed)
         self.seed = seed
         self.nodes = {n.name: _Node(n.name, n.speed) for n in nodes}
         self.speeds = {n.name: n.speed for n in nodes}
@@ -144,7 +143,7 @@ class Simulator(LinkModel, ViewModel, HandshakeModel, FailureModel):
         # (the _RATE.. indices above; rate, delay and success are the configured values).
         self.links: dict[tuple[str, str], list[Any]] = {}
         # Jittered directions, each with its own seeded draws (as the agents' delay line seeds them),
-        # so jitter-free links keep their fast path and the other draws (self.rng) stay as they were.
+        # so jitter-free links keep their fast path and the beacon phases stay as they were.
         self.jitter: dict[tuple[str, str], JitteredRelease] = {}
         adj: dict[str, list[str]] = {n: [] for n in self.nodes}
         for (a, b), lk in links.items():
@@ -208,8 +207,10 @@ class Simulator(LinkModel, ViewModel, HandshakeModel, FailureModel):
         for f in self.failures:
             self.at(f.at_s, self._fail_node, f.node, f.recover_after_s)
         self.seed_views()
+        # The agents' phases for this seed (the orchestrator hands them out); a replica draws others.
+        phases = beacon_phases(self.seed, list(self.nodes), self.opt.beacon_period_s, self.opt.replica)
         for node in self.nodes.values():
-            self.at(self.rng.uniform(0.0, self.opt.beacon_period_s), self._beacon, node)
+            self.at(phases[node.name], self._beacon, node)
         n_events = 0
         events = self.events
         pop = heapq.heappop

@@ -47,6 +47,11 @@ class SimOptions:
     shaper_stretch: float | None = None
     # Scenario time at simulated time 0 (a scenario link's phase; see the module doc).
     scenario_offset_s: float = 0.0
+    # Which draw of the beacon phases (the simulator's only randomness besides the seed's arrival
+    # schedule): 0 = the seed's own draw; r > 0 = another draw for the same arrivals. Near saturation a
+    # run's mean moves with the phases alone, so a prediction there is the mean over replicas
+    # (``orchestrator.predict.predict_ensemble``).
+    replica: int = 0
 
 
 @dataclass(frozen=True)

@@ -96,12 +96,15 @@ class AgentClient:
     def configure(self, config: dict[str, Any], timeout_s: float = 300.0) -> dict[str, Any]:
         return self.request(wire.CONFIG, {"config": config}, timeout_s=timeout_s, expect=wire.CONFIG_OK).body
 
-    def start(self, offset_s: float = 0.0, resume_from: float | None = None) -> None:
+    def start(self, offset_s: float = 0.0, resume_from: float | None = None, beacon_at: float | None = None) -> None:
         """Start the sources; ``resume_from`` (orchestrator clock): the policy's start, for a
-        restarted node that continues the schedule instead of replaying it."""
+        restarted node that continues the schedule instead of replaying it; ``beacon_at``
+        (orchestrator clock): when this node's beacons start, a period apart from then on."""
         body: dict[str, Any] = {"offset": offset_s}
         if resume_from is not None:
             body["t0"] = resume_from
+        if beacon_at is not None:
+            body["beacon_at"] = beacon_at
         self.request(wire.START, body, expect=wire.STARTED)
 
     def stats(self) -> dict[str, Any]:

@@ -75,6 +75,7 @@ class RunState(HandoffMixin, ResultsMixin):
         self.send_peer = send_peer
         self.post = post
         self.clock_offset = 0.0  # this node's clock minus the orchestrator's (set by START)
+        self.beacon_anchor: float | None = None  # this node's beacon phase on its clock (set by START)
         now = time.time()
         self.peers = PeerTable(cfg, now)
         self.speed = cfg.speed
@@ -327,10 +328,21 @@ class RunState(HandoffMixin, ResultsMixin):
         """START from the orchestrator: its clock offset, and the sources from now, or (a restart,
         ``t0`` given) from the run's start on this clock, the schedule going on where it was."""
         self.clock_offset = float(body.get("offset", 0.0))
+        if "beacon_at" in body:
+            self.beacon_anchor = float(body["beacon_at"]) + self.clock_offset
         if "t0" in body:
             self.start_sources(float(body["t0"]) + self.clock_offset, resume=True)
         else:
             self.start_sources(time.time())
+
+    def next_beacon(self, now: float) -> float:
+        """When to beacon after ``now``: once started, on this node's grid (its phase from the
+        orchestrator + whole periods: ``pamdi_node.arrivals.beacon_phases``, what the simulator
+        uses), so beacons neither drift nor fall in step with the other agents'; before, a period on."""
+        period = self.cfg.beacon_period_s
+        if self.beacon_anchor is None:
+            return now + period
+        return self.beacon_anchor + max(0, math.floor((now - self.beacon_anchor) / period) + 1) * period
 
     def on_peer(self, msg: wire.Message, t_recv: float) -> bool:
         """Handle a checked message from a neighbour; True when it was a beacon that brought a peer

@@ -155,7 +155,7 @@ class Agent:
         run = self.run
         if run is not None and self.state in ("ready", "running"):
             if now >= self._next_beacon:
-                self._next_beacon = now + self.cfg.beacon_period_s  # type: ignore[union-attr]
+                self._next_beacon = run.next_beacon(now)
                 self._guard(run.beacon)
             if now >= self._next_tick or run.next_deadline() <= now:
                 self._next_tick = now + 0.02
@@ -282,7 +282,7 @@ class Agent:
             if self.run is None or self.state != "ready":
                 raise wire.WireError(f"'start' refused: agent is {self.state}, not ready")
             self.run.start(msg.body)
-            self.state = "running"
+            self._next_beacon, self.state = self.run.next_beacon(time.time()), "running"
             self._reply_msg(ident, msg, wire.STARTED, {})
         elif t == wire.STATS:
             self._reply_msg(ident, msg, wire.STATS_REPLY, {"stats": self.stats()})

@@ -3,7 +3,7 @@
 Every message is ``[header, tensor_0, tensor_1, ...]`` (plus the routing identity a ROUTER socket
 prepends). The header is a msgpack map::
 
-    {"v": 1,                 # protocol version (PROTOCOL_VERSION)
+    {"v": 2,                 # protocol version (PROTOCOL_VERSION)
      "t": "task",            # message type (MSG_TYPES)
      "src": "n1",            # sending node (or client) name
      "id": "ab12...",        # message / task id

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PROTOCOL_VERSION = 1
+# 1: the first; 2: START carries the node's beacon phase (``beacon_at``), which a version-1 agent
+# would refuse as an unknown field.
+PROTOCOL_VERSION = 2
 
 # Limits (all checked before allocation). A frame above MAX_FRAME_BYTES is refused by ZeroMQ itself
 # (ZMQ_MAXMSGSIZE on the agent socket), so an oversized frame never reaches Python.
@@ -98,7 +100,8 @@ BODY_SCHEMAS: Mapping[str, Mapping[str, F]] = {
     # ``offset``: the agent's clock minus the orchestrator's (NTP estimate), so task ages line up.
     # ``t0`` (orchestrator clock): a restarted source node resumes the run's schedule from it, the
     # items due while it was down skipped, instead of replaying the schedule from the start.
-    START: {"offset": F(_NUM, required=False, lo=-1e9, hi=1e9), "t0": F(_NUM, required=False, lo=0)},
+    START: {"offset": F(_NUM, required=False, lo=-1e9, hi=1e9), "t0": F(_NUM, required=False, lo=0),
+            "beacon_at": F(_NUM, required=False, lo=0)},
     STARTED: {},
     BEACON: {
         "speed": F(_NUM, lo=0, hi=1e9),
