@@ -17,7 +17,7 @@ import itertools
 import json
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,29 @@ class Prediction:
     def as_dict(self) -> dict[str, Any]:
         return {"mean_s": self.mean_s, "sd_s": self.sd_s, "replicas": self.replicas, "first_s": self.first_s}
 
+    @classmethod
+    def of(cls, means: Sequence[float | None]) -> Prediction:
+        """From each draw's mean, in replica order (None: a draw with nothing completed; then no mean)."""
+        known = [m for m in means if m is not None]
+        mean = statistics.fmean(known) if known and len(known) == len(means) else None
+        sd = statistics.stdev(known) if mean is not None and len(known) > 1 else None
+        return cls(mean, sd, len(means), means[0] if means else None)
+
+
+def draw_means(spec: ExperimentSpec, policy: str, options: Any, replicas: Iterable[int], **simulate_kwargs: Any
+               ) -> Iterator[dict[str, float | None]]:
+    """Each source's mean in each beacon-phase draw of ``replicas`` (``options``, a ``SimOptions``,
+    with its replica set), one draw at a time: a ``SimulationError`` ends the draws where it happens."""
+    import dataclasses
+
+    from orchestrator.metrics import summarize_run
+    from orchestrator.simulator import simulate
+
+    prios = {s.name: s.priority for s in spec.sources}
+    for replica in replicas:
+        res = simulate(spec, policy, options=dataclasses.replace(options, replica=replica), **simulate_kwargs)
+        yield {src: st.get("mean_s") for src, st in summarize_run(policy, res.records, prios)["sources"].items()}
+
 
 def predict_ensemble(spec: ExperimentSpec, policies: Sequence[str], profiles: Mapping[str, ModelProfile],
                      costs: Mapping[str, RuntimeCosts] | None = None, shaper_stretch: float | None = None,
@@ -160,32 +183,23 @@ def predict_ensemble(spec: ExperimentSpec, policies: Sequence[str], profiles: Ma
     costs, over ``replicas`` beacon-phase draws of the same arrival schedule. ``shaper_stretch``: the
     run shaped its links with tbf at this stretch (its bucket is modelled). The handshake window and
     timeout are the agents' defaults (``agent.config.RunConfig``)."""
-    from orchestrator.metrics import summarize_run
-    from orchestrator.simulator import SimOptions, SimulationError, simulate
+    from orchestrator.simulator import SimOptions, SimulationError
 
     if replicas < 1:
         raise ValueError(f"replicas must be >= 1, got {replicas}")
-    prios = {s.name: s.priority for s in spec.sources}
     out: dict[tuple[str, str], Prediction] = {}
     for policy in policies:
         c = (costs or {}).get(policy, RuntimeCosts())
+        opts = SimOptions(beacon_period_s=spec.beacon_period_ms / 1000.0, decision_cost_s=c.decision_s,
+                          message_cost_s=c.message_s, rtc_window_s=AGENT_DEFAULTS.grant_window_s,
+                          rtc_timeout_s=AGENT_DEFAULTS.rtc_timeout_s, shaper_stretch=shaper_stretch)
         draws: dict[str, list[float | None]] = {}
-        for replica in range(replicas):
-            opts = SimOptions(beacon_period_s=spec.beacon_period_ms / 1000.0, decision_cost_s=c.decision_s,
-                              message_cost_s=c.message_s, rtc_window_s=AGENT_DEFAULTS.grant_window_s,
-                              rtc_timeout_s=AGENT_DEFAULTS.rtc_timeout_s, shaper_stretch=shaper_stretch,
-                              replica=replica)
-            try:
-                res = simulate(spec, policy, profiles=dict(profiles), options=opts)
-            except SimulationError:
-                break
-            for src, stats in summarize_run(policy, res.records, prios)["sources"].items():
-                draws.setdefault(src, []).append(stats.get("mean_s"))
+        with contextlib.suppress(SimulationError):  # the draws so far count
+            for means in draw_means(spec, policy, opts, range(replicas), profiles=dict(profiles)):
+                for src, mean in means.items():
+                    draws.setdefault(src, []).append(mean)
         for src, means in draws.items():
-            known = [m for m in means if m is not None]
-            mean = statistics.fmean(known) if known and len(known) == len(means) else None
-            sd = statistics.stdev(known) if mean is not None and len(known) > 1 else None
-            out[(policy, src)] = Prediction(mean, sd, len(means), means[0])
+            out[(policy, src)] = Prediction.of(means)
     return out
 
 

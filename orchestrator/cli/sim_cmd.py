@@ -72,24 +72,18 @@ def _add_replicas(spec: Any, policies: list[str], summary: dict[str, Any], seed:
                   replicas: int) -> None:
     """Each source's mean over ``replicas`` beacon-phase draws (draw 0 is the run above) into its
     summary entry as ``replicas: {n, mean_s, sd_s}``."""
-    import statistics
+    from orchestrator.predict import Prediction, draw_means
+    from orchestrator.simulator import SimOptions
 
-    from orchestrator.simulator import SimOptions, run_policies
-
-    means: dict[tuple[str, str], list[float | None]] = {
-        (r["policy"], n): [st["mean_s"]] for r in summary["runs"] for n, st in r["sources"].items()}
-    for replica in range(1, replicas):
-        opts = SimOptions(beacon_period_s=spec.beacon_period_ms / 1000.0, replica=replica)
-        other, _ = run_policies(spec, policies, seed=seed, base_dir=base_dir, options=opts)
-        for r in other["runs"]:
-            for n, st in r["sources"].items():
-                means[(r["policy"], n)].append(st["mean_s"])
+    opts = SimOptions(beacon_period_s=spec.beacon_period_ms / 1000.0)
     for r in summary["runs"]:
+        means = {n: [st["mean_s"]] for n, st in r["sources"].items()}
+        for other in draw_means(spec, r["policy"], opts, range(1, replicas), seed=seed, base_dir=base_dir):
+            for n, mean in other.items():
+                means[n].append(mean)
         for n, st in r["sources"].items():
-            known = [m for m in means[(r["policy"], n)] if m is not None]
-            full = len(known) == replicas
-            st["replicas"] = {"n": replicas, "mean_s": statistics.fmean(known) if full else None,
-                              "sd_s": statistics.stdev(known) if full else None}
+            p = Prediction.of(means[n])
+            st["replicas"] = {"n": replicas, "mean_s": p.mean_s, "sd_s": p.sd_s}
 
 
 def register(app: typer.Typer) -> None:
