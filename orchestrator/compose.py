@@ -62,6 +62,7 @@ from orchestrator.backends.dockernet import (
 )
 from orchestrator.backends.static import StaticBackend
 from orchestrator.compose_scenarios import SCENARIO_CLOCK, first_point, follower_config, link_schedules
+from orchestrator.netem.cgroups import quota_us
 from orchestrator.netem.docker_cleanup import PROJECT_LABEL, RUN_LABEL
 from orchestrator.spec import ExperimentSpec
 
@@ -227,7 +228,9 @@ def render_compose(
                             "interval": "1s", "timeout": "3s", "retries": 120, "start_period": "5s"},
         }
         if cpu_quota and cpus and device_time == "quota":
-            service["cpus"] = round(float(cpus), 3)
+            # The netns backend's quota and short period (``netem.cgroups.quota_us``), not `cpus:`,
+            # which keeps Docker's 100 ms period.
+            service["cpu_quota"], service["cpu_period"] = quota_us(float(cpus))
         services[_service_name(n)] = service
 
     endpoints = {

@@ -64,9 +64,11 @@ def test_rendered_project_is_consistent(tmp_path: Path, device_time: str) -> Non
         assert job["endpoints"][node]["control"] == f"tcp://{svc['networks']['ctl']['ipv4_address']}:7000"
         assert cfg["agent_args"][:2] == ["--listen", "tcp://0.0.0.0:7000"]
     if device_time == "quota":  # a CPU quota only where it is the device-time model
-        assert compose["services"]["c"]["cpus"] == 0.5
+        # 0.5 CPU with the netns backend's short CFS period, not `cpus:` (Docker's 100 ms period)
+        svc = compose["services"]["c"]
+        assert svc["cpu_quota"] == 2500 and svc["cpu_period"] == 5000 and "cpus" not in svc
     else:
-        assert all("cpus" not in svc for svc in compose["services"].values())
+        assert all("cpu_quota" not in svc and "cpus" not in svc for svc in compose["services"].values())
     # The nominal spec, naming the shipped-along profiles the run holds and predicts with.
     shipped = parse_spec(yaml.safe_load((tmp_path / "pamdi/spec.yaml").read_text()))
     assert shipped == spec.model_copy(update={"profiles": "/pamdi/profiles"})

@@ -117,17 +117,50 @@ def test_cleanup_after_sigkill_and_live_run_untouched() -> None:
 
 
 def test_cpu_quota_limits_a_busy_node() -> None:
-    """A node with cpus=0.25 gets about a quarter of a core, measured from the process's own CPU time."""
+    """A node with cpus=0.25 gets about a quarter of a core, measured from the process's own CPU
+    time, in short throttled stretches: with the 5 ms CFS period a busy loop is stopped for ~3.75 ms
+    at a time, not for most of the kernel's default 100 ms (which made block times bimodal)."""
+    import statistics
+
+    from orchestrator.netem import cgroups
     from orchestrator.netem.network import EmulatedNetwork
 
-    spin = "import time\nt=time.monotonic()\nwhile time.monotonic()-t<1.5: pass\nprint(time.process_time())"
+    spin = ("import time\nt=last=time.monotonic(); stalls=[]\n"
+            "while (now:=time.monotonic())-t<1.5:\n"
+            "    if now-last>0.001: stalls.append(now-last)\n"
+            "    last=now\n"
+            "print(time.process_time(), *stalls)")
     with EmulatedNetwork("test") as net:
         net.add_node("slow", cpus=0.25)
+        group = net.nodes["slow"].cgroup
+        assert group is not None and net.cg is not None
+        quota, period = cgroups.quota_us(0.25)
+        if net.cg.version == 1:
+            assert (group / "cpu.cfs_period_us").read_text().split() == [str(period)]
+            assert (group / "cpu.cfs_quota_us").read_text().split() == [str(quota)]
+        else:
+            assert (group / "cpu.max").read_text().split() == [str(quota), str(period)]
         proc = net.spawn("slow", [sys.executable, "-c", spin], stdout=subprocess.PIPE)
         out, _ = proc.communicate(timeout=30)
-    cpu_s = float(out.decode().split()[-1])
+    cpu_s, *stalls = (float(x) for x in out.decode().split())
     # 1.5 s of wall time at 25% quota -> ~0.375 s of CPU (+ interpreter start-up outside the loop)
     assert 0.2 < cpu_s < 0.6, cpu_s
+    # ~1.1 s of the 1.5 s stopped, in 5 ms-period pieces: hundreds of stalls of ~3.75 ms (a 100 ms
+    # period gives ~15 stalls of ~75 ms).
+    assert len(stalls) > 100 and statistics.median(stalls) < 0.015, (len(stalls), statistics.median(stalls))
+
+
+def test_quota_period_is_short_but_keeps_the_kernels_minimum_quota() -> None:
+    from orchestrator.netem.cgroups import MIN_QUOTA_US, quota_us
+
+    assert quota_us(0.5) == (2500, 5000)
+    assert quota_us(2.0) == (10000, 5000)  # more than one core: quota above the period
+    assert quota_us(0.1) == (1000, 10000)  # 0.1 x 5 ms would be under the kernel's 1 ms minimum
+    for cpus in (0.01, 0.07, 0.123, 0.29, 1.0, 3.3):
+        quota, period = quota_us(cpus)
+        assert quota >= MIN_QUOTA_US and quota / period == pytest.approx(cpus, rel=0.01)
+    with pytest.raises(ValueError, match="cpus"):
+        quota_us(0)
 
 
 def test_rate_change_in_place() -> None:

@@ -5,7 +5,8 @@ on (like Colosseum's ``col0``), and per spec link ``a-b`` a network ``pamdi-t-a-
 /24, joined by exactly those two containers. All networks are ``internal`` (no route out, no NAT):
 traffic stays between the run's containers and this host. Each container runs the node image's
 entry (``pamdi node --listen tcp://0.0.0.0:7000 ...``) with ``NET_ADMIN``, a CPU quota
-(``nano_cpus``: the node's device profile, else ``speed x threads`` CPUs, as the netns backend)
+(``cpu_quota`` / ``cpu_period``: the node's device profile, else ``speed x threads`` CPUs, with the
+netns backend's short period, ``netem.cgroups.quota_us``)
 and the run's trace folder mounted at ``/traces``. Links are shaped inside the containers by the
 image's own shaper (``pamdi-node-entry shape``: tbf on both ends, netem for delay/loss when the
 kernel has it), the same code a docker-compose node runs at start.
@@ -53,6 +54,7 @@ from orchestrator.backends.dockernet import (
     used_subnets,
 )
 from orchestrator.backends.scenarios import drive_scenarios, link_scenarios
+from orchestrator.netem.cgroups import quota_us
 from orchestrator.netem.docker_cleanup import (
     OWNER_LABEL,
     OWNER_START_LABEL,
@@ -197,6 +199,14 @@ class DockerBackend(BackendTraits):
         return self.endpoint(node)
 
     # ---------------------------------------------------------------------------------- helpers
+    def _cpu_limits(self, cpus: float | None) -> dict[str, int]:
+        """The container's CFS quota and period under the ``quota`` model (none otherwise): the
+        netns backend's (a 5 ms period, not Docker's 100 ms, which makes a quota a bursty slowdown)."""
+        if not (self.cpu_quota and self.ctx.device_time == "quota" and cpus):
+            return {}
+        quota, period = quota_us(cpus)
+        return {"cpu_quota": quota, "cpu_period": period}
+
     def _labels(self) -> dict[str, str]:
         assert self.ctx is not None
         from orchestrator.netem.names import process_start_time
@@ -271,7 +281,7 @@ class DockerBackend(BackendTraits):
             networking_config=networking,
             host_config=self.cli.api.create_host_config(
                 cap_add=["NET_ADMIN"],
-                nano_cpus=int(cpus * 1e9) if self.cpu_quota and self.ctx.device_time == "quota" and cpus else None,
+                **self._cpu_limits(cpus),
                 binds=volumes,
                 init=True,  # signals reach the agent; zombies are reaped
             ),
