@@ -17,8 +17,8 @@ and ResNet-50 partial mesh).
 
 Writes ``bench/out/bench_fidelity.json`` and prints a table. Usage:
 ``python bench/bench_fidelity.py [SPEC ...] [--backend netns|local|docker] [--max-seconds 60] [--seeds N]
-[--policy P ...] [--device-time profile|quota] [--replicas R] [--out FILE]``. Run it with nothing else on the
-machine: the agents need the host's CPU.
+[--policy P ...] [--device-time profile|quota] [--replicas R] [--out FILE] [--keep DIR]``. Run it with
+nothing else on the machine: the agents need the host's CPU.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ def main() -> int:
     ap.add_argument("--replicas", type=int, default=DEFAULT_REPLICAS,
                     help="beacon-phase draws the prediction averages (1: the seed's own draw only)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "bench_fidelity.json")
+    ap.add_argument("--keep", type=Path, help="keep each run's folder (traces, manifest) as KEEP/SPEC/seedN")
     args = ap.parse_args()
     names = args.specs or shipped_specs()
     policies = args.policy or list(DEFAULT_POLICIES)
@@ -72,8 +73,9 @@ def main() -> int:
         t0 = time.time()
         for seed in range(1, args.seeds + 1) if args.seeds > 1 else [spec.seed]:
             with tempfile.TemporaryDirectory(prefix="pamdi-fidelity-") as tmp:
+                run_dir = Path(tmp) / "run" if args.keep is None else args.keep / spec.name / f"seed{seed}"
                 summary, spec_rows = run_and_compare(
-                    spec.model_copy(update={"seed": seed}), get_backend(args.backend), Path(tmp) / "run",
+                    spec.model_copy(update={"seed": seed}), get_backend(args.backend), run_dir,
                     RunOptions(policies=policies, device_time=args.device_time), base_dir=path.parent,
                     replicas=args.replicas)
             per_seed.append(spec_rows)
